@@ -15,33 +15,33 @@ import (
 type Flags uint32
 
 const (
-	FailedLocalHealthCheck          Flags = 1 << iota // LH
-	NoHealthyUpstream                                 // UH
-	UpstreamRequestTimeout                            // UT
-	LocalReset                                        // LR
-	UpstreamRemoteReset                               // UR
-	UpstreamConnectionFailure                         // UF
-	UpstreamConnectionTermination                     // UC
-	UpstreamOverflow                                  // UO
-	NoRouteFound                                      // NR
-	DelayInjected                                     // DI
-	FaultInjected                                     // FI
-	RateLimited                                       // RL
-	UnauthorizedExternalService                       // UAEX
-	RateLimitServiceError                             // RLSE
-	DownstreamConnectionTermination                   // DC
-	UpstreamRetryLimitExceeded                        // URX
-	StreamIdleTimeout                                 // SI
-	InvalidEnvoyRequestHeaders                        // IH
-	DownstreamProtocolError                           // DPE
-	UpstreamMaxStreamDurationReached                  // UMSDR
-	NoClusterFound                                    // NC
-	OverloadManager                                   // OM
-	DurationTimeout                                   // DT
-	UpstreamProtocolError                             // UPE
-	NoFilterConfigFound                               // NFCF
-	DownstreamRemoteReset                             // DR
-	UnauthorizedRBAC                                  // RBAC (Envoy prints "RBAC" for rbac denials)
+	FailedLocalHealthCheck           Flags = 1 << iota // LH
+	NoHealthyUpstream                                  // UH
+	UpstreamRequestTimeout                             // UT
+	LocalReset                                         // LR
+	UpstreamRemoteReset                                // UR
+	UpstreamConnectionFailure                          // UF
+	UpstreamConnectionTermination                      // UC
+	UpstreamOverflow                                   // UO
+	NoRouteFound                                       // NR
+	DelayInjected                                      // DI
+	FaultInjected                                      // FI
+	RateLimited                                        // RL
+	UnauthorizedExternalService                        // UAEX
+	RateLimitServiceError                              // RLSE
+	DownstreamConnectionTermination                    // DC
+	UpstreamRetryLimitExceeded                         // URX
+	StreamIdleTimeout                                  // SI
+	InvalidEnvoyRequestHeaders                         // IH
+	DownstreamProtocolError                            // DPE
+	UpstreamMaxStreamDurationReached                   // UMSDR
+	NoClusterFound                                     // NC
+	OverloadManager                                    // OM
+	DurationTimeout                                    // DT
+	UpstreamProtocolError                              // UPE
+	NoFilterConfigFound                                // NFCF
+	DownstreamRemoteReset                              // DR
+	UnauthorizedRBAC                                   // RBAC (Envoy prints "RBAC" for rbac denials)
 )
 
 var flagNames = [...]string{
