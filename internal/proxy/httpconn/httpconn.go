@@ -1,0 +1,372 @@
+// Package httpconn is the proxy's HTTP connection manager: Envoy's
+// envoy.filters.network.http_connection_manager. A filter chain hands it a downstream
+// connection; it speaks HTTP/1.1, HTTP/2 over TLS (ALPN h2) or h2c with prior knowledge,
+// stamps each request (x-request-id, x-forwarded-for/-proto, x-forwarded-client-cert),
+// matches the route (inline route_config or RDS), runs the HTTP filters in the config's
+// order with the router last, and writes the access log.
+//
+// Everything that does not depend on a request is done in Build: a compiled manager is
+// immutable, and a config change builds a new one while the old drains.
+package httpconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weft-mesh/weft/internal/proxy/filter"
+	"github.com/weft-mesh/weft/internal/proxy/listener"
+	"github.com/weft-mesh/weft/internal/proxy/router"
+	"github.com/weft-mesh/weft/internal/proxy/stats"
+	"github.com/weft-mesh/weft/internal/proxy/stream"
+	"github.com/weft-mesh/weft/internal/proxy/upstream"
+)
+
+// ConfigType is the typed_config this package builds from.
+const ConfigType = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+const routerType = "envoy.extensions.filters.http.router.v3.Router"
+
+// AccessLogger writes one access log entry per request.
+type AccessLogger interface {
+	Log(info *stream.Info, req, resp http.Header)
+}
+
+// Options are what every manager built by a Factory shares.
+type Options struct {
+	Routes   *router.Store     // RDS route configurations
+	Clusters *upstream.Manager // for the router
+	Stats    *stats.Store
+	Log      *slog.Logger
+	// AccessLogs compiles the access_log entries of a manager; nil disables access logs.
+	AccessLogs func([]*accesslogv3.AccessLog) (AccessLogger, error)
+	// DefaultAccessLog, when not nil, logs requests of managers that configure none
+	// (weft-proxy's --access-log flag).
+	DefaultAccessLog AccessLogger
+	// DrainTimeout bounds how long a replaced manager waits for its requests.
+	DrainTimeout time.Duration
+}
+
+// Factory builds managers; it is the listener.NetworkFilterFactory for the HCM type.
+type Factory struct{ opts Options }
+
+var _ listener.NetworkFilterFactory = (*Factory)(nil)
+
+// NewFactory returns a factory sharing opts.
+func NewFactory(opts Options) *Factory {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Stats == nil {
+		opts.Stats = stats.New()
+	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 5 * time.Second
+	}
+	return &Factory{opts: opts}
+}
+
+// ConfigType implements listener.NetworkFilterFactory.
+func (f *Factory) ConfigType() string { return ConfigType }
+
+// Build implements listener.NetworkFilterFactory.
+func (f *Factory) Build(typed *anypb.Any, chain listener.ChainInfo) (listener.NetworkFilter, error) {
+	cfg := new(hcmv3.HttpConnectionManager)
+	if err := typed.UnmarshalTo(cfg); err != nil {
+		return nil, fmt.Errorf("http_connection_manager: %w", err)
+	}
+	return f.build(cfg, chain)
+}
+
+// Manager serves the HTTP connections of one filter chain.
+type Manager struct {
+	opts    Options
+	chain   listener.ChainInfo
+	prefix  string
+	inline  *router.Table // route_config, when inline
+	rdsName string        // rds.route_config_name, when over RDS
+	handler filter.Handler
+	server  *http.Server
+	ln      *chanListener
+	codec   hcmv3.HttpConnectionManager_CodecType
+
+	useRemoteAddress  bool
+	skipXFFAppend     bool
+	generateRequestID bool
+	preserveRequestID bool
+	serverName        string
+	xfcc              xfccPolicy
+	inbound           bool
+	accessLog         AccessLogger
+
+	conns sync.Map // net.Conn -> *listener.Conn, for ConnContext
+
+	rqTotal, rqActive                  *stats.Counter
+	rq1xx, rq2xx, rq3xx, rq4xx, rq5xx  *stats.Counter
+	cxTotal                            *stats.Counter
+	cxActive, rqActiveGauge            *stats.Gauge
+	rqTime                             *stats.Histogram
+	noRoute, noCluster, rqTimeoutCount *stats.Counter
+}
+
+var _ listener.NetworkFilter = (*Manager)(nil)
+
+func (f *Factory) build(cfg *hcmv3.HttpConnectionManager, chain listener.ChainInfo) (*Manager, error) {
+	m := &Manager{
+		opts:              f.opts,
+		chain:             chain,
+		prefix:            cfg.GetStatPrefix(),
+		codec:             cfg.GetCodecType(),
+		useRemoteAddress:  cfg.GetUseRemoteAddress().GetValue(),
+		skipXFFAppend:     cfg.GetSkipXffAppend(),
+		generateRequestID: cfg.GetGenerateRequestId() == nil || cfg.GetGenerateRequestId().GetValue(),
+		preserveRequestID: cfg.GetPreserveExternalRequestId(),
+		serverName:        cfg.GetServerName(),
+		inbound:           chain.Inbound,
+	}
+	if m.prefix == "" {
+		return nil, errors.New("http_connection_manager: stat_prefix is required")
+	}
+	if m.serverName == "" {
+		m.serverName = "envoy" // Envoy's default server_name, which tools may match on
+	}
+	if cfg.GetServerHeaderTransformation() == hcmv3.HttpConnectionManager_PASS_THROUGH {
+		m.serverName = ""
+	}
+	var err error
+	if m.xfcc, err = newXFCC(cfg); err != nil {
+		return nil, err
+	}
+
+	switch rs := cfg.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		if m.inline, err = router.Compile(rs.RouteConfig); err != nil {
+			return nil, fmt.Errorf("http_connection_manager: route_config: %w", err)
+		}
+	case *hcmv3.HttpConnectionManager_Rds:
+		m.rdsName = rs.Rds.GetRouteConfigName()
+		if m.rdsName == "" {
+			return nil, errors.New("http_connection_manager: rds.route_config_name is required")
+		}
+		if f.opts.Routes == nil {
+			return nil, errors.New("http_connection_manager: rds is not available")
+		}
+	default:
+		return nil, errors.New("http_connection_manager: route_config or rds is required (scoped_routes is not supported)")
+	}
+
+	if m.handler, err = f.buildFilters(cfg.GetHttpFilters()); err != nil {
+		return nil, err
+	}
+
+	if logs := cfg.GetAccessLog(); len(logs) > 0 && f.opts.AccessLogs != nil {
+		if m.accessLog, err = f.opts.AccessLogs(logs); err != nil {
+			return nil, fmt.Errorf("http_connection_manager: access_log: %w", err)
+		}
+	} else if len(logs) == 0 {
+		m.accessLog = f.opts.DefaultAccessLog
+	}
+
+	st := f.opts.Stats
+	tag := stats.Tag{Key: "envoy_http_conn_manager_prefix", Value: m.prefix}
+	m.rqTotal = st.Counter("http.downstream_rq_total", tag)
+	m.rq1xx = st.Counter("http.downstream_rq_1xx", tag)
+	m.rq2xx = st.Counter("http.downstream_rq_2xx", tag)
+	m.rq3xx = st.Counter("http.downstream_rq_3xx", tag)
+	m.rq4xx = st.Counter("http.downstream_rq_4xx", tag)
+	m.rq5xx = st.Counter("http.downstream_rq_5xx", tag)
+	m.cxTotal = st.Counter("http.downstream_cx_total", tag)
+	m.cxActive = st.Gauge("http.downstream_cx_active", tag)
+	m.rqActiveGauge = st.Gauge("http.downstream_rq_active", tag)
+	m.rqTime = st.Histogram("http.downstream_rq_time", tag)
+	m.noRoute = st.Counter("http.no_route", tag)
+	m.noCluster = st.Counter("http.no_cluster", tag)
+	m.rqTimeoutCount = st.Counter("http.downstream_rq_timeout", tag)
+
+	m.server = m.newServer(cfg)
+	m.ln = newChanListener()
+	go func() { _ = m.server.Serve(m.ln) }()
+	return m, nil
+}
+
+// buildFilters compiles http_filters into one handler: the filters wrap the router in
+// the config's order, so the first listed runs first.
+func (f *Factory) buildFilters(list []*hcmv3.HttpFilter) (filter.Handler, error) {
+	if len(list) == 0 {
+		return nil, errors.New("http_connection_manager: http_filters: the router filter is required")
+	}
+	var mws []filter.Middleware
+	var terminal filter.Handler
+	for i, hf := range list {
+		typed := hf.GetTypedConfig()
+		if typed == nil {
+			return nil, fmt.Errorf("http_connection_manager: http_filters[%d] (%s): typed_config is required", i, hf.GetName())
+		}
+		if typed.MessageName() == routerType {
+			if i != len(list)-1 {
+				return nil, fmt.Errorf("http_connection_manager: http_filters[%d] (%s): the router must be the last filter", i, hf.GetName())
+			}
+			rc := new(routerv3.Router)
+			if err := typed.UnmarshalTo(rc); err != nil {
+				return nil, fmt.Errorf("http_connection_manager: http_filters[%d] (%s): %w", i, hf.GetName(), err)
+			}
+			terminal = router.NewRouter(rc, router.Options{Clusters: f.opts.Clusters, Stats: f.opts.Stats, Log: f.opts.Log})
+			continue
+		}
+		mw, err := filter.Build(hf.GetName(), typed)
+		if err != nil {
+			if hf.GetIsOptional() {
+				f.opts.Log.Warn("skipping optional http filter", "filter", hf.GetName(), "err", err)
+				continue
+			}
+			return nil, fmt.Errorf("http_connection_manager: http_filters[%d]: %w", i, err)
+		}
+		mws = append(mws, mw)
+	}
+	if terminal == nil {
+		return nil, errors.New("http_connection_manager: http_filters: the last filter must be envoy.filters.http.router")
+	}
+	h := terminal
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h, nil
+}
+
+// ServeConn implements listener.NetworkFilter. The connection is served by the
+// manager's http.Server; ServeConn returns at once.
+func (m *Manager) ServeConn(ctx context.Context, c *listener.Conn) {
+	var nc net.Conn = c
+	// net/http serves HTTP/2 over TLS only for a *tls.Conn it can see; the metadata
+	// travels beside it (ConnContext).
+	if c.TLS {
+		nc = c.Conn
+	}
+	m.conns.Store(nc, c)
+	m.cxTotal.Inc()
+	if !m.ln.push(nc) {
+		m.conns.Delete(nc)
+		_ = nc.Close()
+	}
+}
+
+// Drain implements listener.NetworkFilter: idle connections close now, HTTP/1.1
+// connections close after their current request, HTTP/2 connections get GOAWAY.
+func (m *Manager) Drain(ctx context.Context) error {
+	err := m.server.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		_ = m.server.Close()
+	}
+	return err
+}
+
+func (m *Manager) newServer(cfg *hcmv3.HttpConnectionManager) *http.Server {
+	s := &http.Server{
+		Handler:  m,
+		ErrorLog: slog.NewLogLogger(m.opts.Log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, nc net.Conn) context.Context {
+			if c, ok := m.conns.Load(nc); ok {
+				return context.WithValue(ctx, connKey{}, c.(*listener.Conn))
+			}
+			return ctx
+		},
+		ConnState: func(nc net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				m.cxActive.Inc()
+			case http.StateHijacked, http.StateClosed:
+				m.cxActive.Dec()
+				m.conns.Delete(nc)
+			}
+		},
+	}
+	var p http.Protocols
+	switch cfg.GetCodecType() {
+	case hcmv3.HttpConnectionManager_HTTP1:
+		p.SetHTTP1(true)
+	case hcmv3.HttpConnectionManager_HTTP2:
+		p.SetHTTP2(true)
+		p.SetUnencryptedHTTP2(true)
+	default: // AUTO: by ALPN over TLS, by the connection preface in plaintext
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		p.SetUnencryptedHTTP2(true)
+	}
+	s.Protocols = &p
+	if d := cfg.GetCommonHttpProtocolOptions().GetIdleTimeout(); d != nil {
+		s.IdleTimeout = d.AsDuration()
+	} else {
+		s.IdleTimeout = time.Hour // Envoy's default idle_timeout
+	}
+	if d := cfg.GetRequestHeadersTimeout(); d != nil && d.AsDuration() > 0 {
+		s.ReadHeaderTimeout = d.AsDuration()
+	}
+	if kb := cfg.GetMaxRequestHeadersKb(); kb != nil {
+		s.MaxHeaderBytes = int(kb.GetValue()) * 1024
+	} else {
+		s.MaxHeaderBytes = 60 * 1024 // Envoy's default max_request_headers_kb
+	}
+	h2 := &http.HTTP2Config{}
+	if o := cfg.GetHttp2ProtocolOptions(); o != nil {
+		if v := o.GetMaxConcurrentStreams(); v != nil {
+			h2.MaxConcurrentStreams = int(v.GetValue())
+		}
+		if v := o.GetInitialStreamWindowSize(); v != nil {
+			h2.MaxReceiveBufferPerStream = int(v.GetValue())
+		}
+		if v := o.GetInitialConnectionWindowSize(); v != nil {
+			h2.MaxReceiveBufferPerConnection = int(v.GetValue())
+		}
+	}
+	s.HTTP2 = h2
+	return s
+}
+
+type connKey struct{}
+
+// chanListener is a net.Listener fed by ServeConn, so one http.Server serves every
+// connection a filter chain hands over.
+type chanListener struct {
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }

@@ -1,0 +1,277 @@
+package httpconn
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/weft-mesh/weft/internal/proxy/filter"
+	"github.com/weft-mesh/weft/internal/proxy/listener"
+	"github.com/weft-mesh/weft/internal/proxy/router"
+	"github.com/weft-mesh/weft/internal/proxy/stream"
+)
+
+// ServeHTTP serves one request: stamp, match the route, run the filter chain, log.
+func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Info is not pooled: the router's mirrors and upgrades may outlive ServeHTTP.
+	info := &stream.Info{Start: time.Now()}
+	m.rqTotal.Inc()
+	m.rqActiveGauge.Inc()
+
+	c, _ := r.Context().Value(connKey{}).(*listener.Conn)
+	m.fillInfo(info, c, r)
+	m.stamp(info, c, r)
+
+	rw := &responseWriter{ResponseWriter: w, info: info, server: m.serverName}
+	x := &filter.Exchange{W: rw, R: r, Info: info, Reroute: m.reroute}
+	m.reroute(x)
+
+	err := m.handler.Serve(x)
+	if err != nil && !rw.wroteHeader {
+		m.opts.Log.Debug("request failed", "err", err, "path", r.URL.Path)
+		x.LocalReply(http.StatusInternalServerError, "internal error", 0, "filter_error")
+	}
+	if r.Context().Err() != nil && !rw.wroteHeader {
+		info.SetFlag(stream.DownstreamConnectionTermination)
+	}
+	info.ResponseCode = rw.status
+	if !rw.wroteHeader && !rw.hijacked {
+		info.ResponseCode = 0
+	}
+	if rw.hijacked {
+		info.ResponseCode = http.StatusSwitchingProtocols
+	}
+	info.BytesSent = rw.written
+	info.Duration = time.Since(info.Start)
+	m.account(info)
+	if m.accessLog != nil {
+		m.accessLog.Log(info, r.Header, rw.Header())
+	}
+	m.rqActiveGauge.Dec()
+}
+
+// reroute matches the route for the exchange's current request headers.
+func (m *Manager) reroute(x *filter.Exchange) {
+	x.Route = nil
+	t := m.inline
+	if t == nil {
+		t = m.opts.Routes.Get(m.rdsName)
+	}
+	if t == nil {
+		return
+	}
+	rt, vh := t.Match(x.R)
+	if rt == nil {
+		return
+	}
+	x.Route = rt
+	x.Info.RouteName = rt.Name()
+	if vh != nil {
+		x.Info.VirtualHost = vh.Name()
+	}
+}
+
+var _ = router.Compile // the router package compiles route tables for this one
+
+func (m *Manager) fillInfo(info *stream.Info, c *listener.Conn, r *http.Request) {
+	info.Protocol = r.Proto
+	info.Method = r.Method
+	info.Authority = r.Host
+	info.Path = r.RequestURI
+	if r.ProtoMajor == 2 {
+		info.Path = r.URL.RequestURI()
+	}
+	info.UserAgent = r.Header.Get("User-Agent")
+	if c != nil {
+		info.Listener = c.Listener
+		info.Downstream = c.Remote
+		info.DownstreamLocal = c.Local
+		info.DownstreamTLS = c.TLS
+		info.PeerPrincipal = c.PeerPrincipal
+		info.RequestedServer = c.SNI
+	} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		info.Downstream = ap
+	}
+	if r.ContentLength > 0 {
+		info.BytesReceived = r.ContentLength
+	}
+}
+
+// stamp sets the headers the connection manager owns: x-request-id,
+// x-forwarded-for and -proto, and x-forwarded-client-cert.
+func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
+	h := r.Header
+	// Envoy keeps an incoming x-request-id unless the request is from the edge
+	// (use_remote_address) and preserve_external_request_id is off.
+	id := h.Get("X-Request-Id")
+	if m.generateRequestID && (id == "" || (m.useRemoteAddress && !m.preserveRequestID)) {
+		id = newRequestID()
+		h.Set("X-Request-Id", id)
+	}
+	info.RequestID = id
+
+	tls := info.DownstreamTLS || r.TLS != nil
+	if m.useRemoteAddress {
+		proto := "http"
+		if tls {
+			proto = "https"
+		}
+		h.Set("X-Forwarded-Proto", proto)
+		if !m.skipXFFAppend && info.Downstream.IsValid() {
+			ip := info.Downstream.Addr().Unmap().String()
+			if prior := h.Values("X-Forwarded-For"); len(prior) > 0 {
+				h.Set("X-Forwarded-For", joinComma(prior)+", "+ip)
+			} else {
+				h.Set("X-Forwarded-For", ip)
+			}
+		}
+	} else if h.Get("X-Forwarded-Proto") == "" {
+		if tls {
+			h.Set("X-Forwarded-Proto", "https")
+		} else {
+			h.Set("X-Forwarded-Proto", "http")
+		}
+	}
+	info.ForwardedFor = h.Get("X-Forwarded-For")
+	m.xfcc.apply(h, c)
+}
+
+func joinComma(v []string) string {
+	if len(v) == 1 {
+		return v[0]
+	}
+	n := 0
+	for _, s := range v {
+		n += len(s) + 2
+	}
+	b := make([]byte, 0, n)
+	for i, s := range v {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, s...)
+	}
+	return string(b)
+}
+
+// newRequestID returns a random UUID version 4, Envoy's x-request-id form.
+func newRequestID() string {
+	var u [16]byte
+	_, _ = rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	var b [36]byte
+	hex.Encode(b[0:8], u[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
+	return string(b[:])
+}
+
+func (m *Manager) account(info *stream.Info) {
+	switch code := info.ResponseCode; {
+	case code >= 500:
+		m.rq5xx.Inc()
+	case code >= 400:
+		m.rq4xx.Inc()
+	case code >= 300:
+		m.rq3xx.Inc()
+	case code >= 200:
+		m.rq2xx.Inc()
+	case code >= 100:
+		m.rq1xx.Inc()
+	}
+	if info.Flags.Has(stream.NoRouteFound) {
+		m.noRoute.Inc()
+	}
+	if info.Flags.Has(stream.NoClusterFound) {
+		m.noCluster.Inc()
+	}
+	m.rqTime.Record(float64(info.Duration) / float64(time.Millisecond))
+}
+
+// responseWriter records what was written for the access log and stats, and sets the
+// server header. It keeps http.ResponseController working through Unwrap.
+type responseWriter struct {
+	http.ResponseWriter
+	info        *stream.Info
+	server      string
+	status      int
+	written     int64
+	wroteHeader bool
+	hijacked    bool
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.wroteHeader = true
+		w.status = code
+		if w.server != "" {
+			w.ResponseWriter.Header().Set("Server", w.server)
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.written += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps io.Copy on the fast path of the underlying writer.
+func (w *responseWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(r)
+		w.written += n
+		return n, err
+	}
+	n, err := io.Copy(writerOnly{w.ResponseWriter}, r)
+	w.written += n
+	return n, err
+}
+
+type writerOnly struct{ io.Writer }
+
+func (w *responseWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("httpconn: connection cannot be hijacked")
+	}
+	c, rw, err := hj.Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return c, rw, err
+}
+
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
