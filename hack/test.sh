@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command of README.md: installs what the tests need on a fresh machine, then runs
+# tier 1 (go test -race ./...) and tier 2 (-tags e2e: whole processes, network namespaces,
+# headless Chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${need[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "not installing ${need[*]} (needs root and apt): the tests that use them will skip" >&2
+  fi
+fi
+
+go vet ./...
+# -p 2: a 2-core machine; the race detector multiplies CPU and memory per test binary.
+go test -race -p 2 -timeout 20m ./...
+go test -race -p 2 -timeout 20m -tags e2e ./...
