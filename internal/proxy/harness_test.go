@@ -132,6 +132,12 @@ func (cp *controlPlane) acked(typeURL string) string {
 // push sets a new snapshot for the test node and returns its version.
 func (cp *controlPlane) push(res resources) string {
 	cp.t.Helper()
+	return cp.pushFor(nodeID, res)
+}
+
+// pushFor sets a new snapshot for one node.
+func (cp *controlPlane) pushFor(node string, res resources) string {
+	cp.t.Helper()
 	v := strconv.FormatInt(cp.version.Add(1), 10)
 	snap, err := cachev3.NewSnapshot(v, map[resourcev3.Type][]types.Resource{
 		resourcev3.ListenerType: res.listeners,
@@ -143,7 +149,7 @@ func (cp *controlPlane) push(res resources) string {
 	if err != nil {
 		cp.t.Fatalf("snapshot: %v", err)
 	}
-	if err := cp.cache.SetSnapshot(context.Background(), nodeID, snap); err != nil {
+	if err := cp.cache.SetSnapshot(context.Background(), node, snap); err != nil {
 		cp.t.Fatalf("set snapshot: %v", err)
 	}
 	return v
@@ -159,7 +165,12 @@ type resources struct {
 // runProxy starts weft-proxy with a bootstrap pointing ADS at cp.
 func runProxy(t *testing.T, cp *controlPlane, delta bool) *proxy.Proxy {
 	t.Helper()
-	b := bootstrap.FromFlags(bootstrap.Flags{NodeID: nodeID, Cluster: "test", XDSAddress: cp.addr, Delta: delta, AdminAddress: "127.0.0.1:0"})
+	return runProxyNode(t, cp, nodeID, delta)
+}
+
+func runProxyNode(t *testing.T, cp *controlPlane, node string, delta bool) *proxy.Proxy {
+	t.Helper()
+	b := bootstrap.FromFlags(bootstrap.Flags{NodeID: node, Cluster: "test", XDSAddress: cp.addr, Delta: delta, AdminAddress: "127.0.0.1:0"})
 	return runProxyWith(t, b)
 }
 
@@ -353,3 +364,5 @@ func get(t testing.TB, c *http.Client, url string, hdr ...string) (int, string, 
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header.Get("X-Backend"), string(body)
 }
+
+func wrapBool(v bool) *wrapperspb.BoolValue { return wrapperspb.Bool(v) }
