@@ -94,7 +94,7 @@ blockquote small{display:block;font-size:80%;color:#777}
 blockquote small:before{content:"\2014 \00A0"}
 .stars{font-size:20px;letter-spacing:2px}
 .star-black{color:#000}.star-red{color:#f00}
-.rating-error{color:#a94442;font-style:italic}
+.rating-error{color:#a94442;font-style:italic;font-size:14px;margin:4px 0 0}
 .error{color:#a94442;background:#f2dede;border:1px solid #ebccd1;border-radius:4px;padding:10px 15px}
 .served{color:#777;font-size:12px}
 `

@@ -50,6 +50,8 @@ func (p *productPage) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", p.index)
 	mux.HandleFunc("GET /health", health("Product page"))
+	// Browsers ask for it on every visit; no icon, but no 404 in the log.
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /productpage", p.productPage)
 	mux.HandleFunc("POST /login", p.login)
 	mux.HandleFunc("/logout", p.logout)

@@ -79,7 +79,7 @@ func getJSON(ctx context.Context, client *http.Client, url string, hdr http.Head
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("GET %s: %w", url, err)
+		return 0, nil, err // a *url.Error: already names the method and URL
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
