@@ -29,6 +29,10 @@ type Context struct {
 	// envoy.retry_host_predicates.previous_hosts); the balancer tries a few times, then
 	// falls back to any available host.
 	Exclude func(Host) bool
+	// MaxExcludeAttempts is the route's retry_policy.host_selection_retry_max_attempts:
+	// how many excluded hosts a pick passes over before it returns an excluded (but
+	// available) host anyway. 0 means Envoy's default, 1.
+	MaxExcludeAttempts uint32
 }
 
 // Balancer picks one host of a fixed set.
