@@ -1,0 +1,305 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weft-mesh/weft/internal/proxy/stats"
+	"github.com/weft-mesh/weft/internal/proxy/tlsctx"
+)
+
+// Options configure a Manager.
+type Options struct {
+	Secrets  *tlsctx.Store // SDS and static secrets for UpstreamTlsContext
+	Stats    *stats.Store
+	Log      *slog.Logger
+	Resolver *net.Resolver // nil: net.DefaultResolver (STRICT_DNS / LOGICAL_DNS)
+	// MaxIdlePerHost bounds the idle HTTP/1.1 connections kept per host; 0 keeps every
+	// one until common_http_protocol_options.idle_timeout, as Envoy does.
+	MaxIdlePerHost int
+}
+
+// Manager holds the clusters of the current configuration (CDS state of the world) and
+// the endpoint assignments (EDS). Safe for concurrent use; Get takes no lock.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+
+	clusters atomic.Pointer[map[string]*Cluster]
+
+	mu     sync.Mutex
+	cla    map[string]*endpointv3.ClusterLoadAssignment // by EDS service name
+	stats  map[string]*ClusterStats
+	closed bool
+}
+
+// NewManager returns a Manager without clusters.
+func NewManager(opts Options) *Manager {
+	if opts.Stats == nil {
+		opts.Stats = stats.New()
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Secrets == nil {
+		opts.Secrets = tlsctx.NewStore()
+	}
+	m := &Manager{
+		opts:  opts,
+		log:   opts.Log.With("component", "upstream"),
+		cla:   map[string]*endpointv3.ClusterLoadAssignment{},
+		stats: map[string]*ClusterStats{},
+	}
+	empty := map[string]*Cluster{}
+	m.clusters.Store(&empty)
+	return m
+}
+
+func (m *Manager) resolver() *net.Resolver {
+	if m.opts.Resolver != nil {
+		return m.opts.Resolver
+	}
+	return net.DefaultResolver
+}
+
+// clusterStats returns the metrics of a cluster name, kept across versions; m.mu held.
+func (m *Manager) clusterStats(name string) *ClusterStats {
+	if s, ok := m.stats[name]; ok {
+		return s
+	}
+	s := newClusterStats(m.opts.Stats, name)
+	m.stats[name] = s
+	return s
+}
+
+// Get returns the cluster of that name in the current configuration, nil when unknown.
+// The router looks clusters up per request (a map read, no lock), so a request always
+// reaches the current version of a cluster.
+func (m *Manager) Get(name string) *Cluster { return (*m.clusters.Load())[name] }
+
+// Update replaces the whole set of clusters (CDS is state of the world). It validates
+// every cluster first and changes nothing when one is invalid (the error names each
+// violation as `cluster "NAME": field: reason`). A cluster whose proto is unchanged
+// keeps its hosts, pools, health and outlier state; a changed one is rebuilt and the
+// old version drains; a removed one drains (idle connections close now, busy ones when
+// their requests end).
+func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("upstream: manager closed")
+	}
+	cur := *m.clusters.Load()
+	var bad []error
+	seen := make(map[string]int, len(clusters))
+	cfgs := make([]*clusterConfig, len(clusters))
+	for i, c := range clusters {
+		if c == nil {
+			bad = append(bad, fmt.Errorf("clusters[%d]: nil cluster", i))
+			continue
+		}
+		if j, dup := seen[c.GetName()]; dup {
+			bad = append(bad, fmt.Errorf("cluster %q: name: duplicate of clusters[%d]", c.GetName(), j))
+			continue
+		}
+		seen[c.GetName()] = i
+		if old := cur[c.GetName()]; old != nil && proto.Equal(old.src, c) {
+			continue
+		}
+		cfg, err := compileCluster(c, m.opts.Secrets)
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		cfgs[i] = cfg
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("upstream: %w", errors.Join(bad...))
+	}
+
+	next := make(map[string]*Cluster, len(clusters))
+	var created []*Cluster
+	for i, c := range clusters {
+		if cfgs[i] == nil {
+			next[c.GetName()] = cur[c.GetName()] // unchanged: keeps all state
+			continue
+		}
+		nc, err := newCluster(m, proto.Clone(c).(*clusterv3.Cluster), cfgs[i])
+		if err != nil {
+			for _, x := range created {
+				x.close()
+			}
+			return fmt.Errorf("upstream: %w", err)
+		}
+		created = append(created, nc)
+		next[c.GetName()] = nc
+	}
+	for _, nc := range created {
+		m.startLocked(nc)
+	}
+	m.clusters.Store(&next)
+	for name, old := range cur {
+		if next[name] != old {
+			old.drain()
+		}
+	}
+	m.log.Debug("clusters updated", "total", len(next), "new_or_changed", len(created))
+	return nil
+}
+
+// startLocked begins host discovery for a new cluster; m.mu is held.
+func (m *Manager) startLocked(c *Cluster) {
+	switch c.cfg.typ {
+	case clusterv3.Cluster_STATIC:
+		c.setHosts(c.cfg.endpoints)
+		c.markWarm()
+	case clusterv3.Cluster_LOGICAL_DNS:
+		// One logical host named as configured; its pool resolves at each new
+		// connection.
+		c.setHosts(c.cfg.endpoints)
+		c.markWarm()
+	case clusterv3.Cluster_STRICT_DNS:
+		go c.runStrictDNS()
+	case clusterv3.Cluster_EDS:
+		if la := m.cla[c.cfg.edsName]; la != nil {
+			eps, _ := compileEndpoints(la, false, "")
+			c.applyAssignment(eps, la)
+		}
+	case clusterv3.Cluster_ORIGINAL_DST:
+		c.markWarm()
+		go c.runOriginalDstCleanup()
+	}
+}
+
+// UpdateEndpoints applies EDS ClusterLoadAssignments (by cluster_name, which is the
+// cluster's eds_cluster_config.service_name or else its name). Assignments for unknown
+// clusters are kept and applied when the cluster arrives. Assignments not in cla are
+// left as they are. Every assignment is validated first; on error nothing changes.
+func (m *Manager) UpdateEndpoints(cla []*endpointv3.ClusterLoadAssignment) error {
+	type item struct {
+		la  *endpointv3.ClusterLoadAssignment
+		eps []endpointSpec
+	}
+	var bad []error
+	items := make([]item, 0, len(cla))
+	for i, la := range cla {
+		name := la.GetClusterName()
+		if name == "" {
+			bad = append(bad, fmt.Errorf("cluster_load_assignment[%d]: cluster_name: must not be empty", i))
+			continue
+		}
+		eps, errs := compileEndpoints(la, false, "")
+		for _, err := range errs {
+			bad = append(bad, fmt.Errorf("cluster_load_assignment %q: %w", name, trimDot(err)))
+		}
+		if v := la.GetPolicy().GetOverprovisioningFactor(); v != nil && v.GetValue() == 0 {
+			bad = append(bad, fmt.Errorf("cluster_load_assignment %q: policy.overprovisioning_factor: must be greater than 0", name))
+		}
+		items = append(items, item{la: la, eps: eps})
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("upstream: %w", errors.Join(bad...))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	byName := map[string][]*Cluster{}
+	for _, c := range *m.clusters.Load() {
+		if c.cfg.typ == clusterv3.Cluster_EDS {
+			byName[c.cfg.edsName] = append(byName[c.cfg.edsName], c)
+		}
+	}
+	for _, it := range items {
+		name := it.la.GetClusterName()
+		m.cla[name] = it.la
+		for _, c := range byName[name] {
+			c.applyAssignment(it.eps, it.la)
+		}
+	}
+	return nil
+}
+
+// trimDot drops the leading "." of a field path built from an empty prefix.
+func trimDot(err error) error {
+	s := err.Error()
+	if len(s) > 0 && s[0] == '.' {
+		return errors.New(s[1:])
+	}
+	return err
+}
+
+// applyAssignment sets an EDS cluster's hosts from an assignment.
+func (c *Cluster) applyAssignment(eps []endpointSpec, la *endpointv3.ClusterLoadAssignment) {
+	op := uint32(defaultOverprovisioning)
+	if v := la.GetPolicy().GetOverprovisioningFactor(); v != nil {
+		op = v.GetValue()
+	}
+	c.mu.Lock()
+	c.overprov = op
+	c.mu.Unlock()
+	c.setHosts(eps)
+	c.markWarm()
+}
+
+// EDSNames returns the sorted EDS service names the clusters subscribe to.
+func (m *Manager) EDSNames() []string {
+	set := map[string]bool{}
+	for _, c := range *m.clusters.Load() {
+		if c.cfg.typ == clusterv3.Cluster_EDS {
+			set[c.cfg.edsName] = true
+		}
+	}
+	return sortedKeys(set)
+}
+
+// SecretNames returns the sorted SDS secret names the clusters' TLS contexts use.
+func (m *Manager) SecretNames() []string {
+	set := map[string]bool{}
+	for _, c := range *m.clusters.Load() {
+		for _, n := range c.cfg.secretNames {
+			set[n] = true
+		}
+	}
+	return sortedKeys(set)
+}
+
+// Names returns the sorted names of the current clusters.
+func (m *Manager) Names() []string {
+	set := map[string]bool{}
+	for n := range *m.clusters.Load() {
+		set[n] = true
+	}
+	return sortedKeys(set)
+}
+
+func sortedKeys(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Close stops every cluster and closes every connection.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	m.closed = true
+	for _, c := range *m.clusters.Load() {
+		c.close()
+	}
+	empty := map[string]*Cluster{}
+	m.clusters.Store(&empty)
+}

@@ -1,0 +1,701 @@
+// Package pool holds the connections to one upstream host: HTTP/1.1 connections reused
+// with keep-alive, or HTTP/2 connections multiplexing streams (h2c with prior knowledge
+// in plaintext, ALPN "h2" under TLS), under the cluster's circuit breakers (Limits).
+// The upstream package builds one Pool per host; the router reaches it through
+// upstream.Cluster.RoundTrip and the TCP proxy through upstream.Cluster.Dial.
+//
+// Connections are net/http ClientConns (one connection each, HTTP/1 or HTTP/2 by the
+// Transport's Protocols), so framing, 1xx handling, trailers and flow control are the
+// standard library's; this package decides which connection a request takes, when a
+// new one is opened, when one is closed, and what is counted.
+package pool
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+var (
+	// ErrOverflow is returned when a circuit breaker is open (max_connections for a
+	// dial, max_pending_requests, max_requests). The router answers 503 with flag UO.
+	ErrOverflow = errors.New("upstream: circuit breaker overflow")
+	// ErrConnectFailure is wrapped by errors from dialing the host (connect timeout,
+	// refused, TLS handshake). The router answers 503 with flag UF.
+	ErrConnectFailure = errors.New("upstream: connect failure")
+	// ErrClosed is returned by a pool that has been closed for good.
+	ErrClosed = errors.New("upstream: pool closed")
+)
+
+// Protocol is the upstream protocol of a pool's connections.
+type Protocol uint8
+
+const (
+	// HTTP1 is HTTP/1.1 with keep-alive, one request per connection at a time.
+	HTTP1 Protocol = iota
+	// HTTP2 multiplexes streams on few connections: h2c with prior knowledge in
+	// plaintext, ALPN h2 under TLS.
+	HTTP2
+	// Auto negotiates by ALPN (h2, then http/1.1) under TLS and is HTTP/1.1 in
+	// plaintext (HttpProtocolOptions.auto_config).
+	Auto
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case HTTP2:
+		return "HTTP/2"
+	case Auto:
+		return "auto"
+	}
+	return "HTTP/1.1"
+}
+
+// Defaults for Config.
+const (
+	// DefaultConnectTimeout is Envoy's cluster connect_timeout default.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultIdleTimeout is Envoy's common_http_protocol_options.idle_timeout default.
+	DefaultIdleTimeout = time.Hour
+	// DefaultMaxStreams bounds the streams opened on one HTTP/2 connection when
+	// http2_protocol_options.max_concurrent_streams is not set lower (the peer's
+	// SETTINGS_MAX_CONCURRENT_STREAMS also applies). It is also the capacity assumed for
+	// a connection being dialled, so a burst of requests shares one new connection.
+	DefaultMaxStreams = 100
+)
+
+// Config is what every pool of one cluster shares. It is built once per cluster
+// version; pools only read it.
+type Config struct {
+	Protocol Protocol
+	// TLS, when set, wraps each connection (transport_socket envoy.transport_sockets.tls).
+	TLS *tls.Config
+	// ConnectTimeout bounds TCP connect plus TLS handshake (cluster connect_timeout).
+	ConnectTimeout time.Duration
+	// IdleTimeout closes a connection without requests for that long
+	// (common_http_protocol_options.idle_timeout; 0 means DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxRequestsPerConnection closes a connection after that many requests
+	// (common_http_protocol_options.max_requests_per_connection); 0 is unlimited.
+	MaxRequestsPerConnection uint32
+	// MaxConcurrentStreams caps streams per HTTP/2 connection
+	// (http2_protocol_options.max_concurrent_streams); 0 means DefaultMaxStreams.
+	MaxConcurrentStreams uint32
+	// MaxIdle is the most idle HTTP/1.1 connections kept per host; 0 is unlimited
+	// (Envoy keeps every idle connection until idle_timeout).
+	MaxIdle int
+	// Resolve, when set, turns the pool's address into the one to dial at each new
+	// connection (LOGICAL_DNS). It returns "ip:port".
+	Resolve func(ctx context.Context, addr string) (string, error)
+	// Limits are the cluster's circuit breakers; Stats come with them.
+	Limits *Limits
+
+	transport *http.Transport
+	tlsProto  string      // scheme to dial: "http" or "https"
+	rawTLS    *tls.Config // TLS as configured, ALPN untouched, for Dial
+}
+
+// Init validates c and builds what its pools share; call it once before New.
+func (c *Config) Init() error {
+	if c.Limits == nil {
+		return errors.New("pool: config without Limits")
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = DefaultMaxStreams
+	}
+	t := &http.Transport{
+		// A proxy forwards bodies as they come: never add Accept-Encoding nor
+		// decompress on the caller's behalf.
+		DisableCompression: true,
+		// Requests go out whole; a 100-continue from the client was already handled
+		// downstream, so the body is sent right after the headers.
+		ExpectContinueTimeout:  0,
+		MaxResponseHeaderBytes: 1 << 20,
+		ForceAttemptHTTP2:      false,
+		Protocols:              new(http.Protocols),
+		HTTP2:                  &http.HTTP2Config{},
+	}
+	c.tlsProto = "http"
+	if c.TLS != nil {
+		c.tlsProto = "https"
+	}
+	switch {
+	case c.Protocol == HTTP2:
+		// Explicit HTTP/2: prior knowledge, in plaintext (h2c) and under TLS alike, so
+		// that an ALPN list without "h2" (Istio's "istio-peer-exchange", "istio")
+		// still yields HTTP/2, as Envoy's codec does not depend on ALPN. Under TLS
+		// the dialled conn hides its *tls.Conn type for net/http to take this path.
+		t.Protocols.SetUnencryptedHTTP2(true)
+	case c.Protocol == Auto && c.TLS != nil:
+		// auto_config: ALPN decides (h2 preferred).
+		t.Protocols.SetHTTP1(true)
+		t.Protocols.SetHTTP2(true)
+	default:
+		t.Protocols.SetHTTP1(true)
+	}
+	if c.TLS != nil {
+		c.rawTLS = c.TLS
+		cfg := c.TLS.Clone()
+		// alpn_protocols of the UpstreamTlsContext win; without them the protocol's.
+		if len(cfg.NextProtos) == 0 {
+			switch c.Protocol {
+			case HTTP2:
+				cfg.NextProtos = []string{"h2"}
+			case Auto:
+				cfg.NextProtos = []string{"h2", "http/1.1"}
+			default:
+				cfg.NextProtos = []string{"http/1.1"}
+			}
+		}
+		c.TLS = cfg
+		t.DialTLSContext = c.dialTLS
+	}
+	t.DialContext = c.dialTCP
+	c.transport = t
+	return nil
+}
+
+// dialTCP opens a TCP connection. The connection is counted by the caller (the pool)
+// against max_connections before it calls NewClientConn.
+func (c *Config) dialTCP(ctx context.Context, network, addr string) (net.Conn, error) {
+	if c.Resolve != nil {
+		a, err := c.Resolve(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		addr = a
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		// Envoy sets TCP_NODELAY on upstream connections.
+		_ = tc.SetNoDelay(true)
+	}
+	if ds, ok := ctx.Value(dialKey{}).(*dialState); ok {
+		// From here the connection's Close gives back its max_connections slot.
+		ds.dialed = true
+		return ds.pool.counted(conn), nil
+	}
+	return conn, nil
+}
+
+func (c *Config) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := c.dialTLSWith(ctx, network, addr, c.TLS)
+	if err != nil || c.Protocol != HTTP2 {
+		return conn, err
+	}
+	return tlsHidden{conn}, nil
+}
+
+// tlsHidden is a TLS connection net/http does not recognise as one, so it runs
+// HTTP/2 with prior knowledge on it whatever ALPN negotiated.
+type tlsHidden struct{ net.Conn }
+
+func (c *Config) dialTLSWith(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+	raw, err := c.dialTCP(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	return tc, nil
+}
+
+// Pool is the set of connections to one host. Safe for concurrent use.
+type Pool struct {
+	cfg  *Config
+	addr string
+
+	// conns is copy-on-write: the request path reads it without a lock.
+	conns atomic.Pointer[[]*pconn]
+
+	rqActive atomic.Int64 // requests in flight to this host
+	cxActive atomic.Int64 // connections open to this host
+
+	mu          sync.Mutex
+	waitCh      chan struct{} // closed and replaced when capacity may have freed
+	waiting     int           // requests waiting for capacity in this pool
+	connecting  int           // capacity (streams) of connections being dialled
+	draining    bool
+	idleTimer   *time.Timer
+	timerArmed  bool
+	closed      bool
+	nextConnID  uint64
+	idleClosing []*pconn // scratch for closing idle conns outside mu
+}
+
+// pconn is one connection of a pool.
+type pconn struct {
+	id       uint64
+	cc       *http.ClientConn
+	pool     *Pool
+	requests atomic.Int64 // requests started on it (max_requests_per_connection)
+	streams  atomic.Int32 // requests in flight on it (max_concurrent_streams)
+	retired  atomic.Bool  // takes no new requests; closed when idle
+	removed  atomic.Bool
+	idleAt   atomic.Int64 // unix nanos when it last became idle, 0 while busy
+}
+
+// New returns the pool of host addr ("ip:port", or "name:port" with cfg.Resolve).
+// cfg must have been Init'ed.
+func New(cfg *Config, addr string) *Pool {
+	p := &Pool{cfg: cfg, addr: addr, waitCh: make(chan struct{})}
+	empty := []*pconn{}
+	p.conns.Store(&empty)
+	return p
+}
+
+// Addr is the host address the pool dials.
+func (p *Pool) Addr() string { return p.addr }
+
+// ActiveRequests is the number of requests in flight to the host.
+func (p *Pool) ActiveRequests() int64 { return p.rqActive.Load() }
+
+// ActiveConnections is the number of connections open to the host (pooled and Dial'ed).
+func (p *Pool) ActiveConnections() int64 { return p.cxActive.Load() }
+
+// emptyUA suppresses net/http's default User-Agent: a proxy sends what it received.
+var emptyUA = []string{""}
+
+// RoundTrip sends req on a connection of the pool, opening one when none has room and
+// the breakers allow. req.URL.Host must be set (the authority); the host dialled is the
+// pool's. The response body must be read to EOF or closed; that releases the request's
+// breaker slots and the connection.
+func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
+	l := p.cfg.Limits
+	st := l.st
+	if !l.AcquireRequest() {
+		closeBody(req)
+		return nil, fmt.Errorf("%w: max_requests", ErrOverflow)
+	}
+	pc, err := p.acquire(req.Context())
+	if err != nil {
+		l.ReleaseRequest()
+		closeBody(req)
+		return nil, err
+	}
+	if _, ok := req.Header["User-Agent"]; !ok && req.Header != nil {
+		req.Header["User-Agent"] = emptyUA
+	}
+	if req.URL.Host == "" {
+		req.URL.Host = req.Host
+		if req.URL.Host == "" {
+			req.URL.Host = p.addr
+		}
+	}
+	st.RqTotal.Inc()
+	st.RqActive.Inc()
+	p.rqActive.Add(1)
+	resp, err := pc.cc.RoundTrip(req)
+	if err != nil {
+		p.requestDone(pc)
+		return nil, err
+	}
+	if resp.Body == nil || resp.Body == http.NoBody {
+		p.requestDone(pc)
+		return resp, nil
+	}
+	resp.Body = &body{rc: resp.Body, pc: pc}
+	return resp, nil
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+// requestDone releases what a request held.
+func (p *Pool) requestDone(pc *pconn) {
+	st := p.cfg.Limits.st
+	st.RqActive.Dec()
+	p.rqActive.Add(-1)
+	p.cfg.Limits.ReleaseRequest()
+	pc.streams.Add(-1)
+}
+
+// body releases the request's slots when the response body ends.
+type body struct {
+	rc   io.ReadCloser
+	pc   *pconn
+	done atomic.Bool
+}
+
+func (b *body) Read(buf []byte) (int, error) {
+	n, err := b.rc.Read(buf)
+	if err != nil {
+		b.finish()
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	err := b.rc.Close()
+	b.finish()
+	return err
+}
+
+func (b *body) finish() {
+	if b.done.CompareAndSwap(false, true) {
+		b.pc.pool.requestDone(b.pc)
+	}
+}
+
+// tryReserve takes room on an open connection without waiting, or returns nil.
+// HTTP/1.1 connections are tried most recently added first is not needed: any idle one
+// will do, and the ClientConn's Reserve is the arbiter.
+func (p *Pool) tryReserve() *pconn {
+	conns := *p.conns.Load()
+	max := int32(p.cfg.MaxConcurrentStreams)
+	maxReq := int64(p.cfg.MaxRequestsPerConnection)
+	for i := len(conns) - 1; i >= 0; i-- {
+		pc := conns[i]
+		if pc.retired.Load() {
+			continue
+		}
+		if s := pc.streams.Add(1); s > max {
+			pc.streams.Add(-1)
+			continue
+		}
+		if pc.cc.Reserve() != nil {
+			pc.streams.Add(-1)
+			continue
+		}
+		if n := pc.requests.Add(1); maxReq > 0 && n >= maxReq {
+			if n > maxReq { // lost a race for the last request
+				pc.requests.Add(-1)
+				pc.cc.Release()
+				pc.streams.Add(-1)
+				continue
+			}
+			// max_requests_per_connection: this is its last request.
+			pc.retired.Store(true)
+		}
+		pc.idleAt.Store(0)
+		return pc
+	}
+	return nil
+}
+
+// capacity is the number of requests one new connection is expected to take.
+func (p *Pool) capacity() int {
+	if p.cfg.Protocol == HTTP1 || (p.cfg.Protocol == Auto && p.cfg.TLS == nil) {
+		return 1
+	}
+	n := int(p.cfg.MaxConcurrentStreams)
+	if r := p.cfg.MaxRequestsPerConnection; r > 0 && int(r) < n {
+		n = int(r)
+	}
+	return n
+}
+
+// acquire returns a connection with a stream reserved for one request: an open one
+// with room, else a new one (max_connections permitting), else it waits as a pending
+// request (max_pending_requests) until room frees or ctx ends.
+func (p *Pool) acquire(ctx context.Context) (*pconn, error) {
+	if pc := p.tryReserve(); pc != nil {
+		return pc, nil
+	}
+	l := p.cfg.Limits
+	if !l.acquirePending() {
+		return nil, fmt.Errorf("%w: max_pending_requests", ErrOverflow)
+	}
+	defer l.releasePending()
+	overflowed := false
+	for {
+		if pc := p.tryReserve(); pc != nil {
+			return pc, nil
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		ch := p.waitCh
+		if p.waiting < p.connecting {
+			// A connection being dialled will have room for this request.
+			p.waiting++
+			p.mu.Unlock()
+			err := p.wait(ctx, ch, nil)
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if l.acquireConn() {
+			capacity := p.capacity()
+			p.connecting += capacity
+			p.mu.Unlock()
+			pc, err := p.dial(ctx)
+			p.mu.Lock()
+			p.connecting -= capacity
+			p.broadcastLocked()
+			p.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			if pc := p.reserveOn(pc); pc != nil {
+				return pc, nil
+			}
+			continue
+		}
+		// max_connections is reached: wait for a connection of this pool to have room
+		// or for any connection of the cluster to close.
+		if !overflowed {
+			overflowed = true
+			l.st.CxOverflow.Inc()
+		}
+		p.waiting++
+		l.cxWaiter.Add(1)
+		freed := l.connFreed()
+		p.mu.Unlock()
+		err := p.wait(ctx, ch, freed)
+		l.cxWaiter.Add(-1)
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// wait blocks until ch or freed is closed or ctx ends; p.waiting was incremented.
+func (p *Pool) wait(ctx context.Context, ch <-chan struct{}, freed <-chan struct{}) error {
+	var err error
+	select {
+	case <-ch:
+	case <-freed:
+	case <-ctx.Done():
+		err = fmt.Errorf("upstream: waiting for a connection to %s: %w", p.addr, ctx.Err())
+	}
+	p.mu.Lock()
+	p.waiting--
+	p.mu.Unlock()
+	return err
+}
+
+// reserveOn takes a stream of a connection the caller just opened.
+func (p *Pool) reserveOn(pc *pconn) *pconn {
+	if pc.retired.Load() {
+		return nil
+	}
+	if pc.streams.Add(1) > int32(p.cfg.MaxConcurrentStreams) || pc.cc.Reserve() != nil {
+		pc.streams.Add(-1)
+		return nil
+	}
+	if n := pc.requests.Add(1); p.cfg.MaxRequestsPerConnection > 0 && n >= int64(p.cfg.MaxRequestsPerConnection) {
+		pc.retired.Store(true)
+	}
+	pc.idleAt.Store(0)
+	return pc
+}
+
+// broadcastLocked wakes every waiter of the pool; p.mu is held.
+func (p *Pool) broadcastLocked() {
+	if p.waiting == 0 {
+		return
+	}
+	close(p.waitCh)
+	p.waitCh = make(chan struct{})
+}
+
+// dial opens a new connection; the caller holds a max_connections slot, released here
+// on failure or when the connection closes.
+func (p *Pool) dial(ctx context.Context) (*pconn, error) {
+	l := p.cfg.Limits
+	st := l.st
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	ds := &dialState{pool: p}
+	dctx = context.WithValue(dctx, dialKey{}, ds)
+	cc, err := p.cfg.transport.NewClientConn(dctx, p.cfg.tlsProto, p.addr)
+	cancel()
+	if err != nil {
+		if !ds.dialed {
+			l.releaseConn()
+		}
+		st.CxConnectFail.Inc()
+		if ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("upstream: connect %s: %w", p.addr, ctx.Err())
+		}
+		return nil, fmt.Errorf("upstream: connect %s: %w: %w", p.addr, ErrConnectFailure, err)
+	}
+	p.mu.Lock()
+	p.nextConnID++
+	pc := &pconn{id: p.nextConnID, cc: cc, pool: p}
+	if p.draining || p.closed {
+		pc.retired.Store(true)
+	}
+	old := *p.conns.Load()
+	conns := make([]*pconn, len(old), len(old)+1)
+	copy(conns, old)
+	conns = append(conns, pc)
+	p.conns.Store(&conns)
+	p.mu.Unlock()
+	cc.SetStateHook(pc.stateChanged)
+	return pc, nil
+}
+
+// stateChanged runs when a connection's requests complete, its room grows or it
+// closes (net/http ClientConn state hook). It never runs under p.mu.
+func (pc *pconn) stateChanged(cc *http.ClientConn) {
+	p := pc.pool
+	if cc.Err() != nil {
+		p.remove(pc)
+		return
+	}
+	if cc.InFlight() == 0 {
+		if pc.retired.Load() {
+			// max_requests_per_connection reached, or draining.
+			cc.Close()
+			p.remove(pc)
+			return
+		}
+		pc.idleAt.Store(time.Now().UnixNano())
+		p.becameIdle(pc)
+	}
+	p.mu.Lock()
+	p.broadcastLocked()
+	p.mu.Unlock()
+}
+
+// becameIdle enforces MaxIdle and arms the idle timer.
+func (p *Pool) becameIdle(pc *pconn) {
+	var closeNow *pconn
+	p.mu.Lock()
+	if p.cfg.MaxIdle > 0 && p.capacity() == 1 {
+		idle := 0
+		for _, c := range *p.conns.Load() {
+			if c.idleAt.Load() != 0 && !c.retired.Load() {
+				idle++
+			}
+		}
+		if idle > p.cfg.MaxIdle {
+			pc.retired.Store(true)
+			closeNow = pc
+		}
+	}
+	if closeNow == nil && !p.timerArmed && !p.closed {
+		p.armTimerLocked(p.cfg.IdleTimeout)
+	}
+	p.mu.Unlock()
+	if closeNow != nil {
+		closeNow.cc.Close()
+		p.remove(closeNow)
+	}
+}
+
+func (p *Pool) armTimerLocked(d time.Duration) {
+	p.timerArmed = true
+	if p.idleTimer == nil {
+		p.idleTimer = time.AfterFunc(d, p.reapIdle)
+	} else {
+		p.idleTimer.Reset(d)
+	}
+}
+
+// reapIdle closes connections idle for IdleTimeout and re-arms for the next one.
+func (p *Pool) reapIdle() {
+	now := time.Now().UnixNano()
+	timeout := int64(p.cfg.IdleTimeout)
+	var victims []*pconn
+	next := int64(-1)
+	p.mu.Lock()
+	p.timerArmed = false
+	for _, pc := range *p.conns.Load() {
+		at := pc.idleAt.Load()
+		if at == 0 {
+			continue
+		}
+		if now-at >= timeout {
+			victims = append(victims, pc)
+			continue
+		}
+		if left := timeout - (now - at); next < 0 || left < next {
+			next = left
+		}
+	}
+	if next >= 0 && !p.closed {
+		p.armTimerLocked(time.Duration(next))
+	}
+	p.mu.Unlock()
+	for _, pc := range victims {
+		pc.retired.Store(true)
+		// An idle connection has no request in flight; a request that reserved it
+		// in the meantime cleared idleAt, and then it closes after that request.
+		if pc.idleAt.Load() != 0 && pc.cc.InFlight() == 0 {
+			pc.cc.Close()
+			p.remove(pc)
+		}
+	}
+}
+
+// remove drops pc from the pool's list and wakes waiters.
+func (p *Pool) remove(pc *pconn) {
+	if !pc.removed.CompareAndSwap(false, true) {
+		return
+	}
+	p.mu.Lock()
+	old := *p.conns.Load()
+	conns := make([]*pconn, 0, len(old))
+	for _, c := range old {
+		if c != pc {
+			conns = append(conns, c)
+		}
+	}
+	p.conns.Store(&conns)
+	p.broadcastLocked()
+	p.mu.Unlock()
+}
+
+// Drain stops keeping connections: idle ones close now, busy ones after their
+// requests end. The pool still serves requests (each on a connection closed after it),
+// so a request racing a cluster removal completes.
+func (p *Pool) Drain() {
+	p.mu.Lock()
+	p.draining = true
+	conns := *p.conns.Load()
+	p.mu.Unlock()
+	for _, pc := range conns {
+		pc.retired.Store(true)
+		if pc.cc.InFlight() == 0 {
+			pc.cc.Close()
+			p.remove(pc)
+		}
+	}
+}
+
+// Close closes every connection now, interrupting requests in flight, and fails
+// requests waiting for a connection.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.draining = true
+	if p.idleTimer != nil {
+		p.idleTimer.Stop()
+	}
+	conns := *p.conns.Load()
+	p.broadcastLocked()
+	p.mu.Unlock()
+	for _, pc := range conns {
+		pc.retired.Store(true)
+		pc.cc.Close()
+		p.remove(pc)
+	}
+}
