@@ -1,0 +1,1022 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+
+	"github.com/weft-mesh/weft/internal/proxy/filter"
+	"github.com/weft-mesh/weft/internal/proxy/stats"
+	"github.com/weft-mesh/weft/internal/proxy/stream"
+	"github.com/weft-mesh/weft/internal/proxy/upstream"
+	"github.com/weft-mesh/weft/internal/proxy/upstream/lb"
+)
+
+// Options are the router filter's dependencies.
+type Options struct {
+	Clusters *upstream.Manager
+	Stats    *stats.Store
+	Log      *slog.Logger
+	// Rand draws weighted clusters, runtime fractions and retry jitter; nil is a fast
+	// goroutine-safe generator.
+	Rand func() uint64
+}
+
+// maxMirrorsInFlight bounds shadow requests per router; more are dropped and counted.
+const maxMirrorsInFlight = 64
+
+// Router is the terminal HTTP filter (envoy.filters.http.router).
+type Router struct {
+	clusters         *upstream.Manager
+	stats            *stats.Store
+	log              *slog.Logger
+	rand             func() uint64
+	suppressHeaders  bool // suppress_envoy_headers
+	respectExpected  bool // respect_expected_rq_timeout
+	mirrorSlots      chan struct{}
+	mirrorDropped    *stats.Counter
+	clusterStatsByID sync.Map // cluster name -> *routerClusterStats
+}
+
+var _ filter.Handler = (*Router)(nil)
+
+// routerClusterStats are the per-cluster counters the router owns (the upstream package
+// owns upstream_rq_total, upstream_rq_<code>, upstream_rq_retry, upstream_rq_timeout and
+// upstream_rq_retry_overflow).
+type routerClusterStats struct {
+	retrySuccess       *stats.Counter // upstream_rq_retry_success
+	retryLimitExceeded *stats.Counter // upstream_rq_retry_limit_exceeded
+	perTryTimeout      *stats.Counter // upstream_rq_per_try_timeout
+}
+
+// NewRouter builds the router filter from its typed_config (nil means defaults).
+func NewRouter(cfg *routerv3.Router, opts Options) filter.Handler {
+	rt := &Router{
+		clusters:        opts.Clusters,
+		stats:           opts.Stats,
+		log:             opts.Log,
+		rand:            opts.Rand,
+		suppressHeaders: cfg.GetSuppressEnvoyHeaders(),
+		respectExpected: cfg.GetRespectExpectedRqTimeout(),
+		mirrorSlots:     make(chan struct{}, maxMirrorsInFlight),
+	}
+	if rt.stats == nil {
+		rt.stats = stats.New()
+	}
+	if rt.log == nil {
+		rt.log = slog.New(slog.DiscardHandler)
+	}
+	if rt.rand == nil {
+		rt.rand = rand.Uint64
+	}
+	rt.mirrorDropped = rt.stats.Counter("http.router.shadow_dropped")
+	return rt
+}
+
+func (rt *Router) clusterStats(name string) *routerClusterStats {
+	if v, ok := rt.clusterStatsByID.Load(name); ok {
+		return v.(*routerClusterStats)
+	}
+	t := stats.Tag{Key: "envoy_cluster_name", Value: name}
+	cs := &routerClusterStats{
+		retrySuccess:       rt.stats.Counter("cluster.upstream_rq_retry_success", t),
+		retryLimitExceeded: rt.stats.Counter("cluster.upstream_rq_retry_limit_exceeded", t),
+		perTryTimeout:      rt.stats.Counter("cluster.upstream_rq_per_try_timeout", t),
+	}
+	v, _ := rt.clusterStatsByID.LoadOrStore(name, cs)
+	return v.(*routerClusterStats)
+}
+
+// Serve routes one request: a local answer for a missing route, a redirect or a direct
+// response; otherwise it forwards upstream.
+func (rt *Router) Serve(x *filter.Exchange) error {
+	route, _ := x.Route.(*Route)
+	if route == nil {
+		LocalReply(x, http.StatusNotFound, "", stream.NoRouteFound, "route_not_found")
+		return nil
+	}
+	if x.Info.RouteName == "" {
+		x.Info.RouteName = route.name
+	}
+	if x.Info.VirtualHost == "" && route.vh != nil {
+		x.Info.VirtualHost = route.vh.name
+	}
+	switch route.action {
+	case actRedirect:
+		rt.serveRedirect(x, route)
+		return nil
+	case actDirect:
+		rt.serveDirect(x, route)
+		return nil
+	}
+	return rt.forward(x, route)
+}
+
+func (rt *Router) applyLocalResponseHeaders(x *filter.Exchange, route *Route, status int) {
+	if len(route.respOps) == 0 {
+		return
+	}
+	c := fmtCtx{r: x.R, reqH: x.R.Header, respH: x.W.Header(), info: x.Info, status: status}
+	route.respOps.apply(x.W.Header(), &c)
+}
+
+func (rt *Router) serveDirect(x *filter.Exchange, route *Route) {
+	d := route.direct
+	// Envoy sets Location on a 201 or 3xx direct response (RFC 7231 7.1.2).
+	if d.status == http.StatusCreated || (d.status >= 300 && d.status < 400) {
+		x.W.Header().Set("Location", requestScheme(x.R)+"://"+x.R.Host+requestPath(x.R))
+	}
+	rt.applyLocalResponseHeaders(x, route, d.status)
+	LocalReply(x, d.status, d.body, 0, "direct_response")
+}
+
+func (rt *Router) serveRedirect(x *filter.Exchange, route *Route) {
+	loc := route.redir.location(x.R, route)
+	x.W.Header().Set("Location", loc)
+	rt.applyLocalResponseHeaders(x, route, route.redir.code)
+	LocalReply(x, route.redir.code, "", 0, "direct_response")
+}
+
+// location builds the redirect target from the request, as Envoy's RedirectAction does.
+func (rd *redirectAction) location(r *http.Request, route *Route) string {
+	origScheme := requestScheme(r)
+	scheme := origScheme
+	if rd.scheme != "" {
+		scheme = strings.ToLower(rd.scheme)
+	}
+	host := r.Host
+	if rd.host != "" {
+		host = rd.host
+	}
+	hostOnly, port := splitHostPort(host)
+	if rd.port != 0 {
+		port = strconv.Itoa(int(rd.port))
+	} else if scheme != origScheme && rd.host == "" && port == defaultPort(origScheme) {
+		// A scheme change drops the old scheme's default port (http://a:80 -> https://a).
+		port = ""
+	}
+	if port == defaultPort(scheme) {
+		port = ""
+	}
+	if port != "" {
+		host = hostOnly + ":" + port
+	} else {
+		host = hostOnly
+	}
+
+	path := r.URL.EscapedPath()
+	query := r.URL.RawQuery
+	switch {
+	case rd.hasPath:
+		p, q, hasQ := strings.Cut(rd.path, "?")
+		path = p
+		if hasQ {
+			query = q
+		}
+	case rd.hasPrefix:
+		path = rewritePrefix(path, route, rd.prefixRewrite)
+	case rd.regex != nil:
+		path = rd.regex.apply(path)
+	}
+	if rd.stripQuery {
+		query = ""
+	}
+	loc := scheme + "://" + host + path
+	if query != "" {
+		loc += "?" + query
+	}
+	return loc
+}
+
+func defaultPort(scheme string) string {
+	switch scheme {
+	case "http":
+		return "80"
+	case "https":
+		return "443"
+	}
+	return ""
+}
+
+func splitHostPort(h string) (host, port string) {
+	stripped := stripPort(h)
+	if len(stripped) == len(h) {
+		return h, ""
+	}
+	return stripped, h[len(stripped)+1:]
+}
+
+// rewritePrefix replaces the part of the path the route matched: the prefix for prefix
+// and path_separated_prefix routes, the whole path for path and regex routes.
+func rewritePrefix(path string, route *Route, with string) string {
+	switch route.match.kind {
+	case pathPrefix, pathSeparatedPrefix:
+		n := len(route.match.path)
+		if n > len(path) {
+			n = len(path)
+		}
+		return with + path[n:]
+	}
+	return with
+}
+
+// failure classifies why an attempt produced no response.
+type failure uint8
+
+const (
+	failNone failure = iota
+	failConnect
+	failReset       // connection terminated or stream reset
+	failRefused     // HTTP/2 REFUSED_STREAM
+	failOverflow    // a circuit breaker was full
+	failPerTry      // per_try_timeout
+	failGlobal      // the route timeout
+	failDownstream  // the client went away
+	failNoHost      // no healthy upstream
+	failRemoteReset // stream reset by the upstream
+)
+
+var (
+	errGlobalTimeout = errors.New("router: upstream request timeout")
+	errPerTryTimeout = errors.New("router: per try timeout")
+)
+
+// hop-by-hop headers (RFC 9110 7.6.1) the proxy does not forward.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Transfer-Encoding", "Upgrade", "Te", "Trailer", "Http2-Settings"}
+
+// envoy control headers read by the router and not forwarded.
+const (
+	hdrRetryOn         = "X-Envoy-Retry-On"
+	hdrRetryGRPCOn     = "X-Envoy-Retry-Grpc-On"
+	hdrMaxRetries      = "X-Envoy-Max-Retries"
+	hdrRetriableCodes  = "X-Envoy-Retriable-Status-Codes"
+	hdrUpstreamTimeout = "X-Envoy-Upstream-Rq-Timeout-Ms"
+	hdrPerTryTimeout   = "X-Envoy-Upstream-Rq-Per-Try-Timeout-Ms"
+	hdrExpectedTimeout = "X-Envoy-Expected-Rq-Timeout-Ms"
+	hdrAttemptCount    = "X-Envoy-Attempt-Count"
+	hdrOriginalPath    = "X-Envoy-Original-Path"
+	hdrServiceTime     = "X-Envoy-Upstream-Service-Time"
+	hdrOverloaded      = "X-Envoy-Overloaded"
+	hdrRateLimited     = "X-Envoy-Ratelimited"
+	hdrForwardedHost   = "X-Forwarded-Host"
+	hdrGRPCTimeout     = "Grpc-Timeout"
+	hdrGRPCStatus      = "Grpc-Status"
+	hdrHedgeOnPerTry   = "X-Envoy-Hedge-On-Per-Try-Timeout"
+)
+
+// effectiveRetry merges the route's policy with the x-envoy-retry-* request headers.
+type effectiveRetry struct {
+	p          *retryPolicy
+	on         retryOn
+	numRetries int
+	extraCodes []int
+}
+
+func (rt *Router) retryFor(f *forward, h http.Header) effectiveRetry {
+	er := effectiveRetry{p: f.retry}
+	if f.retry != nil {
+		er.on, er.numRetries = f.retry.on, f.retry.numRetries
+	}
+	hdrOn := parseRetryOn(h.Get(hdrRetryOn)) | parseRetryOn(h.Get(hdrRetryGRPCOn))
+	if hdrOn != 0 {
+		er.on |= hdrOn
+		if er.p == nil {
+			er.numRetries = 1
+		}
+	}
+	if v := h.Get(hdrMaxRetries); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+			er.numRetries = n
+		}
+	}
+	if v := h.Get(hdrRetriableCodes); v != "" {
+		for s := range strings.SplitSeq(v, ",") {
+			if c, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
+				er.extraCodes = append(er.extraCodes, c)
+			}
+		}
+	}
+	if er.on == 0 {
+		er.numRetries = 0
+	}
+	return er
+}
+
+func (er *effectiveRetry) perTry() time.Duration {
+	if er.p == nil {
+		return 0
+	}
+	return er.p.perTry
+}
+
+// retriableFailure: connection-level failures.
+func (er *effectiveRetry) retriableFailure(f failure) bool {
+	switch f {
+	case failConnect:
+		return er.on&(ro5xx|roGatewayError|roReset|roConnectFailure) != 0
+	case failReset, failRemoteReset, failPerTry:
+		return er.on&(ro5xx|roGatewayError|roReset) != 0
+	case failRefused:
+		return er.on&(ro5xx|roGatewayError|roReset|roRefusedStream) != 0
+	}
+	return false
+}
+
+// retriableResponse: retry_on conditions on response headers.
+func (er *effectiveRetry) retriableResponse(resp *http.Response) bool {
+	if resp.Header.Get(hdrOverloaded) != "" {
+		return false // Envoy never retries an overloaded upstream
+	}
+	code := resp.StatusCode
+	on := er.on
+	switch {
+	case on&ro5xx != 0 && code >= 500:
+		return true
+	case on&roGatewayError != 0 && (code == 502 || code == 503 || code == 504):
+		return true
+	case on&roRetriable4xx != 0 && code == http.StatusConflict:
+		return true
+	case on&roEnvoyRateLimited != 0 && resp.Header.Get(hdrRateLimited) != "":
+		return true
+	}
+	if on&roRetriableStatusCodes != 0 {
+		if er.p != nil {
+			for _, c := range er.p.codes {
+				if c == code {
+					return true
+				}
+			}
+		}
+		for _, c := range er.extraCodes {
+			if c == code {
+				return true
+			}
+		}
+	}
+	if on&roRetriableHeaders != 0 && er.p != nil && len(er.p.retriableHeaders) > 0 {
+		fake := http.Request{Header: resp.Header}
+		for i := range er.p.retriableHeaders {
+			if er.p.retriableHeaders[i].matches(&fake) {
+				return true
+			}
+		}
+	}
+	if on&(roGRPCCancelled|roGRPCDeadlineExceeded|roGRPCInternal|roGRPCResourceExhausted|roGRPCUnavailable) != 0 {
+		if v := resp.Header.Get(hdrGRPCStatus); v != "" {
+			switch s, _ := strconv.Atoi(v); {
+			case s == grpcCancelled && on&roGRPCCancelled != 0,
+				s == grpcDeadlineExceeded && on&roGRPCDeadlineExceeded != 0,
+				s == grpcInternal && on&roGRPCInternal != 0,
+				s == grpcResourceExhausted && on&roGRPCResourceExhausted != 0,
+				s == grpcUnavailable && on&roGRPCUnavailable != 0:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// requestAllowsRetry applies retriable_request_headers.
+func (er *effectiveRetry) requestAllowsRetry(r *http.Request) bool {
+	if er.p == nil || len(er.p.requestHeaders) == 0 {
+		return true
+	}
+	for i := range er.p.requestHeaders {
+		if er.p.requestHeaders[i].matches(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// backoff is the delay before retry n (1-based): full jitter over an exponentially
+// growing ceiling, capped at max_interval (Envoy's retry_back_off).
+func (rt *Router) backoff(er *effectiveRetry, n int) time.Duration {
+	base, maxI := defaultRetryBase, 10*defaultRetryBase
+	if er.p != nil {
+		base, maxI = er.p.base, er.p.max
+	}
+	ceil := base
+	for i := 1; i < n && ceil < maxI; i++ {
+		ceil *= 2
+	}
+	if ceil > maxI {
+		ceil = maxI
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	return time.Duration(rt.rand() % uint64(ceil))
+}
+
+// pickCluster chooses the cluster: fixed, from a header, or one weighted draw over the
+// precomputed cumulative weights.
+func (rt *Router) pickCluster(f *forward, r *http.Request) (string, *weightedCluster) {
+	switch {
+	case f.cluster != "":
+		return f.cluster, nil
+	case f.clusterHeader != "":
+		return r.Header.Get(f.clusterHeader), nil
+	}
+	v := rt.rand() % f.totalWeight
+	i := sort.Search(len(f.cumWeights), func(i int) bool { return f.cumWeights[i] > v })
+	if i >= len(f.weighted) {
+		i = len(f.weighted) - 1
+	}
+	wc := &f.weighted[i]
+	if wc.header != "" {
+		return r.Header.Get(wc.header), wc
+	}
+	return wc.name, wc
+}
+
+// outcome is the result of the last attempt.
+type outcome struct {
+	resp   *http.Response
+	fail   failure
+	err    error
+	host   *upstream.Host
+	cancel context.CancelFunc
+}
+
+func (rt *Router) forward(x *filter.Exchange, route *Route) error {
+	f := route.fwd
+	r := x.R
+	info := x.Info
+
+	clusterName, wc := rt.pickCluster(f, r)
+	info.Cluster = clusterName
+	var cl *upstream.Cluster
+	if clusterName != "" && rt.clusters != nil {
+		cl = rt.clusters.Get(clusterName)
+	}
+	if cl == nil {
+		LocalReply(x, f.notFoundCode, "", stream.NoClusterFound, "cluster_not_found")
+		return nil
+	}
+	cst := cl.Stats()
+	rst := rt.clusterStats(clusterName)
+
+	h := r.Header
+	upgrade := isWebSocketUpgrade(r) && f.websocket != -1
+
+	// Read the router's control headers, then drop what must not go upstream.
+	er := rt.retryFor(f, h)
+	timeout := f.timeout
+	if f.useGRPCTimeout {
+		if d, ok := parseGRPCTimeout(h.Get(hdrGRPCTimeout)); ok {
+			if f.grpcTimeoutMax > 0 && d > f.grpcTimeoutMax {
+				d = f.grpcTimeoutMax
+			}
+			if f.grpcTimeoutOffset > 0 && d > f.grpcTimeoutOffset {
+				d -= f.grpcTimeoutOffset
+			}
+			timeout = d
+		}
+	}
+	if v := h.Get(hdrUpstreamTimeout); v != "" {
+		if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
+			timeout = time.Duration(ms) * time.Millisecond
+		}
+	} else if rt.respectExpected {
+		if v := h.Get(hdrExpectedTimeout); v != "" {
+			if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
+				timeout = time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
+	perTry := er.perTry()
+	if v := h.Get(hdrPerTryTimeout); v != "" {
+		if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
+			perTry = time.Duration(ms) * time.Millisecond
+		}
+	}
+	// An Upgrade header survives only for a WebSocket upgrade.
+	te := h.Get("Te")
+	stripHopHeaders(h, upgrade)
+	if te != "" && headerHasToken(te, "trailers") {
+		h["Te"] = []string{"trailers"}
+	}
+	for _, k := range [...]string{hdrRetryOn, hdrRetryGRPCOn, hdrMaxRetries, hdrRetriableCodes, hdrUpstreamTimeout, hdrPerTryTimeout, hdrHedgeOnPerTry, "Expect"} {
+		delete(h, k)
+	}
+
+	// Path and authority rewrites.
+	escPath := r.URL.EscapedPath()
+	newPath := escPath
+	switch {
+	case f.hasPrefixRewrite:
+		newPath = rewritePrefix(escPath, route, f.prefixRewrite)
+	case f.regexRewrite != nil:
+		newPath = f.regexRewrite.apply(escPath)
+	}
+	if newPath != escPath && !rt.suppressHeaders {
+		h.Set(hdrOriginalPath, requestPath(r))
+	}
+	authority := r.Host
+	switch {
+	case wc != nil && wc.hostLiteral != "":
+		authority = wc.hostLiteral
+	case f.hostLiteral != "":
+		authority = f.hostLiteral
+	case f.hostHeader != "":
+		if v := h.Get(f.hostHeader); v != "" {
+			authority = v
+		}
+	case f.hostPathRegex != nil:
+		authority = f.hostPathRegex.apply(escPath)
+	}
+	if f.appendXFH && authority != r.Host {
+		h.Add(hdrForwardedHost, r.Host)
+	}
+
+	// Header mutations, least specific level last unless most_specific_header_mutations_wins.
+	fc := fmtCtx{r: r, reqH: h, info: info}
+	if wc != nil && !route.mostSpecificWins {
+		wc.reqLevel.apply(h, &fc)
+	}
+	route.reqOps.apply(h, &fc)
+	if wc != nil && route.mostSpecificWins {
+		wc.reqLevel.apply(h, &fc)
+	}
+	if timeout > 0 && !rt.suppressHeaders {
+		h.Set(hdrExpectedTimeout, strconv.FormatInt(int64(timeout/time.Millisecond), 10))
+	}
+
+	remote := ""
+	if info.Downstream.IsValid() {
+		remote = info.Downstream.Addr().String()
+	}
+	var lbctx lb.Context
+	var setCookie string
+	if len(f.hash) > 0 {
+		lbctx.Hash, lbctx.HasHash, setCookie = f.requestHash(r, remote)
+	}
+
+	// The upstream URL carries the escaped path exactly as it will be sent.
+	u := url.URL{Scheme: "http", Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	if newPath != escPath {
+		if p, err := url.PathUnescape(newPath); err == nil {
+			u.Path, u.RawPath = p, newPath
+		} else {
+			u.Path, u.RawPath = newPath, ""
+		}
+	}
+
+	// The route timeout bounds every attempt and the response body.
+	ctx := r.Context()
+	var cancelGlobal context.CancelFunc
+	if timeout > 0 {
+		ctx, cancelGlobal = context.WithTimeoutCause(ctx, timeout, errGlobalTimeout)
+		defer cancelGlobal()
+	}
+
+	if upgrade {
+		return rt.serveUpgrade(ctx, x, route, cl, &lbctx, &u, authority, wc)
+	}
+
+	// Request body: streamed, with the first bytes kept for retries and mirrors.
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	var rb *replayBody
+	limit := route.bufferLimit
+	wantReplay := er.numRetries > 0 || len(f.mirrors) > 0
+	if hasBody && wantReplay && limit > 0 && (r.ContentLength < 0 || r.ContentLength <= int64(limit)) {
+		rb = newReplayBody(r.Body, limit)
+	}
+	if hasBody && r.ProtoMajor == 1 {
+		// Let the response start before the request body ends, as Envoy does.
+		_ = http.NewResponseController(x.W).EnableFullDuplex()
+	}
+
+	// Mirrors of bodiless requests go now; with a body, once it has been read.
+	if len(f.mirrors) > 0 && !hasBody {
+		rt.mirror(x, f, h, authority, &u, nil)
+	}
+
+	origDst := originalDst(cl, h, info.DownstreamLocal)
+	var tried []lb.Host
+	if er.p != nil && er.p.previousHosts {
+		lbctx.Exclude = func(hh lb.Host) bool {
+			for _, t := range tried {
+				if t == hh {
+					return true
+				}
+			}
+			return false
+		}
+		lbctx.MaxExcludeAttempts = uint32(er.p.hostSelectAttempts)
+	}
+
+	var out outcome
+	retriesLeft := er.numRetries
+	retried := false
+	retryWanted := false
+	for attempt := 1; ; attempt++ {
+		host, err := cl.Pick(&lbctx, origDst)
+		if err != nil || host == nil {
+			out = outcome{fail: failNoHost, err: err}
+			break
+		}
+		tried = append(tried, host)
+		info.UpstreamHost = host.Addr()
+		info.Attempts = attempt
+
+		actx, cancelAttempt := context.WithCancelCause(ctx)
+		var stopTry func() bool
+		if perTry > 0 {
+			t := time.AfterFunc(perTry, func() { cancelAttempt(errPerTryTimeout) })
+			stopTry = t.Stop
+		}
+		hdr := h
+		if f.attemptCountReq {
+			hdr = h.Clone()
+			hdr.Set(hdrAttemptCount, strconv.Itoa(attempt))
+		}
+		auth := authority
+		if f.autoHost {
+			if hn := hostnameOf(host); hn != "" {
+				auth = hn
+			}
+		}
+		// The upstream package dials the host; the URL carries the authority.
+		u.Host = auth
+		req := &http.Request{
+			Method: r.Method,
+			URL:    &u,
+			// The downstream protocol selects the pool under use_downstream_protocol_config.
+			Proto:         r.Proto,
+			ProtoMajor:    r.ProtoMajor,
+			ProtoMinor:    r.ProtoMinor,
+			Header:        hdr,
+			Host:          auth,
+			ContentLength: r.ContentLength,
+		}
+		if !hasBody {
+			req.ContentLength = 0
+		} else if rb != nil {
+			req.Body = rb.attempt()
+		} else {
+			req.Body = io.NopCloser(r.Body)
+		}
+		req = req.WithContext(actx)
+
+		resp, err := cl.RoundTrip(req, host)
+		out = outcome{resp: resp, err: err, host: host, cancel: func() { cancelAttempt(nil) }}
+		if err != nil {
+			out.fail = rt.classify(err, actx, r.Context())
+		}
+		if stopTry != nil && out.fail != failPerTry {
+			// The per-try timeout covers the wait for response headers.
+			stopTry()
+		}
+		rt.observe(host, &out, rst)
+
+		// Decide on a retry.
+		var wantRetry bool
+		switch {
+		case out.fail == failNone:
+			wantRetry = er.numRetries > 0 && er.retriableResponse(resp)
+		case out.fail == failOverflow, out.fail == failGlobal, out.fail == failDownstream:
+			wantRetry = false
+		default:
+			wantRetry = er.numRetries > 0 && er.retriableFailure(out.fail)
+		}
+		if !wantRetry {
+			retryWanted = false
+			break
+		}
+		retryWanted = true
+		if retriesLeft <= 0 || !er.requestAllowsRetry(r) || (hasBody && (rb == nil || !rb.replayable())) {
+			break
+		}
+		release, ok := cl.TryRetry()
+		if !ok {
+			break
+		}
+		retriesLeft--
+		retried = true
+		if resp != nil {
+			resp.Body.Close()
+		}
+		cancelAttempt(nil)
+		wait := rt.backoff(&er, er.numRetries-retriesLeft)
+		if wait > 0 {
+			tm := time.NewTimer(wait)
+			select {
+			case <-tm.C:
+			case <-ctx.Done():
+			}
+			tm.Stop()
+		}
+		release()
+		if ctx.Err() != nil {
+			out = outcome{fail: rt.ctxFailure(ctx, r.Context()), err: context.Cause(ctx)}
+			break
+		}
+	}
+	if out.cancel != nil {
+		defer out.cancel()
+	}
+
+	if out.resp == nil {
+		if retryWanted {
+			info.SetFlag(stream.UpstreamRetryLimitExceeded)
+			rst.retryLimitExceeded.Inc()
+		}
+		rt.failureReply(x, &out, cst, rst)
+		return nil
+	}
+	if retryWanted {
+		info.SetFlag(stream.UpstreamRetryLimitExceeded)
+		rst.retryLimitExceeded.Inc()
+	} else if retried {
+		rst.retrySuccess.Inc()
+	}
+	rt.writeResponse(ctx, x, route, wc, out.resp, cst, setCookie, f.attemptCountRsp)
+	if len(f.mirrors) > 0 && hasBody && rb != nil {
+		if body, ok := rb.complete(); ok {
+			rt.mirror(x, f, h, authority, &u, body)
+		}
+	}
+	return nil
+}
+
+// originalDst is the destination an ORIGINAL_DST cluster connects to: the address in
+// the cluster's use_http_header header when it has one, else the downstream connection's
+// original destination.
+func originalDst(cl *upstream.Cluster, h http.Header, local netip.AddrPort) netip.AddrPort {
+	if !cl.IsOriginalDst() {
+		return local
+	}
+	if name := cl.OriginalDstHeader(); name != "" {
+		if ap, err := netip.ParseAddrPort(h.Get(name)); err == nil {
+			return ap
+		}
+	}
+	return local
+}
+
+// hostnameOf is the host's DNS name for auto_host_rewrite, when the upstream package
+// exposes one.
+func hostnameOf(h *upstream.Host) string {
+	if hn, ok := any(h).(interface{ Hostname() string }); ok {
+		return hn.Hostname()
+	}
+	return ""
+}
+
+func (rt *Router) ctxFailure(ctx, downstream context.Context) failure {
+	if downstream.Err() != nil {
+		return failDownstream
+	}
+	if errors.Is(context.Cause(ctx), errGlobalTimeout) {
+		return failGlobal
+	}
+	return failReset
+}
+
+// classify maps a round-trip error to a failure kind.
+func (rt *Router) classify(err error, actx, downstream context.Context) failure {
+	switch {
+	case downstream.Err() != nil:
+		return failDownstream
+	case errors.Is(context.Cause(actx), errGlobalTimeout):
+		return failGlobal
+	case errors.Is(context.Cause(actx), errPerTryTimeout):
+		return failPerTry
+	case errors.Is(err, upstream.ErrOverflow):
+		return failOverflow
+	case errors.Is(err, upstream.ErrConnectFailure):
+		return failConnect
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "REFUSED_STREAM"):
+		return failRefused
+	case strings.Contains(msg, "stream error"):
+		return failRemoteReset
+	}
+	return failReset
+}
+
+// observe reports the attempt to outlier detection and the per-try timeout counter.
+func (rt *Router) observe(h *upstream.Host, out *outcome, rst *routerClusterStats) {
+	switch out.fail {
+	case failNone:
+		h.Observe(out.resp.StatusCode, false)
+	case failConnect, failReset, failRemoteReset, failRefused, failGlobal:
+		h.Observe(0, true)
+	case failPerTry:
+		rst.perTryTimeout.Inc()
+		h.Observe(0, true)
+	}
+}
+
+// failureReply answers a request that got no upstream response, with Envoy's codes,
+// flags, details and bodies.
+func (rt *Router) failureReply(x *filter.Exchange, out *outcome, cst *upstream.ClusterStats, rst *routerClusterStats) {
+	info := x.Info
+	if out.err != nil && out.fail != failDownstream {
+		info.UpstreamFailure = out.err.Error()
+	}
+	const resetBody = "upstream connect error or disconnect/reset before headers. reset reason: "
+	switch out.fail {
+	case failNoHost:
+		LocalReply(x, http.StatusServiceUnavailable, "no healthy upstream", stream.NoHealthyUpstream, "no_healthy_upstream")
+	case failOverflow:
+		if !rt.suppressHeaders {
+			x.W.Header().Set(hdrOverloaded, "true")
+		}
+		LocalReply(x, http.StatusServiceUnavailable, resetBody+"overflow", stream.UpstreamOverflow, "upstream_reset_before_response_started{overflow}")
+	case failConnect:
+		LocalReply(x, http.StatusServiceUnavailable, resetBody+"connection failure", stream.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
+	case failRefused:
+		LocalReply(x, http.StatusServiceUnavailable, resetBody+"remote refused stream reset", stream.UpstreamRemoteReset, "upstream_reset_before_response_started{remote_refused_stream_reset}")
+	case failRemoteReset:
+		LocalReply(x, http.StatusServiceUnavailable, resetBody+"remote reset", stream.UpstreamRemoteReset, "upstream_reset_before_response_started{remote_reset}")
+	case failReset:
+		LocalReply(x, http.StatusServiceUnavailable, resetBody+"connection termination", stream.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}")
+	case failGlobal:
+		cst.UpstreamRqTimeout.Inc()
+		LocalReply(x, http.StatusGatewayTimeout, "upstream request timeout", stream.UpstreamRequestTimeout, "upstream_response_timeout")
+	case failPerTry:
+		LocalReply(x, http.StatusGatewayTimeout, "upstream request timeout", stream.UpstreamRequestTimeout, "upstream_per_try_timeout")
+	case failDownstream:
+		// Nobody to answer: the connection manager logs DC.
+		info.SetFlag(stream.DownstreamConnectionTermination)
+		info.ResponseDetails = "downstream_remote_disconnect"
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// writeResponse copies the upstream response downstream: headers (with the route's
+// response mutations), the body (flushed as it arrives when streaming), then trailers.
+func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *Route, wc *weightedCluster, resp *http.Response, cst *upstream.ClusterStats, setCookie string, attemptCount bool) {
+	info := x.Info
+	defer resp.Body.Close()
+	cst.RecordStatus(resp.StatusCode)
+	if !info.Start.IsZero() {
+		info.UpstreamDuration = time.Since(info.Start)
+	}
+	info.ResponseCode = resp.StatusCode
+	info.ResponseDetails = "via_upstream"
+
+	wh := x.W.Header()
+	for k, vs := range resp.Header {
+		wh[k] = vs
+	}
+	for _, k := range hopHeaders {
+		delete(wh, k)
+	}
+	if c := resp.Header["Connection"]; len(c) > 0 {
+		for _, v := range c {
+			for tok := range strings.SplitSeq(v, ",") {
+				delete(wh, http.CanonicalHeaderKey(strings.TrimSpace(tok)))
+			}
+		}
+	}
+	if resp.ContentLength >= 0 && len(resp.TransferEncoding) == 0 && x.R.Method != http.MethodHead {
+		wh.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	if v := wh.Get(hdrGRPCStatus); v != "" {
+		info.GRPCStatus = v
+	}
+	if len(route.respOps) > 0 || (wc != nil && len(wc.respLevel.add)+len(wc.respLevel.remove) > 0) {
+		fc := fmtCtx{r: x.R, reqH: x.R.Header, respH: wh, info: info, status: resp.StatusCode}
+		if wc != nil && !route.mostSpecificWins {
+			wc.respLevel.apply(wh, &fc)
+		}
+		route.respOps.apply(wh, &fc)
+		if wc != nil && route.mostSpecificWins {
+			wc.respLevel.apply(wh, &fc)
+		}
+	}
+	if setCookie != "" {
+		wh.Add("Set-Cookie", setCookie)
+	}
+	if !rt.suppressHeaders {
+		wh.Set(hdrServiceTime, strconv.FormatInt(int64(info.UpstreamDuration/time.Millisecond), 10))
+	}
+	if attemptCount {
+		wh.Set(hdrAttemptCount, strconv.Itoa(info.Attempts))
+	}
+	x.W.WriteHeader(resp.StatusCode)
+
+	ct := resp.Header.Get("Content-Type")
+	streaming := resp.ContentLength < 0 || isGRPCContentType(ct) || strings.HasPrefix(ct, "text/event-stream")
+	rc := http.NewResponseController(x.W)
+	if streaming {
+		// Headers go out at once: a gRPC or SSE client may wait for them.
+		_ = rc.Flush()
+	}
+	bp := copyBufs.Get().(*[]byte)
+	buf := *bp
+	var readErr, writeErr error
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := x.W.Write(buf[:n]); werr != nil {
+				writeErr = werr
+				break
+			}
+			if streaming {
+				_ = rc.Flush()
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				readErr = err
+			}
+			break
+		}
+	}
+	copyBufs.Put(bp)
+
+	switch {
+	case writeErr != nil || x.R.Context().Err() != nil:
+		info.SetFlag(stream.DownstreamConnectionTermination)
+		info.ResponseDetails = "downstream_remote_disconnect"
+		return
+	case readErr != nil:
+		// The upstream response broke off: reset the downstream stream rather than end it
+		// cleanly, so the client sees a truncated response, as Envoy resets.
+		if errors.Is(context.Cause(ctx), errGlobalTimeout) {
+			info.SetFlag(stream.UpstreamRequestTimeout)
+			info.ResponseDetails = "upstream_response_timeout"
+			cst.UpstreamRqTimeout.Inc()
+		} else {
+			info.SetFlag(stream.UpstreamConnectionTermination)
+			info.ResponseDetails = "upstream_reset_after_response_started"
+		}
+		info.UpstreamFailure = readErr.Error()
+		panic(http.ErrAbortHandler)
+	}
+	for k, vs := range resp.Trailer {
+		if len(vs) == 0 {
+			continue
+		}
+		wh[http.TrailerPrefix+k] = vs
+		if k == hdrGRPCStatus {
+			info.GRPCStatus = vs[0]
+		}
+	}
+}
+
+// stripHopHeaders removes hop-by-hop request headers, and those the Connection header
+// names. Upgrade and Connection stay for a WebSocket upgrade.
+func stripHopHeaders(h http.Header, upgrade bool) {
+	if c := h["Connection"]; len(c) > 0 && !upgrade {
+		for _, v := range c {
+			for tok := range strings.SplitSeq(v, ",") {
+				if tok = strings.TrimSpace(tok); tok != "" {
+					delete(h, http.CanonicalHeaderKey(tok))
+				}
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		if upgrade && (k == "Connection" || k == "Upgrade") {
+			continue
+		}
+		delete(h, k)
+	}
+	if upgrade {
+		h["Connection"] = []string{"Upgrade"}
+	}
+}
+
+// headerHasToken reports whether a comma-separated header value holds token
+// (case-insensitive).
+func headerHasToken(v, token string) bool {
+	for tok := range strings.SplitSeq(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(tok), token) {
+			return true
+		}
+	}
+	return false
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	if r.ProtoMajor != 1 || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return false
+	}
+	for _, v := range r.Header["Connection"] {
+		if headerHasToken(v, "upgrade") {
+			return true
+		}
+	}
+	return false
+}
