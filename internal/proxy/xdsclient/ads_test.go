@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -217,6 +218,9 @@ type proxy struct {
 	c      *Client
 	reject func(typeURL, version string) error
 
+	inside     atomic.Int32
+	concurrent atomic.Bool // Apply was entered while another call ran
+
 	mu      sync.Mutex
 	state   map[string]map[string]*anypb.Any
 	version map[string]string
@@ -228,6 +232,10 @@ func newProxy() *proxy {
 }
 
 func (p *proxy) Apply(typeURL, version string, res map[string]*anypb.Any) error {
+	if p.inside.Add(1) != 1 {
+		p.concurrent.Store(true)
+	}
+	defer p.inside.Add(-1)
 	if p.reject != nil {
 		if err := p.reject(typeURL, version); err != nil {
 			return err
@@ -327,6 +335,9 @@ func start(t *testing.T, delta bool, reject func(typeURL, version string) error,
 			}
 		case <-time.After(waitFor):
 			t.Error("Run did not return after cancel")
+		}
+		if p.concurrent.Load() {
+			t.Error("Apply was called concurrently")
 		}
 	})
 	return &harness{srv: srv, p: p, c: c}
@@ -478,6 +489,43 @@ func TestNACK(t *testing.T) {
 			t.Errorf("handler CDS version = %q, want 3", h.p.ver(ClusterType))
 		}
 	})
+}
+
+// TestRepeatedNACKIsPaced: go-control-plane answers a SotW NACK by resending the same
+// version; the client keeps NACKing it (the server must hear back to send anything
+// newer) but paces the repeats instead of spinning.
+func TestRepeatedNACKIsPaced(t *testing.T) {
+	reject := func(typeURL, version string) error {
+		if typeURL == ClusterType && version == "2" {
+			return errors.New("bad")
+		}
+		return nil
+	}
+	h := start(t, false, reject, world{version: "1", clusters: []string{"c1"}, listeners: []string{"l1"}, port: 10001})
+	eventually(t, "v1 state", func() bool { return h.p.hasState(fullState([]string{"c1"}, []string{"l1"})) })
+	h.srv.set(world{version: "2", clusters: []string{"c1"}, listeners: []string{"l1"}, port: 10002})
+	nacks := func() int {
+		n := 0
+		for _, m := range h.srv.requests() {
+			if r := m.(*discoveryv3.DiscoveryRequest); r.GetTypeUrl() == ClusterType && r.GetErrorDetail() != nil {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, "repeated NACK", func() bool { return nacks() >= 3 })
+	time.Sleep(time.Second)
+	// Unpaced, client and server exchange thousands of NACKs a second; paced (backoff
+	// 20ms doubling to 200ms) about ten.
+	if n := nacks(); n > 100 {
+		t.Errorf("%d NACKs of one version within about a second: not paced", n)
+	}
+	if st := h.c.Status().Types[ClusterType]; st.Version != "1" || st.NACKs < 3 {
+		t.Errorf("CDS status = %+v", st)
+	}
+	// The paced NACK still lets a fixed version through.
+	h.srv.set(world{version: "3", clusters: []string{"c1"}, listeners: []string{"l1"}, port: 10003})
+	eventually(t, "v3 applied", func() bool { return h.p.ver(ClusterType) == "3" })
 }
 
 // TestReconnect: the server stops and restarts on the same port; the client shows
