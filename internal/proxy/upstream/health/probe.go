@@ -18,10 +18,10 @@ import (
 type outcome uint8
 
 const (
-	pass outcome = iota
-	fail         // counts toward unhealthy_threshold
-	failNow      // HTTP status neither expected nor retriable: unhealthy at once
-	failNetwork  // connect error, timeout, reset: counts toward unhealthy_threshold
+	pass        outcome = iota
+	fail                // counts toward unhealthy_threshold
+	failNow             // HTTP status neither expected nor retriable: unhealthy at once
+	failNetwork         // connect error, timeout, reset: counts toward unhealthy_threshold
 )
 
 // prober runs one check against one host. It owns any kept-alive connection.
