@@ -65,8 +65,8 @@ func TestFromCluster(t *testing.T) {
 		{
 			name: "ring hash",
 			c: &clusterv3.Cluster{
-				LbPolicy: clusterv3.Cluster_RING_HASH,
-				LbConfig: &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(2048)}},
+				LbPolicy:       clusterv3.Cluster_RING_HASH,
+				LbConfig:       &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(2048)}},
 				CommonLbConfig: &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 30}},
 			},
 			want: Settings{
