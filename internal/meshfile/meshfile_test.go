@@ -66,7 +66,7 @@ services:
 - name: ok
   ports: [http:80]
   workloads:
-  - command: [true]
+  - command: [app]
 `), "mesh.yaml")
 	if err == nil {
 		t.Fatal("no error")
