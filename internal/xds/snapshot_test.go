@@ -1,0 +1,73 @@
+package xds
+
+import (
+	"strings"
+	"testing"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+func TestVersion(t *testing.T) {
+	a, b := edsCluster("a"), edsCluster("b")
+	v1, err := Version([]types.Resource{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v1) != 16 {
+		t.Errorf("version %q: want 16 hex digits", v1)
+	}
+	if v2, _ := Version([]types.Resource{b, a}); v2 != v1 {
+		t.Errorf("order changed the version: %q vs %q", v1, v2)
+	}
+	if v3, _ := Version([]types.Resource{edsCluster("a"), edsCluster("b")}); v3 != v1 {
+		t.Errorf("equal content, different version")
+	}
+	changed := edsCluster("b")
+	changed.LbPolicy = cluster.Cluster_LEAST_REQUEST
+	if v4, _ := Version([]types.Resource{a, changed}); v4 == v1 {
+		t.Errorf("changed content, same version")
+	}
+	if v5, _ := Version(nil); v5 == "" || v5 == v1 {
+		t.Errorf("empty version %q", v5)
+	}
+}
+
+func TestBuildSnapshot(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  Resources
+		want string // error substring; "" = ok
+	}{
+		{"ok", Resources{resource.ClusterType: {edsCluster("a")}, resource.EndpointType: {cla("a", "127.0.0.1", 1)}}, ""},
+		{"empty", Resources{}, ""},
+		{"wrong message", Resources{resource.ListenerType: {edsCluster("a")}}, "LDS resource[0]: is a envoy.config.cluster.v3.Cluster"},
+		{"no name", Resources{resource.ClusterType: {edsCluster("")}}, "CDS resource[0]: name is empty"},
+		{"duplicate", Resources{resource.ClusterType: {edsCluster("a"), edsCluster("a")}}, `CDS resource "a": name is not unique`},
+		{"unknown type", Resources{"type.googleapis.com/foo.Bar": {edsCluster("a")}}, "not an xDS resource type"},
+		{"nil", Resources{resource.ClusterType: {nil}}, "nil"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap, versions, err := buildSnapshot(tc.res)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The five base types are always present, each with its own version.
+			for _, typ := range baseTypes {
+				if versions[typ] == "" || snap.GetVersion(typ) != versions[typ] {
+					t.Errorf("%s: version %q, snapshot %q", ShortName(typ), versions[typ], snap.GetVersion(typ))
+				}
+				if want := len(tc.res[typ]); len(snap.GetResources(typ)) != want {
+					t.Errorf("%s: %d resources, want %d", ShortName(typ), len(snap.GetResources(typ)), want)
+				}
+			}
+		})
+	}
+}
