@@ -11,6 +11,7 @@ import (
 	"net/http"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 )
 
@@ -55,7 +56,9 @@ func newHTTPProber(c *check, addr, cluster string, dial DialFunc) *httpProber {
 	if p.host == "" {
 		p.host = cluster
 	}
-	if p.host == "" {
+	// Envoy sends the cluster name as is; net/http would blank a Host it considers
+	// invalid (Istio's "outbound|80||svc" names are), so send the address instead.
+	if p.host == "" || !httpguts.ValidHostHeader(p.host) {
 		p.host = addr
 	}
 	// The connection comes from dial (TLS included when the cluster has it), so the
