@@ -265,16 +265,18 @@ func (c *config) abortFor(h http.Header) (status, grpc int, ok bool) {
 	return status, grpc, true
 }
 
-// clusterNamer is what the fault filter would like of a Route to honour upstream_cluster;
-// without it the filter reads stream.Info.Cluster, which the connection manager may have
-// filled from the matched route.
-type clusterNamer interface{ ClusterName() string }
+// routeCluster is what the router's Route offers to honour upstream_cluster: its fixed
+// cluster ("" for weighted ones), else the filter reads stream.Info.Cluster.
+type routeCluster interface{ Cluster() string }
 
 func (c *config) applies(x *filter.Exchange) bool {
 	if c.cluster != "" {
-		cl := x.Info.Cluster
-		if cn, ok := x.Route.(clusterNamer); ok {
-			cl = cn.ClusterName()
+		cl := ""
+		if rc, ok := x.Route.(routeCluster); ok {
+			cl = rc.Cluster()
+		}
+		if cl == "" {
+			cl = x.Info.Cluster
 		}
 		if cl != c.cluster {
 			return false

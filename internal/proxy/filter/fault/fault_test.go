@@ -538,3 +538,22 @@ func passThrough(tb testing.TB) func() {
 		}
 	}
 }
+
+type clusterRoute struct {
+	fakeRoute
+	cluster string
+}
+
+func (r clusterRoute) Cluster() string { return r.cluster }
+
+func TestHTTPUpstreamCluster(t *testing.T) {
+	mw, route := build(t, nil, &faultv3.HTTPFault{Abort: httpAbort(503, 100), UpstreamCluster: "reviews"})
+	hit := newHarness(t, mw, clusterRoute{route.(fakeRoute), "reviews"})
+	if code, _, _ := hit.do(t, nil); code != 503 {
+		t.Errorf("route to the fault's cluster: %d, want 503", code)
+	}
+	miss := newHarness(t, mw, clusterRoute{route.(fakeRoute), "ratings"})
+	if code, _, _ := miss.do(t, nil); code != 200 {
+		t.Errorf("route to another cluster: %d, want 200", code)
+	}
+}
