@@ -23,6 +23,9 @@ func (p Policy) String() string {
 	return "UNKNOWN"
 }
 
+// Every balancer of this package accepts a nil *Context (no hash, no exclusions) and is
+// safe for concurrent picks.
+
 // Factory builds a balancer over a fixed set of hosts. The priority layer calls it once
 // per locality and once per priority level whenever the host set changes.
 type Factory func(hosts []Host) Balancer

@@ -265,9 +265,9 @@ func TestRandomUniformSkipsDown(t *testing.T) {
 }
 
 // consistency checks a hashing balancer: same hash, same host; removing one of 10 hosts
-// moves about a tenth of the keys (a rebuilt ring or table also shifts a few others);
-// a host turning unavailable moves exactly its own keys.
-func consistency(t *testing.T, build func([]Host) Balancer) {
+// moves about a tenth of the keys, at most maxMoved; a host turning unavailable moves
+// exactly its own keys.
+func consistency(t *testing.T, build func([]Host) Balancer, maxMoved float64) {
 	const keys = 20000
 	hs, ts := equalHosts(10)
 	b := build(hs)
@@ -297,7 +297,7 @@ func consistency(t *testing.T, build func([]Host) Balancer) {
 				moved++
 			}
 		}
-		if f := float64(moved) / keys; f < 0.06 || f > 0.2 {
+		if f := float64(moved) / keys; f < 0.06 || f > maxMoved {
 			t.Errorf("%s: %.3f of keys moved, want ~0.1", name, f)
 		}
 	}
@@ -322,11 +322,14 @@ func consistency(t *testing.T, build func([]Host) Balancer) {
 }
 
 func TestRingHashConsistency(t *testing.T) {
-	consistency(t, func(h []Host) Balancer { return NewRingHash(h, 0, 0) })
+	// A rebuilt ring gives each remaining host more points (the ring size follows
+	// minimum_ring_size / hosts, as in Envoy), so besides the removed host's tenth a
+	// few more keys move: about 0.18 here.
+	consistency(t, func(h []Host) Balancer { return NewRingHash(h, 0, 0) }, 0.22)
 }
 
 func TestMaglevConsistency(t *testing.T) {
-	consistency(t, func(h []Host) Balancer { return NewMaglev(h, 0) })
+	consistency(t, func(h []Host) Balancer { return NewMaglev(h, 0) }, 0.13)
 }
 
 func TestHashingWeights(t *testing.T) {

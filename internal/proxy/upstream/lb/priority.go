@@ -41,6 +41,9 @@ type PriorityOptions struct {
 // the cluster's lb policy underneath (one balancer per level, and one per locality when
 // locality weighting is on and the policy does not hash).
 //
+// RING_HASH and MAGLEV keep one ring or table per level and ignore locality weights
+// (one hash space per level keeps a key on one host).
+//
 // Build one with NewPrioritySet whenever the host set changes. Host availability is
 // read two ways: the per-policy balancers read Host.Available live on every pick, but
 // the priority loads, panic flags and locality weights are recomputed only by Refresh,

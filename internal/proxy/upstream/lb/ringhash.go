@@ -74,12 +74,13 @@ func newRingHash(hosts []Host, minSize, maxSize uint64, r *rng) *ringHash {
 	var target float64
 	buf := make([]byte, 0, 64)
 	for i, h := range b.hosts {
+		// Points are added while the ring is below the running target, so each host's
+		// count and its point keys (key_0, key_1, ...) are what Envoy computes.
 		target += float64(weightOf(h)) / float64(sum) * scale
-		count := int(math.Floor(target)) - len(b.ring)
 		buf = append(buf[:0], h.Key()...)
 		buf = append(buf, '_')
 		base := len(buf)
-		for k := range count {
+		for k := 0; float64(len(b.ring)) < target; k++ {
 			buf = strconv.AppendInt(buf[:base], int64(k), 10)
 			b.ring = append(b.ring, ringPoint{hash: xxhash.Sum64(buf), idx: uint32(i)})
 		}
