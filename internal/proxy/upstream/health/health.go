@@ -196,7 +196,8 @@ func (c *Checker) Start(ctx context.Context) {
 	}
 }
 
-// Stop ends all checks and waits for them. A stopped Checker does not start again.
+// Stop ends all checks and waits for them. A stopped Checker does not start again;
+// its hosts leave the shared health_check.healthy gauge.
 func (c *Checker) Stop() {
 	if c == nil {
 		return
@@ -208,6 +209,15 @@ func (c *Checker) Stop() {
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.mu.Lock()
+	for k, h := range c.hosts {
+		h.removed.Store(true)
+		if h.healthy.Load() {
+			c.m.healthy.Dec()
+		}
+		delete(c.hosts, k)
+	}
+	c.mu.Unlock()
 }
 
 // startHost runs one goroutine per check of h. Called with c.mu held.

@@ -394,7 +394,7 @@ func TestOnCheckAndStats(t *testing.T) {
 	s := stats.New()
 	tags := []stats.Tag{{Key: "envoy_cluster_name", Value: "c"}}
 	ev := newEvents()
-	start(t, []*corev3.HealthCheck{httpHC("/", 1, 1)}, Options{
+	c := start(t, []*corev3.HealthCheck{httpHC("/", 1, 1)}, Options{
 		OnChange: ev.on, Stats: s, Tags: tags,
 		OnCheck: func(key string, ok bool) {
 			if ok {
@@ -411,6 +411,10 @@ func TestOnCheckAndStats(t *testing.T) {
 	}
 	if v, _ := s.Value("cluster.c.health_check.success"); v < 1 {
 		t.Fatalf("health_check.success %d", v)
+	}
+	c.Stop()
+	if v, _ := s.Value("cluster.c.health_check.healthy"); v != 0 {
+		t.Fatalf("health_check.healthy %d after Stop, want 0", v)
 	}
 }
 

@@ -468,6 +468,26 @@ func (d *Detector) Stop() {
 	}
 }
 
+// Close stops the detector for good when its cluster goes or its outlier_detection
+// changes: every host returns to service (without OnChange) and its ejections leave the
+// shared ejections_active gauge, which a replacement Detector will count afresh.
+func (d *Detector) Close() {
+	if d == nil {
+		return
+	}
+	d.Stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, h := range d.hosts {
+		h.tracked = false
+		if h.ejects.Swap(false) {
+			d.active--
+			d.m.active.Dec()
+		}
+		delete(d.hosts, k)
+	}
+}
+
 // Interval is the configured sweep interval.
 func (d *Detector) Interval() time.Duration {
 	if d == nil {

@@ -394,6 +394,11 @@ func TestStatsNames(t *testing.T) {
 			t.Errorf("%s = %d (%v), want %d", name, v, ok, want)
 		}
 	}
+	// A replaced detector leaves the shared gauge.
+	d.Close()
+	if v, _ := s.Value("cluster.c1.outlier_detection.ejections_active"); v != 0 {
+		t.Fatalf("ejections_active %d after Close, want 0", v)
+	}
 }
 
 func TestStartSweeps(t *testing.T) {
