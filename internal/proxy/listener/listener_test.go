@@ -17,6 +17,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -488,5 +490,62 @@ func TestDrainAndClose(t *testing.T) {
 	}
 	if err := f.m.Update([]*listenerv3.Listener{simpleListener(t, "x", "y")}); err == nil {
 		t.Fatal("Update after Close accepted")
+	}
+}
+
+// denyWrapper is a non-terminal filter as RBAC would be: it closes every connection when
+// its config is true and passes them on otherwise.
+type denyWrapper struct{}
+
+func (denyWrapper) ConfigType() string { return "google.protobuf.BoolValue" }
+
+func (denyWrapper) Wrap(typed *anypb.Any, _ ChainInfo, next NetworkFilter) (NetworkFilter, error) {
+	var v wrapperspb.BoolValue
+	if err := typed.UnmarshalTo(&v); err != nil {
+		return nil, err
+	}
+	return &denyFilter{deny: v.GetValue(), next: next}, nil
+}
+
+type denyFilter struct {
+	deny bool
+	next NetworkFilter
+}
+
+func (d *denyFilter) ServeConn(ctx context.Context, c *Conn) {
+	if d.deny {
+		_ = c.Close()
+		return
+	}
+	d.next.ServeConn(ctx, c)
+}
+
+func (d *denyFilter) Drain(ctx context.Context) error { return d.next.Drain(ctx) }
+
+func TestWrappersAndIgnoredTelemetryFilters(t *testing.T) {
+	f := newFixture(t)
+	f.m.wrappers["google.protobuf.BoolValue"] = denyWrapper{}
+	filter := func(name string, m proto.Message) *listenerv3.Filter {
+		return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, m)}}
+	}
+	istioStats := &anypb.Any{TypeUrl: "type.googleapis.com/stats.PluginConfig"}
+	deny := simpleListener(t, "deny", "denied")
+	deny.FilterChains[0].Filters = append([]*listenerv3.Filter{filter("test.deny", wrapperspb.Bool(true)),
+		{Name: "istio.stats", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: istioStats}}},
+		deny.FilterChains[0].Filters...)
+	allow := simpleListener(t, "allow", "allowed")
+	allow.FilterChains[0].Filters = append([]*listenerv3.Filter{filter("test.deny", wrapperspb.Bool(false))}, allow.FilterChains[0].Filters...)
+	f.update(t, deny, allow)
+	if got := dialRaw(t, f.addr(t, "deny")).tag(t); got != "" {
+		t.Fatalf("wrapper did not deny: %q", got)
+	}
+	if got := dialRaw(t, f.addr(t, "allow")).tag(t); got != "allowed" {
+		t.Fatalf("wrapper did not pass: %q", got)
+	}
+	// A telemetry filter is accepted only as non-terminal.
+	bad := simpleListener(t, "bad", "x")
+	bad.FilterChains[0].Filters = []*listenerv3.Filter{{Name: "istio.stats", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: istioStats}}}
+	if err := f.m.Update([]*listenerv3.Listener{bad}); err == nil || !strings.Contains(err.Error(), "unknown terminal network filter") {
+		t.Fatalf("err %v", err)
 	}
 }
