@@ -61,11 +61,23 @@ func (c *callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (c *callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
-	return c.s.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage())
+	nacked, err := c.s.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage())
+	if nacked != "" {
+		// A SotW NACK carries the last version the proxy accepted; the cache would
+		// answer it at once with the current version, the one just rejected, which
+		// the proxy rejects again, in a tight loop. Telling the cache the proxy has the
+		// rejected version makes it wait for the next one (Istio does not resend on a
+		// NACK either). The server hands this same request to the cache next.
+		req.VersionInfo = nacked
+	}
+	return err
 }
 
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	return c.s.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage())
+	// Delta needs no such rewrite: the stream's subscription already records the
+	// rejected resources as sent, so the cache finds nothing new to send.
+	_, err := c.s.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage())
+	return err
 }
 
 func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
@@ -134,16 +146,16 @@ func (s *Server) expire(ps *proxyState) {
 // request handles a request before the cache sees it: the first on a stream binds the
 // stream to its proxy and makes sure the proxy's snapshot exists, so the cache answers
 // at once; later ones ACK or NACK what the stream was sent.
-func (s *Server) request(key streamKey, n *core.Node, typeURL, nonce string, nack bool, nackMsg string) error {
+func (s *Server) request(key streamKey, n *core.Node, typeURL, nonce string, nack bool, nackMsg string) (nacked string, err error) {
 	s.mu.Lock()
 	st, ok := s.streams[key]
 	if !ok {
 		s.mu.Unlock()
-		return status.Error(codes.Internal, "xds: unknown stream")
+		return "", status.Error(codes.Internal, "xds: unknown stream")
 	}
 	if st.ps == nil {
 		s.mu.Unlock()
-		return s.bind(st, n)
+		return "", s.bind(st, n)
 	}
 	defer s.mu.Unlock()
 	if typeURL == "" {
@@ -151,7 +163,7 @@ func (s *Server) request(key streamKey, n *core.Node, typeURL, nonce string, nac
 	}
 	last, ok := st.last[typeURL]
 	if nonce == "" || !ok || nonce != last.nonce {
-		return nil // initial or new subscription, or a stale nonce the server ignores
+		return "", nil // initial or new subscription, or a stale nonce the server ignores
 	}
 	ts := st.ps.typeStatus(typeURL)
 	if nack {
@@ -160,11 +172,11 @@ func (s *Server) request(key streamKey, n *core.Node, typeURL, nonce string, nac
 		s.metrics.rejects.WithLabelValues(metricType(typeURL)).Inc()
 		s.log.Warn("xds: proxy rejected config", "proxy", st.ps.id, "type", ShortName(typeURL),
 			"version", last.version, "error", ts.Error)
-		return nil
+		return last.version, nil
 	}
 	ts.Acked = last.version
 	ts.Nacked, ts.Error = "", ""
-	return nil
+	return "", nil
 }
 
 // bind parses the node of a stream's first request and generates the proxy's

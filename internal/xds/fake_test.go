@@ -40,6 +40,7 @@ type fakeMesh struct {
 	epPort   uint32
 	epAddr   string
 	svc      string // listener name; "" = "l-<workload>"
+	timeout  int64  // cluster connect_timeout seconds; 0 = 1s
 	fail     map[string]error
 	calls    map[string]int
 	firstGen time.Time
@@ -65,8 +66,12 @@ func (m *fakeMesh) Generate(p *node.Proxy) (Resources, error) {
 	if m.svc != "" {
 		lname, domain = m.svc, m.svc
 	}
+	c := edsCluster(cname)
+	if m.timeout > 0 {
+		c.ConnectTimeout = durationpb.New(time.Duration(m.timeout) * time.Second)
+	}
 	return Resources{
-		resource.ClusterType:  {edsCluster(cname)},
+		resource.ClusterType:  {c},
 		resource.EndpointType: {cla(cname, m.epAddr, m.epPort)},
 		resource.ListenerType: {apiListener(lname, domain, cname)},
 	}, nil

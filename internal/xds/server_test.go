@@ -3,10 +3,12 @@ package xds
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,10 +161,63 @@ func TestDeltaConnectEndpointChangeAndNACK(t *testing.T) {
 	if v := metricValue(t, h.s, "pilot_total_xds_rejects", map[string]string{"type": "eds"}); v != 1 {
 		t.Errorf("pilot_total_xds_rejects{eds} = %v", v)
 	}
+	if more := c.RecvAll(quiet, 10); len(more) != 0 {
+		t.Errorf("after the NACK the server sent %d more responses", len(more))
+	}
+}
+
+// boundedGen records the most Generate calls in flight at once.
+type boundedGen struct {
+	mesh          *fakeMesh
+	mu            sync.Mutex
+	inFlight, max int
+}
+
+func (g *boundedGen) Generate(p *node.Proxy) (Resources, error) {
+	g.mu.Lock()
+	g.inFlight++
+	g.max = max(g.max, g.inFlight)
+	g.mu.Unlock()
+	time.Sleep(30 * time.Millisecond)
+	g.mu.Lock()
+	g.inFlight--
+	g.mu.Unlock()
+	return g.mesh.Generate(p)
+}
+
+func TestPushGenerationIsBounded(t *testing.T) {
+	mesh := newFakeMesh()
+	gen := &boundedGen{mesh: mesh}
+	h := newHarness(t, mesh, Options{Generator: gen, Workers: 2, Debounce: 20 * time.Millisecond})
+	var ids []string
+	for i := range 6 {
+		n := sidecarNode(fmt.Sprintf("w%d", i))
+		ids = append(ids, n.Id)
+		connectSotW(t, h, n, t.Context())
+	}
+	mesh.reset()
+	gen.mu.Lock()
+	gen.max = 0
+	gen.mu.Unlock()
+	h.s.Push("config")
+	waitFor(t, "every proxy regenerated", func() bool {
+		for _, id := range ids {
+			if mesh.count(id) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	if gen.max > 2 || gen.max < 1 {
+		t.Errorf("max concurrent generations = %d, want 1..2 (Workers)", gen.max)
+	}
 }
 
 func TestSotWNACKIsRecorded(t *testing.T) {
-	h := newHarness(t, newFakeMesh(), Options{})
+	mesh := newFakeMesh()
+	h := newHarness(t, mesh, Options{Debounce: 20 * time.Millisecond})
 	n := sidecarNode("details")
 	c, err := xdstest.NewSotW(t.Context(), h.cc, n)
 	if err != nil {
@@ -185,6 +240,25 @@ func TestSotWNACKIsRecorded(t *testing.T) {
 	if v := metricValue(t, h.s, "pilot_total_xds_rejects", map[string]string{"type": "cds"}); v != 1 {
 		t.Errorf("pilot_total_xds_rejects{cds} = %v", v)
 	}
+	// The rejected version is not sent again (the proxy would NACK it again, in a
+	// loop); the next different version is.
+	if more := c.RecvAll(quiet, 10); len(more) != 0 {
+		t.Fatalf("after the NACK the server sent %d more responses (version %q)", len(more), more[0].GetVersionInfo())
+	}
+	mesh.mu.Lock()
+	mesh.timeout = 5
+	mesh.mu.Unlock()
+	h.s.Push("config")
+	r2, err := c.Recv(waitLong)
+	if err != nil || r2.GetTypeUrl() != resource.ClusterType || r2.GetVersionInfo() == r.GetVersionInfo() {
+		t.Fatalf("after a config change: %v %v", r2, err)
+	}
+	c.ACK(r2)
+	waitFor(t, "ACK clears the NACK", func() bool {
+		ps, _ := statusOf(h.s, n.Id)
+		cds := ps.PerType["CDS"]
+		return cds.Acked == r2.GetVersionInfo() && cds.Nacked == "" && cds.Error == ""
+	})
 }
 
 func TestDebounceCoalescesPushes(t *testing.T) {
