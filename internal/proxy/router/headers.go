@@ -116,12 +116,12 @@ func parseTemplate(s string) (template, error) {
 			i += 2
 			continue
 		}
-		end := strings.IndexByte(s[i+1:], '%')
+		end := commandEnd(s, i+1)
 		if end < 0 {
 			return template{}, fmt.Errorf("unterminated variable expression at offset %d in %q", i, s)
 		}
-		cmd := s[i+1 : i+1+end]
-		i += end + 2
+		cmd := s[i+1 : end]
+		i = end + 1
 		p, err := parseCommand(cmd)
 		if err != nil {
 			return template{}, fmt.Errorf("%w in %q", err, s)
@@ -137,6 +137,28 @@ func parseTemplate(s string) (template, error) {
 		return template{static: true}, nil
 	}
 	return t, nil
+}
+
+// commandEnd finds the percent sign closing a command that starts at i: the command
+// name, an optional "(argument)" that may itself hold percent signs (START_TIME formats),
+// and an optional ":length". It returns -1 when there is none.
+func commandEnd(s string, i int) int {
+	j := i
+	for j < len(s) && (s[j] == '_' || (s[j] >= 'A' && s[j] <= 'Z') || (s[j] >= '0' && s[j] <= '9')) {
+		j++
+	}
+	if j < len(s) && s[j] == '(' {
+		k := strings.IndexByte(s[j:], ')')
+		if k < 0 {
+			return -1
+		}
+		j += k + 1
+	}
+	k := strings.IndexByte(s[j:], '%')
+	if k < 0 {
+		return -1
+	}
+	return j + k
 }
 
 func parseCommand(cmd string) (tmplPart, error) {

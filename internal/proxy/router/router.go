@@ -681,7 +681,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 			// The per-try timeout covers the wait for response headers.
 			stopTry()
 		}
-		rt.observe(host, &out, rst)
+		rt.observe(host, &out, cst, rst)
 
 		// Decide on a retry.
 		var wantRetry bool
@@ -811,11 +811,13 @@ func (rt *Router) classify(err error, actx, downstream context.Context) failure 
 	return failReset
 }
 
-// observe reports the attempt to outlier detection and the per-try timeout counter.
-func (rt *Router) observe(h *upstream.Host, out *outcome, rst *routerClusterStats) {
+// observe reports the attempt to outlier detection and counts its response code
+// (upstream_rq_<code>, every attempt, as Envoy does) or per-try timeout.
+func (rt *Router) observe(h *upstream.Host, out *outcome, cst *upstream.ClusterStats, rst *routerClusterStats) {
 	switch out.fail {
 	case failNone:
 		h.Observe(out.resp.StatusCode, false)
+		cst.RecordStatus(out.resp.StatusCode)
 	case failConnect, failReset, failRemoteReset, failRefused, failGlobal:
 		h.Observe(0, true)
 	case failPerTry:
@@ -867,7 +869,6 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *Route, wc *weightedCluster, resp *http.Response, cst *upstream.ClusterStats, setCookie string, attemptCount bool) {
 	info := x.Info
 	defer resp.Body.Close()
-	cst.RecordStatus(resp.StatusCode)
 	if !info.Start.IsZero() {
 		info.UpstreamDuration = time.Since(info.Start)
 	}

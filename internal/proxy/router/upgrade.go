@@ -44,7 +44,7 @@ func (rt *Router) serveUpgrade(ctx context.Context, x *filter.Exchange, route *R
 		case errors.Is(err, upstream.ErrOverflow):
 			out.fail = failOverflow
 		}
-		rt.observe(host, &out, rst)
+		rt.observe(host, &out, cst, rst)
 		rt.failureReply(x, &out, cst, rst)
 		return nil
 	}
@@ -80,12 +80,12 @@ func (rt *Router) serveUpgrade(ctx context.Context, x *filter.Exchange, route *R
 		case errors.Is(context.Cause(ctx), errGlobalTimeout):
 			out.fail = failGlobal
 		}
-		rt.observe(host, &out, rst)
+		rt.observe(host, &out, cst, rst)
 		rt.failureReply(x, &out, cst, rst)
 		return nil
 	}
 	_ = conn.SetDeadline(time.Time{})
-	host.Observe(resp.StatusCode, false)
+	rt.observe(host, &outcome{resp: resp}, cst, rst)
 
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// No upgrade: an ordinary response.
@@ -93,8 +93,6 @@ func (rt *Router) serveUpgrade(ctx context.Context, x *filter.Exchange, route *R
 		conn.Close()
 		return nil
 	}
-	cst.RecordStatus(resp.StatusCode)
-
 	dconn, dbrw, err := http.NewResponseController(x.W).Hijack()
 	if err != nil {
 		conn.Close()
