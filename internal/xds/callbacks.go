@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -124,6 +125,9 @@ func (s *Server) closeStream(key streamKey) {
 		return
 	}
 	s.log.Info("xds: proxy disconnected", "proxy", ps.id)
+	if s.ctx.Err() != nil {
+		return // closed: nothing will expire or serve it any more
+	}
 	ps.expiry = time.AfterFunc(s.opts.DisconnectGrace, func() { s.expire(ps) })
 }
 
@@ -206,13 +210,16 @@ func (s *Server) bind(st *streamState, n *core.Node) error {
 		s.log.Info("xds: proxy connected", "proxy", p.ID, "type", p.Type, "namespace", p.Namespace)
 	}
 	ps.streams++
+	// Generate on the proxy's first stream (it may have missed pushes while it was
+	// away), or when its identity changed. Further streams of a connected proxy (an
+	// Envoy without ADS opens one per type) find its snapshot current: pushes keep it so.
+	need := ps.streams == 1 || ps.versions == nil || !reflect.DeepEqual(ps.proxy, p)
 	ps.proxy = p
 	st.ps = ps
 	s.mu.Unlock()
-
-	// Always regenerate: the proxy may have reconnected with a new identity, or after
-	// pushes it missed while disconnected. Versions are content hashes, so an
-	// unchanged configuration sends nothing twice.
+	if !need {
+		return nil
+	}
 	if err := s.generate(ps); err != nil {
 		s.mu.Lock()
 		has := ps.versions != nil

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -69,5 +70,41 @@ func TestBuildSnapshot(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// meshResources is a proxy's config of n clusters, with their CLAs and one listener.
+func meshResources(n int) Resources {
+	res := Resources{}
+	for i := range n {
+		name := fmt.Sprintf("outbound|9080||svc%d.default.svc.cluster.local", i)
+		res[resource.ClusterType] = append(res[resource.ClusterType], edsCluster(name))
+		res[resource.EndpointType] = append(res[resource.EndpointType], cla(name, "127.0.0.1", uint32(10000+i)))
+	}
+	res[resource.ListenerType] = []types.Resource{apiListener("l", "*", "c")}
+	return res
+}
+
+func benchBuildSnapshot(b *testing.B, n int) {
+	res := meshResources(n)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := buildSnapshot(res); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBuildSnapshot is the per-proxy cost of versioning a push's output.
+func BenchmarkBuildSnapshot(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) { benchBuildSnapshot(b, n) })
+	}
+}
+
+func TestBenchBuildSnapshotTwin(t *testing.T) {
+	r := testing.Benchmark(func(b *testing.B) { benchBuildSnapshot(b, 1) })
+	if r.N == 0 {
+		t.Fatal("benchmark did not run")
 	}
 }
