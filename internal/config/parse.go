@@ -324,16 +324,20 @@ func (fr *FileResult) doc(idx, line int, js []byte) *Resource {
 		rawSpec = map[string]any{}
 	}
 	spec, decodeRes := decodeSpec(kind, rawSpec)
-	if !decodeRes.OK() {
-		// Structural errors first, as the apiserver reports them; semantic validation of a
-		// spec that did not decode cleanly would only add noise.
+	if spec == nil {
 		fr.addResult(idx, line, label, &decodeRes)
 		return nil
 	}
-	r.Spec = spec
 	res = validation.Validate(validation.Meta{
 		Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Annotations: r.Annotations, APIVersion: apiVersion,
 	}, spec)
+	if !decodeRes.OK() {
+		// The structural finding at a path is the one to show; drop semantic findings for
+		// the same field.
+		res = mergeStructural(decodeRes, res)
+	} else {
+		r.Spec = spec
+	}
 	if m, ok := obj["metadata"].(map[string]any); ok {
 		if _, has := m["name"]; !has && m["generateName"] != nil {
 			res.Errorf("metadata.generateName", "generateName is not supported outside Kubernetes; set metadata.name")
@@ -344,6 +348,21 @@ func (fr *FileResult) doc(idx, line int, js []byte) *Resource {
 		return nil
 	}
 	return r
+}
+
+func mergeStructural(structural, semantic validation.Result) validation.Result {
+	out := structural
+	for _, e := range semantic.Errors {
+		covered := false
+		for _, s := range structural.Errors {
+			covered = covered || s.Path == e.Path
+		}
+		if !covered {
+			out.Errors = append(out.Errors, e)
+		}
+	}
+	out.Warnings = append(out.Warnings, semantic.Warnings...)
+	return out
 }
 
 func (fr *FileResult) addResult(idx, line int, label string, res *validation.Result) {
@@ -367,14 +386,15 @@ func decodeSpec(kind Kind, raw any) (any, validation.Result) {
 	}
 	if msg, ok := spec.(proto.Message); ok {
 		res = validation.Schema(msg.ProtoReflect().Descriptor(), raw, "spec")
-		if !res.OK() {
-			return nil, res
-		}
-		// jsonpb with unknown fields disallowed: the schema walk above already reported
-		// anything it would reject, with field paths; this is the final authority.
-		u := jsonpb.Unmarshaler{AllowUnknownFields: false}
+		// jsonpb, strict: the schema walk above already reported what it would reject,
+		// with field paths; this is the final authority. When the walk found errors, a
+		// lenient decode still lets the semantic rules run, so the user sees every
+		// problem of the resource in one pass.
+		u := jsonpb.Unmarshaler{AllowUnknownFields: !res.OK()}
 		if err := u.Unmarshal(bytes.NewReader(sb), protoadapt.MessageV1Of(msg)); err != nil {
-			res.Errorf("spec", "%v", err)
+			if res.OK() {
+				res.Errorf("spec", "%v", err)
+			}
 			return nil, res
 		}
 		return spec, res

@@ -130,7 +130,11 @@ func TrafficSplit(_ Meta, ts *smi.TrafficSplitSpec) Result {
 			w = b.Weight.Milli
 		}
 		if w < 0 {
-			invalidf(&r, bp.Field("weight"), b.Weight.Raw, "must be >= 0")
+			var v any = b.Weight.Int
+			if b.Weight.IsQuantity {
+				v = b.Weight.Raw
+			}
+			invalidf(&r, bp.Field("weight"), v, "must be >= 0")
 		}
 		total += w
 	}
