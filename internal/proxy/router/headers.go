@@ -490,7 +490,8 @@ func compileHeaderAdd(o *corev3.HeaderValueOption) (headerAdd, error) {
 		return headerAdd{}, fmt.Errorf("header.value: %w", err)
 	}
 	for _, p := range tmpl.parts {
-		if p.op == opLiteral && !httpguts.ValidHeaderFieldValue(p.lit) {
+		// Literal text and START_TIME layouts end up in the value as written.
+		if (p.op == opLiteral || p.op == opStartTime) && !httpguts.ValidHeaderFieldValue(p.lit) {
 			return headerAdd{}, fmt.Errorf("header.value: invalid characters in %q", value)
 		}
 	}

@@ -476,6 +476,12 @@ func TestRouteTimeout(t *testing.T) {
 	if got := p.counter("cluster.a.upstream_rq_timeout"); got != 1 {
 		t.Errorf("upstream_rq_timeout = %d", got)
 	}
+	// x-envoy-upstream-rq-timeout-ms overrides the route's timeout.
+	resp, _ = p.do("/pkg.Svc/Method", reqOpt{method: "POST", header: map[string]string{"X-Envoy-Upstream-Rq-Timeout-Ms": "200"}})
+	if resp.StatusCode != 504 {
+		t.Fatalf("x-envoy-upstream-rq-timeout-ms: %d, want 504", resp.StatusCode)
+	}
+	p.nextInfo()
 	resp, _ = p.do("/pkg.Svc/Method", reqOpt{method: "POST", header: map[string]string{"Content-Type": "application/grpc", "Grpc-Timeout": "200m"}})
 	if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "14" {
 		t.Fatalf("grpc-timeout: %d grpc-status %q, want a trailers-only UNAVAILABLE", resp.StatusCode, resp.Header.Get("Grpc-Status"))

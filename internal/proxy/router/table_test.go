@@ -628,3 +628,63 @@ func TestRetryOnParsing(t *testing.T) {
 		t.Errorf("defaults: %+v %v", rp, err)
 	}
 }
+
+func TestRequestHash(t *testing.T) {
+	hp := func(p *routev3.RouteAction_HashPolicy) *routev3.RouteAction_HashPolicy { return p }
+	compile := func(ps ...*routev3.RouteAction_HashPolicy) *forward {
+		f := &forward{}
+		for _, p := range ps {
+			h, err := compileHashPolicy(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.hash = append(f.hash, h)
+		}
+		return f
+	}
+	header := hp(&routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}})
+	cookie := hp(&routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "sticky", Ttl: durationpb.New(time.Hour), Path: "/"}}})
+	srcIP := hp(&routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}})
+	query := hp(&routev3.RouteAction_HashPolicy{Terminal: true, PolicySpecifier: &routev3.RouteAction_HashPolicy_QueryParameter_{QueryParameter: &routev3.RouteAction_HashPolicy_QueryParameter{Name: "session"}}})
+
+	r := httptest.NewRequest("GET", "/?session=s1", nil)
+	r.Header.Set("X-User", "jason")
+	f := compile(header)
+	h1, ok1, _ := f.requestHash(r, "10.0.0.1")
+	h2, ok2, _ := f.requestHash(r, "10.0.0.2")
+	if !ok1 || !ok2 || h1 != h2 {
+		t.Fatalf("header hash not stable: %x %v %x %v", h1, ok1, h2, ok2)
+	}
+	r.Header.Set("X-User", "mary")
+	if h3, _, _ := f.requestHash(r, "10.0.0.1"); h3 == h1 {
+		t.Fatalf("different users hash the same")
+	}
+	r.Header.Del("X-User")
+	if _, ok, _ := f.requestHash(r, "10.0.0.1"); ok {
+		t.Fatalf("a missing header produced a hash")
+	}
+
+	// A cookie policy with a ttl generates the cookie when it is missing.
+	f = compile(cookie)
+	h, ok, set := f.requestHash(r, "10.0.0.1")
+	if !ok || !strings.HasPrefix(set, "sticky=") || !strings.Contains(set, "Max-Age=3600") || !strings.Contains(set, "Path=/") {
+		t.Fatalf("generated cookie: %v %q", ok, set)
+	}
+	val := strings.TrimPrefix(strings.SplitN(set, ";", 2)[0], "sticky=")
+	r.Header.Set("Cookie", "sticky="+val)
+	if h2, ok, set2 := f.requestHash(r, "10.9.9.9"); !ok || h2 != h || set2 != "" {
+		t.Fatalf("the returned cookie hashes differently: %x vs %x (set %q)", h2, h, set2)
+	}
+
+	// A terminal policy that produced a hash stops the rest.
+	f = compile(query, srcIP)
+	a, _, _ := f.requestHash(r, "10.0.0.1")
+	b, _, _ := f.requestHash(r, "10.0.0.2")
+	if a != b {
+		t.Fatalf("terminal query policy did not stop the source ip policy")
+	}
+	f = compile(srcIP, header)
+	if a, _, _ := f.requestHash(r, "10.0.0.1"); a == 0 {
+		t.Fatalf("no hash from source ip")
+	}
+}
