@@ -135,8 +135,8 @@ func TestRouteMatchKinds(t *testing.T) {
 	}
 	type req struct {
 		method, target, host string
-		headers          map[string]string
-		tls              *tls.ConnectionState
+		headers              map[string]string
+		tls                  *tls.ConnectionState
 	}
 	cases := []struct {
 		name  string
