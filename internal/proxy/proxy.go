@@ -27,6 +27,9 @@ import (
 	"github.com/weft-mesh/weft/internal/proxy/admin"
 	"github.com/weft-mesh/weft/internal/proxy/bootstrap"
 	_ "github.com/weft-mesh/weft/internal/proxy/filter/all" // the HTTP filters
+	"github.com/weft-mesh/weft/internal/proxy/filter/cors"
+	"github.com/weft-mesh/weft/internal/proxy/filter/fault"
+	"github.com/weft-mesh/weft/internal/proxy/filter/ratelimit"
 	"github.com/weft-mesh/weft/internal/proxy/httpconn"
 	"github.com/weft-mesh/weft/internal/proxy/listener"
 	"github.com/weft-mesh/weft/internal/proxy/router"
@@ -105,6 +108,10 @@ func New(opts Options) (*Proxy, error) {
 		startedAt: time.Now(),
 	}
 	p.clusters = upstream.NewManager(upstream.Options{Secrets: p.secrets, Stats: p.stats, Log: p.log})
+	// The filters' counters go to this proxy's store (the filter API passes none).
+	fault.UseStats(p.stats)
+	cors.UseStats(p.stats)
+	ratelimit.UseStats(p.stats)
 
 	hcm := httpconn.Options{
 		Routes:       p.routes,
@@ -113,7 +120,11 @@ func New(opts Options) (*Proxy, error) {
 		Log:          p.log,
 		DrainTimeout: opts.DrainTimeout,
 		AccessLogs: func(logs []*accesslogv3.AccessLog) (httpconn.AccessLogger, error) {
-			return accesslog.Build(logs)
+			l, err := accesslog.Build(logs)
+			if err != nil || l == nil {
+				return nil, err // a nil *Logger must not become a non-nil interface
+			}
+			return l, nil
 		},
 	}
 	if opts.AccessLog != "" {
@@ -229,7 +240,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 	wg.Wait()
 	_ = p.listeners.Close()
 	p.clusters.Close()
-	p.admin.Close()
+	_ = p.admin.Close()
+	accesslog.Flush()
 	return nil
 }
 
