@@ -917,7 +917,11 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 	x.W.WriteHeader(resp.StatusCode)
 
 	ct := resp.Header.Get("Content-Type")
-	streaming := resp.ContentLength < 0 || isGRPCContentType(ct) || strings.HasPrefix(ct, "text/event-stream")
+	// A gRPC trailers-only response (grpc-status in the headers, no body) must leave as
+	// one HEADERS frame with END_STREAM: flushing the headers first would turn them into
+	// initial metadata and the client would miss the status.
+	trailersOnly := resp.Body == http.NoBody || (isGRPCContentType(ct) && resp.Header.Get(hdrGRPCStatus) != "")
+	streaming := !trailersOnly && (resp.ContentLength < 0 || isGRPCContentType(ct) || strings.HasPrefix(ct, "text/event-stream"))
 	rc := http.NewResponseController(x.W)
 	if streaming {
 		// Headers go out at once: a gRPC or SSE client may wait for them.

@@ -792,3 +792,25 @@ func TestHashPolicyIsSticky(t *testing.T) {
 		t.Errorf("12 users all hashed to %v", distinct)
 	}
 }
+
+func TestHTTP2DownstreamToHTTP1Upstream(t *testing.T) {
+	up := startUpstream(t, "a", false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Seen-Proto", r.Proto)
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	})
+	p := newProxy(t, oneVhost(prefixRoute("/", "a")), []*clusterv3.Cluster{staticCluster(t, "a", up.addr)}, proxyOpt{h2c: true})
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	resp, err := c.Post(p.url+"/x", "text/plain", strings.NewReader("over h2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.Header.Get("Seen-Proto") != "HTTP/1.1" || string(b) != "over h2" {
+		t.Fatalf("proto %d, upstream saw %q, body %q", resp.ProtoMajor, resp.Header.Get("Seen-Proto"), b)
+	}
+}
