@@ -139,7 +139,11 @@ func clientHello(b []byte) (*helloInfo, parseState) {
 			}
 			return nil, needMore
 		}
-		msg = append(msg, b[off+5:off+5+rl]...)
+		if off == 0 {
+			msg = b[5 : 5+rl : 5+rl] // usually the whole hello: no copy (cap set: appends copy)
+		} else {
+			msg = append(msg, b[off+5:off+5+rl]...)
+		}
 		off += 5 + rl
 		if want < 0 && len(msg) >= 4 {
 			if msg[0] != 1 { // client_hello

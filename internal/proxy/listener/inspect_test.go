@@ -242,3 +242,25 @@ func FuzzInspectHTTP(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkInspectTLS(b *testing.B) {
+	b.ReportAllocs()
+	benchInspectTLS(b, b.N)
+}
+
+// TestBenchInspectTLSSize1 keeps the benchmark running in the suite.
+func TestBenchInspectTLSSize1(t *testing.T) { benchInspectTLS(t, 1) }
+
+func benchInspectTLS(tb testing.TB, n int) {
+	hello := recordHello(tb, &tls.Config{ServerName: "outbound_.9080_._.reviews.default.svc.cluster.local", NextProtos: []string{"istio-peer-exchange", "istio"}})
+	if b, ok := tb.(*testing.B); ok {
+		b.SetBytes(int64(len(hello)))
+		b.ResetTimer()
+	}
+	for i := 0; i < n; i++ {
+		var d detected
+		if inspectTLS(hello, &d) != done || d.transport != "tls" {
+			tb.Fatal("not detected")
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,7 +323,7 @@ func TestUnknownCluster(t *testing.T) {
 }
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (client, server net.Conn) {
+func tcpPair(t testing.TB) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -437,4 +438,44 @@ func mustAddrPort(t *testing.T, s string) netip.AddrPort {
 		t.Fatal(err)
 	}
 	return ap
+}
+
+func BenchmarkRelay(b *testing.B) {
+	b.ReportAllocs()
+	benchRelay(b, b.N)
+}
+
+// TestBenchRelaySize1 keeps the benchmark running in the suite.
+func TestBenchRelaySize1(t *testing.T) { benchRelay(t, 1) }
+
+// benchRelay pushes n 32 KiB chunks from a client through Proxy.relay to an echo
+// upstream and back.
+func benchRelay(tb testing.TB, n int) {
+	cli, srv := tcpPair(tb)
+	upCli, upSrv := tcpPair(tb)
+	go func() { _, _ = io.Copy(upSrv, upSrv) }()
+	p := &Proxy{idle: time.Hour, stats: newProxyStats(stats.New(), "bench")}
+	var flags atomic.Uint32
+	done := make(chan struct{})
+	go func() {
+		p.relay(&listener.Conn{Conn: srv}, upCli, &stream.Info{}, &flags)
+		close(done)
+	}()
+	chunk := make([]byte, 32<<10)
+	back := make([]byte, len(chunk))
+	if b, ok := tb.(*testing.B); ok {
+		b.SetBytes(int64(len(chunk)))
+		b.ResetTimer()
+	}
+	for i := 0; i < n; i++ {
+		if _, err := cli.Write(chunk); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.ReadFull(cli, back); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	cli.Close()
+	upSrv.Close()
+	<-done
 }
