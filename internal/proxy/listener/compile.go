@@ -283,6 +283,12 @@ func (cp *compiler) listener(l *listenerv3.Listener) (*compiledListener, []error
 		cl.filters = append(cl.filters, f)
 	}
 
+	if cl.useOriginalDst && !slices.ContainsFunc(cl.filters, func(f listenerFilter) bool { return f.kind == lfOriginalDst }) {
+		// Envoy adds the original_dst listener filter itself when use_original_dst is
+		// set, ahead of the configured ones.
+		cl.filters = append([]listenerFilter{{kind: lfOriginalDst}}, cl.filters...)
+	}
+
 	info := ChainInfo{Listener: l.GetName(), Inbound: cl.inbound}
 	cl.root = &matchNode{}
 	for i, fc := range l.GetFilterChains() {

@@ -451,6 +451,17 @@ func TestOriginalDstDispatch(t *testing.T) {
 	if v := statValue(f.stats, "listener.0.0.0.0_9080.downstream_cx_total"); v != 2 {
 		t.Fatalf("virtual listener downstream_cx_total = %d, want 2", v)
 	}
+
+	// use_original_dst alone implies the original_dst listener filter, as in Envoy.
+	capture.ListenerFilters = nil
+	f.update(t, capture, virtual("10.1.2.3_9080", "10.1.2.3", 9080, "exact"))
+	ap := netip.MustParseAddrPort("10.1.2.3:9080")
+	redirected.Store(&ap)
+	c := dialRaw(t, f.addr(t, "virtualOutbound"))
+	_, _ = io.WriteString(c, "raw\r\n")
+	if got := c.tag(t); got != "exact" {
+		t.Fatalf("implicit original_dst: tag %q", got)
+	}
 }
 
 func TestDrainAndClose(t *testing.T) {
