@@ -121,17 +121,30 @@ func configFiles(dir string) ([]string, error) {
 	return out, err
 }
 
+// crossFileDuplicates warns once per resource defined in more than one file.
 func (r *Report) crossFileDuplicates() {
-	first := map[Key]*Resource{}
+	defs := map[Key][]*Resource{}
+	var order []Key
 	for _, f := range r.Files {
 		for _, res := range f.Resources {
-			if prev, dup := first[res.Key()]; dup {
-				r.Warnings = append(r.Warnings, &Error{File: f.File, Doc: res.Source.Doc, Line: res.Source.Line, Resource: res.String(),
-					Msg: fmt.Sprintf("also defined in %s; whichever is applied last wins", prev.Source)})
-				continue
+			if _, seen := defs[res.Key()]; !seen {
+				order = append(order, res.Key())
 			}
-			first[res.Key()] = res
+			defs[res.Key()] = append(defs[res.Key()], res)
 		}
+	}
+	for _, k := range order {
+		rs := defs[k]
+		if len(rs) < 2 {
+			continue
+		}
+		others := make([]string, 0, len(rs)-1)
+		for _, o := range rs[1:] {
+			others = append(others, o.Source.String())
+		}
+		first := rs[0]
+		r.Warnings = append(r.Warnings, &Error{File: first.Source.File, Doc: first.Source.Doc, Line: first.Source.Line, Resource: first.String(),
+			Msg: fmt.Sprintf("also defined in %s; whichever is applied last wins", strings.Join(others, ", "))})
 	}
 }
 

@@ -57,7 +57,7 @@ spec:
 		t.Fatalf("ok=%v files=%d", rep.OK(), len(rep.Files))
 	}
 	// Two files define DestinationRule default/reviews: a cross-file warning.
-	if len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0].Error(), "also defined in "+good) {
+	if len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0].Error(), good+": DestinationRule default/reviews: also defined in "+filepath.Join(dir, "c/dup.yaml")) {
 		t.Errorf("cross-file warning = %v", rep.Warnings)
 	}
 	out.Reset()

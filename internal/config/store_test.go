@@ -128,7 +128,7 @@ func TestStoreEventsAndGenerations(t *testing.T) {
 	}
 	must(s.Apply("f", []*Resource{testVS("default", "pre", "pre"), testVS("default", "x", "x2")})) // Updated x
 	must(s.Apply("f", []*Resource{testVS("default", "x", "x2")}))                                  // Deleted pre
-	must(s.Delete("f", Key{KindVirtualService, "default", "x"}))                                    // Deleted x
+	must(s.Delete("f", Key{KindVirtualService, "default", "x"}))                                   // Deleted x
 
 	evs := c.wait(t, 5)
 	want := []string{"Added default/pre gen=1", "Added default/x gen=1", "Updated default/x gen=2", "Deleted default/pre gen=1", "Deleted default/x gen=2"}

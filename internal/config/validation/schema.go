@@ -405,9 +405,9 @@ func (w schemaWalker) integer(kind protoreflect.Kind, v any, p Path) {
 	}
 	switch {
 	case f < lo:
-		invalidf(w.r, p, s, "%s in body should be greater than or equal to %.0f", p, lo)
+		invalidf(w.r, p, json.Number(s), "%s in body should be greater than or equal to %.0f", p, lo)
 	case f > hi:
-		invalidf(w.r, p, s, "%s in body should be less than or equal to %.0f", p, hi)
+		invalidf(w.r, p, json.Number(s), "%s in body should be less than or equal to %.0f", p, hi)
 	}
 }
 
