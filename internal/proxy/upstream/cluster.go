@@ -12,8 +12,11 @@ import (
 	"sync/atomic"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/weft-mesh/weft/internal/proxy/upstream/health"
 	"github.com/weft-mesh/weft/internal/proxy/upstream/lb"
+	"github.com/weft-mesh/weft/internal/proxy/upstream/outlier"
 	"github.com/weft-mesh/weft/internal/proxy/upstream/pool"
 )
 
@@ -55,7 +58,15 @@ type Cluster struct {
 	// ORIGINAL_DST hosts, created on demand; read without a lock.
 	origDst atomic.Pointer[map[netip.AddrPort]*Host]
 
-	outlier clusterOutlier
+	detector *outlier.Detector // nil without outlier_detection
+	checker  *health.Checker   // nil without health_checks
+
+	// byKey indexes the current hosts by address for the health and outlier
+	// callbacks; copy-on-write under mu.
+	byKey atomic.Pointer[map[string]*Host]
+	// refreshMu orders balancer rebuilds and refreshes, so a health change never
+	// lands on a host set that is being replaced.
+	refreshMu sync.Mutex
 
 	overprov uint32 // overprovisioning_factor of the current assignment; c.mu
 
@@ -65,8 +76,8 @@ type Cluster struct {
 
 // hostSet is an immutable view of the hosts used to pick.
 type hostSet struct {
-	hosts    []*Host
-	balancer lb.Balancer
+	hosts []*Host
+	ps    *lb.PrioritySet
 }
 
 func newCluster(m *Manager, src *clusterv3.Cluster, cfg *clusterConfig) (*Cluster, error) {
@@ -114,10 +125,12 @@ func newCluster(m *Manager, src *clusterv3.Cluster, cfg *clusterConfig) (*Cluste
 	}
 	empty := map[netip.AddrPort]*Host{}
 	c.origDst.Store(&empty)
-	if err := c.initOutlier(); err != nil {
-		return nil, err
+	noKeys := map[string]*Host{}
+	c.byKey.Store(&noKeys)
+	if err := c.initChecks(); err != nil {
+		return nil, fmt.Errorf("cluster %q: %w", cfg.name, err)
 	}
-	c.set.Store(&hostSet{balancer: c.buildBalancer(nil)})
+	c.set.Store(&hostSet{ps: c.buildBalancer(nil)})
 	return c, nil
 }
 
@@ -153,7 +166,7 @@ func (c *Cluster) Pick(ctx *lb.Context, origDst netip.AddrPort) (*Host, error) {
 	if c.cfg.typ == clusterv3.Cluster_ORIGINAL_DST {
 		return c.pickOriginalDst(origDst)
 	}
-	h := c.set.Load().balancer.Pick(ctx)
+	h := c.set.Load().ps.Pick(ctx)
 	if h == nil {
 		return nil, ErrNoHealthyUpstream
 	}
@@ -196,13 +209,16 @@ func (c *Cluster) TryRetry() (release func(), ok bool) {
 // newHost creates a host with its pools; c.mu is held.
 func (c *Cluster) newHost(addr string, ap netip.AddrPort, meta *hostMeta) *Host {
 	h := &Host{addr: addr, ap: ap, cluster: c}
+	meta.edsDown = edsUnhealthy(meta.status)
 	h.meta.Store(meta)
+	// With health_checks a new host is unhealthy until its first check passes.
+	h.hcFailed.Store(c.checker != nil)
+	h.od = c.detector.Track(addr)
 	cfgs := c.poolCfgs[meta.socket]
 	h.pools[0] = pool.New(cfgs[0], addr)
 	if cfgs[1] != nil {
 		h.pools[1] = pool.New(cfgs[1], addr)
 	}
-	c.initHostOutlier(h)
 	return h
 }
 
@@ -225,7 +241,8 @@ func (c *Cluster) setHosts(eps []endpointSpec) {
 		}
 		meta := &hostMeta{
 			weight: e.weight, priority: e.priority, locality: e.locality, locKey: e.locKey,
-			locW: e.locW, status: e.status, hcPort: e.hcPort, socket: c.cfg.socketFor(e.meta),
+			locW: e.locW, status: e.status, edsDown: edsUnhealthy(e.status), hcPort: e.hcPort,
+			socket: c.cfg.socketFor(e.meta),
 		}
 		h := c.hosts[addr]
 		if h != nil && h.meta.Load().socket != meta.socket {
@@ -250,27 +267,52 @@ func (c *Cluster) setHosts(eps []endpointSpec) {
 		if next[addr] != h {
 			changed = true
 			h.drain()
-			c.removeHostOutlier(h)
+			c.detector.Forget(addr)
 		}
 	}
 	c.hosts = next
 	c.order = order
+	c.byKey.Store(&next)
 	if changed || len(order) != len(c.set.Load().hosts) {
 		c.stats.MembershipChange.Inc()
 	} else {
 		c.stats.UpdateNoRebuild.Inc()
 	}
 	c.rebuildLocked()
-	c.startHealth(order)
+	if c.checker != nil {
+		keys := make([]string, len(order))
+		for i, h := range order {
+			keys[i] = h.addr
+		}
+		c.checker.SetHosts(keys)
+	}
 }
 
-// availabilityChanged rebuilds the host set after a health or ejection change.
-func (c *Cluster) availabilityChanged() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.closed {
-		c.rebuildLocked()
+// refresh recomputes priority loads and membership gauges after a health or
+// ejection change (the balancers read Host.Available live; the loads are cached).
+func (c *Cluster) refresh() {
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	set := c.set.Load()
+	if set.ps != nil {
+		set.ps.Refresh()
 	}
+	c.membership(set.hosts)
+}
+
+func (c *Cluster) membership(hosts []*Host) {
+	healthy, degraded := 0, 0
+	for _, h := range hosts {
+		if h.Available() {
+			healthy++
+			if h.meta.Load().status == corev3.HealthStatus_DEGRADED {
+				degraded++
+			}
+		}
+	}
+	c.stats.MembershipTotal.Set(int64(len(hosts)))
+	c.stats.MembershipHealthy.Set(int64(healthy - degraded))
+	c.stats.MembershipDegraded.Set(int64(degraded))
 }
 
 // rebuildLocked publishes a new host set from c.order; c.mu is held.
@@ -283,19 +325,14 @@ func (c *Cluster) rebuildLocked() {
 			hosts = append(hosts, h)
 		}
 	}
-	healthy, degraded := 0, 0
-	for _, h := range hosts {
-		if h.Available() {
-			healthy++
-			if h.meta.Load().status == 5 { // corev3.HealthStatus_DEGRADED
-				degraded++
-			}
-		}
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	var ps *lb.PrioritySet
+	if c.cfg.typ != clusterv3.Cluster_ORIGINAL_DST {
+		ps = c.buildBalancer(hosts)
 	}
-	c.stats.MembershipTotal.Set(int64(len(hosts)))
-	c.stats.MembershipHealthy.Set(int64(healthy - degraded))
-	c.stats.MembershipDegraded.Set(int64(degraded))
-	c.set.Store(&hostSet{hosts: hosts, balancer: c.buildBalancer(hosts)})
+	c.set.Store(&hostSet{hosts: hosts, ps: ps})
+	c.membership(hosts)
 }
 
 // drain stops the cluster: its hosts keep serving requests in flight, then close.
@@ -318,7 +355,8 @@ func (c *Cluster) drain() {
 	for _, h := range hosts {
 		h.drain()
 	}
-	c.stopOutlier()
+	// Not under c.mu: a health callback may be waiting for it.
+	c.stopChecks()
 }
 
 // close stops the cluster and closes every connection now.

@@ -17,6 +17,9 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weft-mesh/weft/internal/proxy/tlsctx"
+	"github.com/weft-mesh/weft/internal/proxy/upstream/health"
+	"github.com/weft-mesh/weft/internal/proxy/upstream/lb"
+	"github.com/weft-mesh/weft/internal/proxy/upstream/outlier"
 	"github.com/weft-mesh/weft/internal/proxy/upstream/pool"
 )
 
@@ -71,8 +74,8 @@ type clusterConfig struct {
 	endpoints []endpointSpec
 	overprov  uint32 // load_assignment.policy.overprovisioning_factor
 
-	localityWeighted bool // common_lb_config.locality_weighted_lb_config
-	secretNames      []string
+	lb          lb.Settings // lb_policy / load_balancing_policy, common_lb_config
+	secretNames []string
 }
 
 type socketConfig struct {
@@ -137,6 +140,14 @@ func (e *errs) wrap(field string, err error) {
 
 func (e *errs) err() error { return errors.Join(e.list...) }
 
+// splitJoined returns the errors an errors.Join made, or err alone.
+func splitJoined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
 // compileCluster validates c and turns it into a clusterConfig. secrets resolves the
 // upstream TLS contexts (nil: a store with no secret; SDS names resolve at handshake).
 func compileCluster(c *clusterv3.Cluster, secrets *tlsctx.Store) (*clusterConfig, error) {
@@ -171,19 +182,33 @@ func compileCluster(c *clusterv3.Cluster, secrets *tlsctx.Store) (*clusterConfig
 		}
 	}
 
-	// lb_policy: ORIGINAL_DST clusters pick the host themselves (CLUSTER_PROVIDED).
-	switch cfg.lbPolicy {
-	case clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_LEAST_REQUEST, clusterv3.Cluster_RANDOM,
-		clusterv3.Cluster_RING_HASH, clusterv3.Cluster_MAGLEV:
-		if cfg.typ == clusterv3.Cluster_ORIGINAL_DST {
-			e.add("lb_policy", "ORIGINAL_DST clusters need CLUSTER_PROVIDED, not %v", cfg.lbPolicy)
+	// lb_policy (or load_balancing_policy) by package lb. ORIGINAL_DST clusters pick
+	// the host themselves (CLUSTER_PROVIDED).
+	settings, err := lb.FromCluster(c)
+	if err != nil {
+		for _, one := range splitJoined(err) {
+			e.list = append(e.list, fmt.Errorf("cluster %q: %w", cfg.name, one))
 		}
-	case clusterv3.Cluster_CLUSTER_PROVIDED:
-		if cfg.typ != clusterv3.Cluster_ORIGINAL_DST {
-			e.add("lb_policy", "CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters")
+	}
+	cfg.lb = settings
+	provided := settings.Policy.Policy == lb.ClusterProvided
+	switch {
+	case cfg.typ == clusterv3.Cluster_ORIGINAL_DST && !provided && err == nil:
+		e.add("lb_policy", "ORIGINAL_DST clusters need CLUSTER_PROVIDED, not %v", cfg.lbPolicy)
+	case cfg.typ != clusterv3.Cluster_ORIGINAL_DST && provided:
+		e.add("lb_policy", "CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters")
+	}
+	// outlier_detection and health_checks are validated by their packages; the
+	// cluster builds the stateful objects once the whole update is valid.
+	if _, err := outlier.New(c.GetOutlierDetection(), outlier.Options{}); err != nil {
+		for _, one := range splitJoined(err) {
+			e.list = append(e.list, fmt.Errorf("cluster %q: %w", cfg.name, one))
 		}
-	default:
-		e.add("lb_policy", "%v is not supported (load_balancing_policy is not)", cfg.lbPolicy)
+	}
+	if _, err := health.New(c.GetHealthChecks(), health.Options{Cluster: cfg.name}); err != nil {
+		for _, one := range splitJoined(err) {
+			e.list = append(e.list, fmt.Errorf("cluster %q: %w", cfg.name, one))
+		}
 	}
 	if c.GetLbSubsetConfig() != nil && len(c.GetLbSubsetConfig().GetSubsetSelectors()) > 0 {
 		e.add("lb_subset_config", "subset load balancing is not supported")
@@ -223,9 +248,6 @@ func compileCluster(c *clusterv3.Cluster, secrets *tlsctx.Store) (*clusterConfig
 			}
 			cfg.origDstPort = p.GetValue()
 		}
-	}
-	if cl := c.GetCommonLbConfig(); cl != nil {
-		cfg.localityWeighted = cl.GetLocalityWeightedLbConfig() != nil
 	}
 
 	compileBreakers(c, cfg)

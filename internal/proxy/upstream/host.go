@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/weft-mesh/weft/internal/proxy/upstream/lb"
+	"github.com/weft-mesh/weft/internal/proxy/upstream/outlier"
 	"github.com/weft-mesh/weft/internal/proxy/upstream/pool"
 )
 
@@ -26,7 +27,10 @@ type Host struct {
 	meta atomic.Pointer[hostMeta]
 
 	hcFailed atomic.Bool // failed_active_hc
-	ejected  atomic.Bool // failed_outlier_check
+
+	// od is the host's outlier detection state (failed_outlier_check); nil when the
+	// cluster has no outlier_detection (its methods are nil-safe).
+	od *outlier.HostState
 
 	// used marks an ORIGINAL_DST host picked since the last cleanup.
 	used atomic.Bool
@@ -34,9 +38,6 @@ type Host struct {
 	rqTotal   atomic.Uint64
 	rqSuccess atomic.Uint64
 	rqError   atomic.Uint64
-
-	outlier hostOutlier // outlier detection state, when the cluster has it
-	health  hostHealth  // active health checker, when the cluster has one
 }
 
 // hostMeta is what an endpoint update may change; replaced whole.
@@ -47,6 +48,7 @@ type hostMeta struct {
 	locKey   string
 	locW     uint32
 	status   corev3.HealthStatus // EDS health_status
+	edsDown  bool                // status keeps the host out of balancing
 	hcPort   uint32
 	socket   int
 }
@@ -74,12 +76,12 @@ func (h *Host) Locality() *corev3.Locality { return h.meta.Load().locality }
 // Available reports whether balancers may pick the host: healthy by EDS status and by
 // active health checks, and not ejected by outlier detection.
 func (h *Host) Available() bool {
-	return !h.hcFailed.Load() && !h.ejected.Load() && !edsUnhealthy(h.meta.Load().status)
+	return !h.hcFailed.Load() && !h.od.Ejected() && !h.meta.Load().edsDown
 }
 
 // Healthy is Available without outlier ejection (Envoy's "healthy" of /clusters).
 func (h *Host) Healthy() bool {
-	return !h.hcFailed.Load() && !edsUnhealthy(h.meta.Load().status)
+	return !h.hcFailed.Load() && !h.meta.Load().edsDown
 }
 
 // ActiveRequests is the number of requests in flight to the host.
@@ -109,22 +111,7 @@ func (h *Host) Observe(status int, localOriginFailure bool) {
 	} else {
 		h.rqSuccess.Add(1)
 	}
-	h.outlier.observe(status, localOriginFailure)
-}
-
-// setHealthFailed records an active health check verdict; a change rebuilds the
-// cluster's host set (priority loads depend on how many hosts are healthy).
-func (h *Host) setHealthFailed(failed bool) {
-	if h.hcFailed.Swap(failed) != failed {
-		h.cluster.availabilityChanged()
-	}
-}
-
-// setEjected records an outlier detection ejection or its end.
-func (h *Host) setEjected(ejected bool) {
-	if h.ejected.Swap(ejected) != ejected {
-		h.cluster.availabilityChanged()
-	}
+	h.od.Observe(status, localOriginFailure)
 }
 
 // drain closes the host's idle connections now and the others when their requests end.
@@ -134,7 +121,6 @@ func (h *Host) drain() {
 			p.Drain()
 		}
 	}
-	h.health.stop()
 }
 
 func (h *Host) close() {
@@ -143,5 +129,4 @@ func (h *Host) close() {
 			p.Close()
 		}
 	}
-	h.health.stop()
 }

@@ -145,6 +145,7 @@ func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
 	}
 	for _, nc := range created {
 		m.startLocked(nc)
+		nc.startChecks()
 	}
 	m.clusters.Store(&next)
 	for name, old := range cur {

@@ -103,7 +103,7 @@ func (c *Cluster) cleanupOriginalDst() {
 	c.origDst.Store(&next)
 	for _, h := range gone {
 		h.drain()
-		c.removeHostOutlier(h)
+		c.detector.Forget(h.addr)
 	}
 	c.stats.OriginalDstCleanup.Add(uint64(len(gone)))
 	c.stats.MembershipChange.Inc()

@@ -109,7 +109,7 @@ func (c *Cluster) Status() ClusterStatus {
 			Priority:           meta.priority,
 			Healthy:            h.Available(),
 			FailedActiveHC:     h.hcFailed.Load(),
-			FailedOutlierCheck: h.ejected.Load(),
+			FailedOutlierCheck: h.od.Ejected(),
 			EDSHealthStatus:    corev3.HealthStatus_name[int32(meta.status)],
 			RqTotal:            h.rqTotal.Load(),
 			RqSuccess:          h.rqSuccess.Load(),

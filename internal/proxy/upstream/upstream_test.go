@@ -16,6 +16,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -99,13 +100,24 @@ func TestEDSRoundRobinAndHealthStatus(t *testing.T) {
 	if hs := c.Hosts(); len(hs) != 1 || hs[0] != h0 {
 		t.Fatalf("host identity not kept across EDS updates")
 	}
-	if _, err := c.Pick(&lb.Context{}, netipZero); !errors.Is(err, ErrNoHealthyUpstream) {
-		t.Fatalf("pick with only an UNHEALTHY host: %v", err)
+	// Envoy's panic mode (healthy_panic_threshold 50% by default): with no healthy
+	// host the level balances over all of them.
+	if h, err := c.Pick(&lb.Context{}, netipZero); err != nil || h != h0 {
+		t.Fatalf("pick in panic mode: %v, %v", h, err)
 	}
 	snap := m.Snapshot()
 	if len(snap) != 1 || len(snap[0].Hosts) != 1 || snap[0].Hosts[0].EDSHealthStatus != "UNHEALTHY" ||
 		snap[0].Hosts[0].HealthFlags() != "/failed_eds_health" || snap[0].Hosts[0].RqTotal == 0 {
 		t.Fatalf("snapshot %+v", snap)
+	}
+	// With panic mode off (healthy_panic_threshold 0, as Istio sets with outlier
+	// detection) an UNHEALTHY host is never picked.
+	noPanic := edsCluster("outbound|80||svc", "svc-eds")
+	noPanic.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}}
+	mustUpdate(t, m, noPanic)
+	c = getCluster(t, m, "outbound|80||svc")
+	if _, err := c.Pick(&lb.Context{}, netipZero); !errors.Is(err, ErrNoHealthyUpstream) {
+		t.Fatalf("pick with only an UNHEALTHY host and no panic: %v", err)
 	}
 }
 

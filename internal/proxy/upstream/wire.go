@@ -1,22 +1,103 @@
 package upstream
 
-// Wiring to package outlier (ejections) and package health (active checks).
-//
-// TODO(weft): both packages are written by another helper; until their API lands these
-// hooks are no-ops and every host is healthy and never ejected unless EDS says so.
+import (
+	"context"
+	"net"
+	"strconv"
 
-type clusterOutlier struct{}
+	"github.com/weft-mesh/weft/internal/proxy/stats"
+	"github.com/weft-mesh/weft/internal/proxy/upstream/health"
+	"github.com/weft-mesh/weft/internal/proxy/upstream/outlier"
+	"github.com/weft-mesh/weft/internal/proxy/upstream/pool"
+)
 
-type hostOutlier struct{}
+// Wiring to package outlier (passive ejection, cluster.outlier_detection) and package
+// health (active checks, cluster.health_checks). Both report changes through
+// callbacks; the cluster turns them into Host.Available and refreshes the priority
+// loads of its balancer.
 
-func (o *hostOutlier) observe(status int, localOriginFailure bool) {}
+// initChecks builds the cluster's outlier detector and health checker (not started).
+func (c *Cluster) initChecks() error {
+	tags := []stats.Tag{pool.ClusterTag(c.name)}
+	det, err := outlier.New(c.src.GetOutlierDetection(), outlier.Options{
+		OnChange: c.refresh,
+		Stats:    c.m.opts.Stats,
+		Tags:     tags,
+	})
+	if err != nil {
+		return err
+	}
+	chk, err := health.New(c.src.GetHealthChecks(), health.Options{
+		Cluster:  c.name,
+		Dial:     c.healthDial,
+		OnChange: c.onHealthChange,
+		OnCheck:  c.onHealthCheck,
+		Stats:    c.m.opts.Stats,
+		Tags:     tags,
+		Log:      c.log,
+	})
+	if err != nil {
+		return err
+	}
+	c.detector, c.checker = det, chk
+	return nil
+}
 
-type hostHealth struct{}
+// startChecks runs the detector's interval sweep and the health checks.
+func (c *Cluster) startChecks() {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-c.done
+		cancel()
+	}()
+	c.detector.Start(ctx)
+	c.checker.Start(ctx)
+}
 
-func (h *hostHealth) stop() {}
+// stopChecks ends both for good.
+func (c *Cluster) stopChecks() {
+	c.checker.Stop()
+	c.detector.Close()
+}
 
-func (c *Cluster) initOutlier() error        { return nil }
-func (c *Cluster) initHostOutlier(h *Host)   {}
-func (c *Cluster) removeHostOutlier(h *Host) {}
-func (c *Cluster) stopOutlier()              {}
-func (c *Cluster) startHealth(hosts []*Host) {}
+// hostByKey finds a current host by address without a lock.
+func (c *Cluster) hostByKey(key string) *Host {
+	return (*c.byKey.Load())[key]
+}
+
+func (c *Cluster) onHealthChange(key string, healthy bool) {
+	h := c.hostByKey(key)
+	if h == nil {
+		return // removed meanwhile
+	}
+	if h.hcFailed.Swap(!healthy) != !healthy {
+		c.refresh()
+	}
+}
+
+func (c *Cluster) onHealthCheck(key string, passed bool) {
+	if !passed {
+		return
+	}
+	if h := c.hostByKey(key); h != nil {
+		// successful_active_health_check_uneject_host
+		h.od.ActiveCheckPassed()
+	}
+}
+
+// healthDial opens a health check connection with the host's transport socket,
+// to the endpoint's health_check_config.port_value when set. Health checks do not
+// count against the circuit breakers, as in Envoy.
+func (c *Cluster) healthDial(ctx context.Context, addr string) (net.Conn, error) {
+	socket := 0
+	if h := c.hostByKey(addr); h != nil {
+		meta := h.meta.Load()
+		socket = meta.socket
+		if meta.hcPort != 0 {
+			if ip, _, err := net.SplitHostPort(addr); err == nil {
+				addr = net.JoinHostPort(ip, strconv.Itoa(int(meta.hcPort)))
+			}
+		}
+	}
+	return c.poolCfgs[socket][0].DialDirect(ctx, addr)
+}

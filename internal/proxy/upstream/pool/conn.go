@@ -88,3 +88,15 @@ func (p *Pool) Dial(ctx context.Context) (net.Conn, error) {
 	}
 	return conn, nil
 }
+
+// DialDirect opens a connection to addr with the config's connect timeout and TLS (ALPN
+// as configured), outside the pools and the circuit breakers: for active health
+// checks, which Envoy does not count as upstream connections.
+func (c *Config) DialDirect(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
+	defer cancel()
+	if c.rawTLS != nil {
+		return c.dialTLSWith(ctx, "tcp", addr, c.rawTLS)
+	}
+	return c.dialTCP(ctx, "tcp", addr)
+}
