@@ -21,8 +21,9 @@ var errStaleAttempt = errors.New("router: request body belongs to an abandoned a
 // a stale reader blocked in the source never stops the current attempt from replaying
 // what is buffered.
 type replayBody struct {
-	src   io.Reader
-	limit int
+	src    io.Reader
+	limit  int
+	length int64 // Content-Length, -1 when unknown
 
 	overflow atomic.Bool // more than limit bytes read: no replay
 	gen      atomic.Int64
@@ -35,8 +36,8 @@ type replayBody struct {
 	reading bool  // a reader is in src.Read
 }
 
-func newReplayBody(src io.Reader, limit int) *replayBody {
-	rb := &replayBody{src: src, limit: limit}
+func newReplayBody(src io.Reader, limit int, length int64) *replayBody {
+	rb := &replayBody{src: src, limit: limit, length: length}
 	rb.cond.L = &rb.mu
 	return rb
 }
@@ -54,7 +55,9 @@ func (rb *replayBody) replayable() bool { return !rb.overflow.Load() }
 func (rb *replayBody) complete() ([]byte, bool) {
 	rb.mu.Lock()
 	defer rb.mu.Unlock()
-	if rb.overflow.Load() || rb.srcErr != io.EOF {
+	// A transport may stop at Content-Length without reading the EOF.
+	done := rb.srcErr == io.EOF || (rb.length >= 0 && rb.total == rb.length)
+	if rb.overflow.Load() || !done {
 		return nil, false
 	}
 	return rb.buf, true

@@ -593,7 +593,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	limit := route.bufferLimit
 	wantReplay := er.numRetries > 0 || len(f.mirrors) > 0
 	if hasBody && wantReplay && limit > 0 && (r.ContentLength < 0 || r.ContentLength <= int64(limit)) {
-		rb = newReplayBody(r.Body, limit)
+		rb = newReplayBody(r.Body, limit, r.ContentLength)
 	}
 	if hasBody && r.ProtoMajor == 1 {
 		// Let the response start before the request body ends, as Envoy does.

@@ -814,3 +814,52 @@ func TestHTTP2DownstreamToHTTP1Upstream(t *testing.T) {
 		t.Fatalf("proto %d, upstream saw %q, body %q", resp.ProtoMajor, resp.Header.Get("Seen-Proto"), b)
 	}
 }
+
+func TestOverflow(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	up := startUpstream(t, "a", false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			entered <- struct{}{}
+			<-release
+		}
+	})
+	c := staticCluster(t, "a", up.addr)
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRequests: wrapperspb.UInt32(1)}}}
+	rt := prefixRoute("/", "a")
+	rt.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,reset", NumRetries: wrapperspb.UInt32(3)}
+	p := newProxy(t, oneVhost(rt), []*clusterv3.Cluster{c}, proxyOpt{})
+	held := make(chan int, 1)
+	go func() {
+		resp, err := p.client.Get(p.url + "/hold")
+		if err != nil {
+			held <- 0
+			return
+		}
+		resp.Body.Close()
+		held <- resp.StatusCode
+	}()
+	select {
+	case <-entered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("held request never reached the upstream")
+	}
+	resp, body := p.do("/second", reqOpt{})
+	close(release)
+	if resp.StatusCode != 503 || resp.Header.Get("X-Envoy-Overloaded") != "true" || !strings.HasSuffix(body, "reset reason: overflow") {
+		t.Fatalf("second request: %d %q overloaded=%q, want 503 overflow", resp.StatusCode, body, resp.Header.Get("X-Envoy-Overloaded"))
+	}
+	// The overflowed request is answered first; the held one finishes after release.
+	var info *stream.Info
+	for i := 0; i < 2; i++ {
+		if in := p.nextInfo(); in.Flags.Has(stream.UpstreamOverflow) {
+			info = in
+		}
+	}
+	if info == nil || info.ResponseDetails != "upstream_reset_before_response_started{overflow}" || info.Attempts != 1 {
+		t.Fatalf("overflow info: %+v (an overflow is never retried)", info)
+	}
+	if code := <-held; code != 200 {
+		t.Fatalf("held request: %d", code)
+	}
+}
