@@ -38,9 +38,10 @@ const (
 
 // Route is a compiled route. It implements filter.Route.
 type Route struct {
-	name  string
-	index int
-	vh    *VirtualHost
+	name   string
+	index  int
+	vh     *VirtualHost
+	source *routev3.Route
 
 	match  routeMatch
 	action actionKind
@@ -58,6 +59,11 @@ type Route struct {
 }
 
 var _ filter.Route = (*Route)(nil)
+
+// Source is the proto the route was compiled from (rate_limits, metadata, decorator,
+// ...), for filters that read more than their per-filter config; nil for the synthetic
+// require_tls redirect. Do not modify it.
+func (r *Route) Source() *routev3.Route { return r.source }
 
 // Name is the route's name (may be empty).
 func (r *Route) Name() string { return r.name }
@@ -213,9 +219,6 @@ func compileVirtualHostLevel(v *routev3.VirtualHost, lv *compileLevels) (*vhostL
 	if v.GetMatcher() != nil {
 		errs = append(errs, errors.New("matcher: unsupported (use routes)"))
 	}
-	if v.GetRequireTls() != routev3.VirtualHost_NONE {
-		errs = append(errs, errors.New("require_tls: unsupported"))
-	}
 	return vc, errs
 }
 
@@ -302,7 +305,7 @@ func mergeFilterConfigs(base, over map[string]any) map[string]any {
 }
 
 func compileRoute(rp *routev3.Route, vh *VirtualHost, vc *vhostLevel, index int) (*Route, error) {
-	r := &Route{name: rp.GetName(), index: index, vh: vh, mostSpecificWins: vc.lv.mostSpecificWins, bufferLimit: vc.bufferLimit}
+	r := &Route{name: rp.GetName(), index: index, vh: vh, source: rp, mostSpecificWins: vc.lv.mostSpecificWins, bufferLimit: vc.bufferLimit}
 	var errs []error
 	var err error
 	if r.match, err = compileRouteMatch(rp.GetMatch()); err != nil {

@@ -57,7 +57,16 @@ type VirtualHost struct {
 	domains []string
 	routes  []*Route
 	table   *Table
+	source  *routev3.VirtualHost
+	// require_tls: requests that did not arrive over TLS get tlsRedirect (a 301 to
+	// https). EXTERNAL_ONLY spares requests marked x-envoy-internal.
+	requireTLS  routev3.VirtualHost_TlsRequirementType
+	tlsRedirect *Route
 }
+
+// Source is the proto the virtual host was compiled from (rate_limits, metadata, ...);
+// do not modify it.
+func (v *VirtualHost) Source() *routev3.VirtualHost { return v.source }
 
 // Name is the virtual host's name.
 func (v *VirtualHost) Name() string { return v.name }
@@ -140,7 +149,10 @@ func Compile(rc *routev3.RouteConfiguration) (*Table, error) {
 			fail("%s.name: duplicate virtual host name", vpath)
 		}
 		names[vpb.GetName()] = true
-		vh := &VirtualHost{name: vpb.GetName(), table: t}
+		vh := &VirtualHost{name: vpb.GetName(), table: t, source: vpb, requireTLS: vpb.GetRequireTls()}
+		if vh.requireTLS != routev3.VirtualHost_NONE {
+			vh.tlsRedirect = &Route{name: "require_tls", vh: vh, action: actRedirect, redir: &redirectAction{scheme: "https", code: http.StatusMovedPermanently}}
+		}
 		if len(vpb.GetDomains()) == 0 {
 			fail("%s.domains: at least one domain is required", vpath)
 		}
@@ -233,6 +245,9 @@ func (t *Table) Match(r *http.Request) (*Route, *VirtualHost) {
 	if vh == nil {
 		return nil, nil
 	}
+	if vh.tlsRedirect != nil && !secure(r, vh.requireTLS) {
+		return vh.tlsRedirect, vh
+	}
 	path := r.URL.EscapedPath()
 	if t.stripPathParams {
 		path = stripPathParams(path)
@@ -243,6 +258,18 @@ func (t *Table) Match(r *http.Request) (*Route, *VirtualHost) {
 		}
 	}
 	return nil, vh
+}
+
+// secure reports whether a request satisfies require_tls. Like Envoy it trusts
+// x-forwarded-proto, which the connection manager sets from the downstream connection.
+func secure(r *http.Request, req routev3.VirtualHost_TlsRequirementType) bool {
+	if req == routev3.VirtualHost_EXTERNAL_ONLY && r.Header.Get("X-Envoy-Internal") == "true" {
+		return true
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
+		return strings.EqualFold(p, "https")
+	}
+	return r.TLS != nil
 }
 
 func (t *Table) findVirtualHost(r *http.Request) *VirtualHost {

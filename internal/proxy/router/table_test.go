@@ -688,3 +688,48 @@ func TestRequestHash(t *testing.T) {
 		t.Fatalf("no hash from source ip")
 	}
 }
+
+func TestRequireTLS(t *testing.T) {
+	tb := mustCompile(t, &routev3.RouteConfiguration{Name: "rc", VirtualHosts: []*routev3.VirtualHost{
+		{Name: "all", Domains: []string{"all.example"}, RequireTls: routev3.VirtualHost_ALL, Routes: []*routev3.Route{prefixRoute("/", "c")}},
+		{Name: "ext", Domains: []string{"ext.example"}, RequireTls: routev3.VirtualHost_EXTERNAL_ONLY, Routes: []*routev3.Route{prefixRoute("/", "c")}},
+	}})
+	cases := []struct {
+		host       string
+		hdr        map[string]string
+		tls        bool
+		redirectTo string // "" means the normal route
+	}{
+		{"all.example", nil, false, "https://all.example/p?q=1"},
+		{"all.example:80", nil, false, "https://all.example/p?q=1"},
+		{"all.example", map[string]string{"X-Forwarded-Proto": "https"}, false, ""},
+		{"all.example", nil, true, ""},
+		{"all.example", map[string]string{"X-Envoy-Internal": "true"}, false, "https://all.example/p?q=1"},
+		{"ext.example", map[string]string{"X-Envoy-Internal": "true"}, false, ""},
+		{"ext.example", nil, false, "https://ext.example/p?q=1"},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest("GET", "/p?q=1", nil)
+		r.Host = c.host
+		for k, v := range c.hdr {
+			r.Header.Set(k, v)
+		}
+		if c.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		rt, _ := tb.Match(r)
+		if c.redirectTo == "" {
+			if rt == nil || !rt.IsForward() {
+				t.Errorf("%s %v: got %v, want the forwarding route", c.host, c.hdr, rt)
+			}
+			continue
+		}
+		if rt == nil || rt.action != actRedirect {
+			t.Errorf("%s %v: no redirect", c.host, c.hdr)
+			continue
+		}
+		if got := rt.redir.location(r, rt); got != c.redirectTo {
+			t.Errorf("%s %v: location %q, want %q", c.host, c.hdr, got, c.redirectTo)
+		}
+	}
+}
