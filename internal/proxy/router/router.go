@@ -606,16 +606,11 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	}
 
 	origDst := originalDst(cl, h, info.DownstreamLocal)
-	var tried []lb.Host
-	if er.p != nil && er.p.previousHosts {
-		lbctx.Exclude = func(hh lb.Host) bool {
-			for _, t := range tried {
-				if t == hh {
-					return true
-				}
-			}
-			return false
-		}
+	// Hosts already tried, only kept for the previous_hosts retry predicate.
+	var tried *triedHosts
+	if er.p != nil && er.p.previousHosts && er.numRetries > 0 {
+		tried = &triedHosts{}
+		lbctx.Exclude = tried.has
 		lbctx.MaxExcludeAttempts = uint32(er.p.hostSelectAttempts)
 	}
 
@@ -629,7 +624,9 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 			out = outcome{fail: failNoHost, err: err}
 			break
 		}
-		tried = append(tried, host)
+		if tried != nil {
+			tried.hosts = append(tried.hosts, host)
+		}
 		info.UpstreamHost = host.Addr()
 		info.Attempts = attempt
 
@@ -766,6 +763,17 @@ func originalDst(cl *upstream.Cluster, h http.Header, local netip.AddrPort) neti
 		}
 	}
 	return local
+}
+
+type triedHosts struct{ hosts []lb.Host }
+
+func (t *triedHosts) has(h lb.Host) bool {
+	for _, x := range t.hosts {
+		if x == h {
+			return true
+		}
+	}
+	return false
 }
 
 // hostnameOf is the host's DNS name for auto_host_rewrite, when the upstream package
