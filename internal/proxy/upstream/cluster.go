@@ -242,7 +242,7 @@ func (c *Cluster) setHosts(eps []endpointSpec) {
 		meta := &hostMeta{
 			weight: e.weight, priority: e.priority, locality: e.locality, locKey: e.locKey,
 			locW: e.locW, status: e.status, edsDown: edsUnhealthy(e.status), hcPort: e.hcPort,
-			socket: c.cfg.socketFor(e.meta),
+			socket: c.cfg.socketFor(e.meta), hostname: e.hostname,
 		}
 		h := c.hosts[addr]
 		if h != nil && h.meta.Load().socket != meta.socket {

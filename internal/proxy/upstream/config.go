@@ -97,6 +97,7 @@ type endpointSpec struct {
 	status   corev3.HealthStatus
 	hcPort   uint32 // health_check_config.port_value
 	meta     *corev3.Metadata
+	hostname string // endpoint.hostname; the DNS name for the DNS types
 }
 
 func (e *endpointSpec) addr() string {
@@ -548,6 +549,7 @@ func compileEndpoints(la *endpointv3.ClusterLoadAssignment, names bool, field st
 				status:   lbe.GetHealthStatus(),
 				hcPort:   lbe.GetEndpoint().GetHealthCheckConfig().GetPortValue(),
 				meta:     lbe.GetMetadata(),
+				hostname: lbe.GetEndpoint().GetHostname(),
 			})
 		}
 	}

@@ -114,14 +114,7 @@ func (c *Cluster) resolveStrictOnce(last map[int][]netip.Addr) {
 	} else {
 		c.stats.DNSSuccess.Inc()
 	}
-	var eps []endpointSpec
-	for i, e := range c.cfg.endpoints {
-		for _, ip := range last[i] {
-			r := e
-			r.host = ip.String()
-			eps = append(eps, r)
-		}
-	}
+	eps := expandResolved(c.cfg.endpoints, last)
 	c.setHosts(eps)
 	c.markWarm()
 }
@@ -133,4 +126,21 @@ func (c *Cluster) isDone() bool {
 	default:
 		return false
 	}
+}
+
+// expandResolved turns each resolved address of each endpoint into one host spec with
+// the endpoint's port, weight, priority and locality, and the DNS name as hostname.
+func expandResolved(endpoints []endpointSpec, addrs map[int][]netip.Addr) []endpointSpec {
+	var eps []endpointSpec
+	for i, e := range endpoints {
+		for _, ip := range addrs[i] {
+			r := e
+			if r.hostname == "" {
+				r.hostname = e.host
+			}
+			r.host = ip.String()
+			eps = append(eps, r)
+		}
+	}
+	return eps
 }

@@ -51,6 +51,7 @@ type hostMeta struct {
 	edsDown  bool                // status keeps the host out of balancing
 	hcPort   uint32
 	socket   int
+	hostname string
 }
 
 var _ lb.Host = (*Host)(nil)
@@ -66,6 +67,11 @@ func (h *Host) AddrPort() netip.AddrPort { return h.ap }
 
 // Weight is the endpoint's load_balancing_weight.
 func (h *Host) Weight() uint32 { return h.meta.Load().weight }
+
+// Hostname is the endpoint's hostname (EDS endpoint.hostname, or the DNS name of a
+// STRICT_DNS / LOGICAL_DNS host), "" when unknown; the router's auto_host_rewrite uses
+// it.
+func (h *Host) Hostname() string { return h.meta.Load().hostname }
 
 // Priority is the endpoint's priority level.
 func (h *Host) Priority() uint32 { return h.meta.Load().priority }

@@ -166,7 +166,13 @@ func (m *Manager) startLocked(c *Cluster) {
 	case clusterv3.Cluster_LOGICAL_DNS:
 		// One logical host named as configured; its pool resolves at each new
 		// connection.
-		c.setHosts(c.cfg.endpoints)
+		eps := append([]endpointSpec(nil), c.cfg.endpoints...)
+		for i := range eps {
+			if eps[i].hostname == "" {
+				eps[i].hostname = eps[i].host
+			}
+		}
+		c.setHosts(eps)
 		c.markWarm()
 	case clusterv3.Cluster_STRICT_DNS:
 		go c.runStrictDNS()
