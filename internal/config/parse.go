@@ -425,3 +425,18 @@ func sortedKeys(m map[string]any) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// ValidateResource validates a resource built outside ParseFile (the API or a Kubernetes
+// source), with the same rules.
+func ValidateResource(r *Resource) validation.Result {
+	if r == nil || r.Spec == nil {
+		var res validation.Result
+		res.Errorf("spec", "Required value")
+		return res
+	}
+	res := validation.Validate(validation.Meta{
+		Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Annotations: r.Annotations, APIVersion: r.APIVersion,
+	}, r.Spec)
+	res.Dedupe()
+	return res
+}

@@ -292,3 +292,17 @@ func TestLookupKind(t *testing.T) {
 		t.Error("gateway labels")
 	}
 }
+
+func TestValidateResource(t *testing.T) {
+	if res := ValidateResource(testVS("default", "ok", "ok")); !res.OK() {
+		t.Fatalf("valid resource: %s", res.String())
+	}
+	bad := testVS("default", "bad", "ok")
+	bad.Spec.(*networking.VirtualService).Http[0].Route[0].Weight = -3
+	if res := ValidateResource(bad); res.OK() || !strings.Contains(res.String(), "spec.http[0].route[0].weight") {
+		t.Fatalf("invalid resource: %s", res.String())
+	}
+	if res := ValidateResource(nil); res.OK() {
+		t.Fatal("nil accepted")
+	}
+}
