@@ -30,39 +30,81 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	rw := &responseWriter{ResponseWriter: w, info: info, server: m.serverName}
 	x := &filter.Exchange{W: rw, R: r, Info: info, Reroute: m.reroute}
+	// The bookkeeping runs however the request ends: the router aborts the stream with
+	// http.ErrAbortHandler when an upstream body breaks off after the headers went out,
+	// and the access log and gauges must still see it.
+	defer func() {
+		p := recover()
+		if p != nil {
+			info.SetFlag(stream.UpstreamConnectionTermination)
+		}
+		m.finish(x, rw)
+		if p != nil {
+			panic(p)
+		}
+	}()
+	if m.useRemoteAddress {
+		m.sanitize(x)
+	}
 	m.reroute(x)
-
-	err := m.handler.Serve(x)
-	if err != nil && !rw.wroteHeader {
+	if err := m.handler.Serve(x); err != nil && !rw.wroteHeader && !rw.hijacked {
 		m.opts.Log.Debug("request failed", "err", err, "path", r.URL.Path)
 		x.LocalReply(http.StatusInternalServerError, "internal error", 0, "filter_error")
 	}
-	if r.Context().Err() != nil && !rw.wroteHeader {
+}
+
+// finish records the outcome: stats and the access log.
+func (m *Manager) finish(x *filter.Exchange, rw *responseWriter) {
+	info := x.Info
+	if x.R.Context().Err() != nil && !rw.wroteHeader && !rw.hijacked {
 		info.SetFlag(stream.DownstreamConnectionTermination)
 	}
-	info.ResponseCode = rw.status
-	if !rw.wroteHeader && !rw.hijacked {
+	switch {
+	case rw.hijacked:
+		// An upgrade: the router counted the spliced bytes itself.
+		info.ResponseCode = http.StatusSwitchingProtocols
+	case rw.wroteHeader:
+		info.ResponseCode = rw.status
+		info.BytesSent = rw.written
+	default:
 		info.ResponseCode = 0
 	}
-	if rw.hijacked {
-		info.ResponseCode = http.StatusSwitchingProtocols
-	}
-	info.BytesSent = rw.written
 	info.Duration = time.Since(info.Start)
 	m.account(info)
 	if m.accessLog != nil {
-		m.accessLog.Log(info, r.Header, rw.Header())
+		m.accessLog.Log(info, x.R.Header, rw.Header())
 	}
 	m.rqActiveGauge.Dec()
+}
+
+// sanitize removes what a request from outside the mesh may not set: Envoy's control
+// headers (x-envoy-retry-on, -upstream-rq-timeout-ms, ...) and the route
+// configuration's internal_only_headers, as Envoy does at the edge.
+func (m *Manager) sanitize(x *filter.Exchange) {
+	h := x.R.Header
+	for k := range h {
+		if len(k) > 8 && (k[:8] == "X-Envoy-" || k[:8] == "x-envoy-") && k != "X-Envoy-Original-Path" {
+			delete(h, k)
+		}
+	}
+	if t := m.table(); t != nil {
+		for _, k := range t.InternalOnlyHeaders() {
+			h.Del(k)
+		}
+	}
+}
+
+func (m *Manager) table() *router.Table {
+	if m.inline != nil {
+		return m.inline
+	}
+	return m.opts.Routes.Get(m.rdsName)
 }
 
 // reroute matches the route for the exchange's current request headers.
 func (m *Manager) reroute(x *filter.Exchange) {
 	x.Route = nil
-	t := m.inline
-	if t == nil {
-		t = m.opts.Routes.Get(m.rdsName)
-	}
+	t := m.table()
 	if t == nil {
 		return
 	}
@@ -76,8 +118,6 @@ func (m *Manager) reroute(x *filter.Exchange) {
 		x.Info.VirtualHost = vh.Name()
 	}
 }
-
-var _ = router.Compile // the router package compiles route tables for this one
 
 func (m *Manager) fillInfo(info *stream.Info, c *listener.Conn, r *http.Request) {
 	info.Protocol = r.Proto
