@@ -23,6 +23,7 @@ import (
 	security "istio.io/api/security/v1beta1"
 
 	"github.com/weft-mesh/weft/internal/config"
+	"github.com/weft-mesh/weft/internal/config/convert"
 	"github.com/weft-mesh/weft/internal/registry"
 	"github.com/weft-mesh/weft/internal/snapshot"
 	"github.com/weft-mesh/weft/internal/xds"
@@ -217,7 +218,56 @@ func (s *Server) buildSnapshot() *snapshot.Snapshot {
 	in.PeerAuthentications = configs[*security.PeerAuthentication](st, config.KindPeerAuthentication)
 	in.AuthorizationPolicies = configs[*security.AuthorizationPolicy](st, config.KindAuthorizationPolicy)
 	in.RequestAuthentications = configs[*security.RequestAuthentication](st, config.KindRequestAuthentication)
+	s.addConverted(&in)
 	return snapshot.Build(in)
+}
+
+// addConverted translates the Gateway API and SMI resources into Istio Gateways and
+// VirtualServices, so the generators read one model. A resource that cannot be
+// translated is logged and left out; the rest of the mesh is unaffected.
+func (s *Server) addConverted(in *snapshot.Input) {
+	opts := convert.Options{DomainSuffix: s.opts.Mesh.TrustDomain}
+	var out []*config.Resource
+	for _, r := range s.store.List(config.KindKubernetesGateway, "") {
+		g, err := convert.KubernetesGateway(r)
+		if err != nil {
+			s.log.Warn("cannot translate", "resource", r.String(), "err", err)
+			continue
+		}
+		out = append(out, g)
+	}
+	for _, k := range []config.Kind{config.KindHTTPRoute, config.KindGRPCRoute} {
+		for _, r := range s.store.List(k, "") {
+			f := convert.HTTPRoute
+			if k == config.KindGRPCRoute {
+				f = convert.GRPCRoute
+			}
+			vs, err := f(r, opts)
+			if err != nil {
+				s.log.Warn("cannot translate", "resource", r.String(), "err", err)
+				continue
+			}
+			out = append(out, vs...)
+		}
+	}
+	for _, r := range s.store.List(config.KindTrafficSplit, "") {
+		vs, err := convert.TrafficSplit(r, opts)
+		if err != nil {
+			s.log.Warn("cannot translate", "resource", r.String(), "err", err)
+			continue
+		}
+		out = append(out, vs)
+	}
+	for _, r := range out {
+		meta := snapshot.Meta{Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Annotations: r.Annotations,
+			Source: r.Source.String() + ": " + r.String(), CreationIndex: uint64(r.ResourceVersion)}
+		switch spec := r.Spec.(type) {
+		case *networking.Gateway:
+			in.Gateways = append(in.Gateways, snapshot.Config[*networking.Gateway]{Meta: meta, Spec: spec})
+		case *networking.VirtualService:
+			in.VirtualServices = append(in.VirtualServices, snapshot.Config[*networking.VirtualService]{Meta: meta, Spec: spec})
+		}
+	}
 }
 
 func configs[T any](st config.Store, k config.Kind) []snapshot.Config[T] {
