@@ -239,9 +239,9 @@ func (u *user) page() (version, body string, err error) {
 		return "", body, fmt.Errorf("GET /productpage: %d", resp.StatusCode)
 	}
 	switch {
-	case strings.Contains(body, "star-black"):
+	case strings.Contains(body, "star-full star-black"):
 		return "v2", body, nil
-	case strings.Contains(body, "star-red"):
+	case strings.Contains(body, "star-full star-red"):
 		return "v3", body, nil
 	case strings.Contains(body, "Reviewer1"):
 		return "v1", body, nil
