@@ -98,6 +98,7 @@ type Config struct {
 	Limits *Limits
 
 	transport *http.Transport
+	h1        bool        // connections are this package's HTTP/1.1 (h1conn)
 	tlsProto  string      // scheme to dial: "http" or "https"
 	rawTLS    *tls.Config // TLS as configured, ALPN untouched, for Dial
 }
@@ -165,6 +166,7 @@ func (c *Config) Init() error {
 	}
 	t.DialContext = c.dialTCP
 	c.transport = t
+	c.h1 = c.Protocol == HTTP1 || (c.Protocol == Auto && c.TLS == nil)
 	return nil
 }
 
@@ -231,28 +233,71 @@ type Pool struct {
 	rqActive atomic.Int64 // requests in flight to this host
 	cxActive atomic.Int64 // connections open to this host
 
-	mu          sync.Mutex
-	waitCh      chan struct{} // closed and replaced when capacity may have freed
-	waiting     int           // requests waiting for capacity in this pool
-	connecting  int           // capacity (streams) of connections being dialled
-	draining    bool
-	idleTimer   *time.Timer
-	timerArmed  bool
-	closed      bool
-	nextConnID  uint64
-	idleClosing []*pconn // scratch for closing idle conns outside mu
+	mu         sync.Mutex
+	waitCh     chan struct{} // closed and replaced when capacity may have freed
+	waiting    int           // requests waiting for capacity in this pool
+	connecting int           // capacity (streams) of connections being dialled
+	draining   bool
+	idleTimer  *time.Timer
+	timerArmed bool
+	closed     bool
 }
 
-// pconn is one connection of a pool.
+// pconn is one connection of a pool: this package's HTTP/1.1 connection, or a
+// net/http ClientConn (HTTP/2, or whatever ALPN chose for auto_config).
 type pconn struct {
-	id       uint64
-	cc       *http.ClientConn
 	pool     *Pool
+	h1       *h1conn
+	cc       *http.ClientConn
 	requests atomic.Int64 // requests started on it (max_requests_per_connection)
 	streams  atomic.Int32 // requests in flight on it (max_concurrent_streams)
 	retired  atomic.Bool  // takes no new requests; closed when idle
 	removed  atomic.Bool
 	idleAt   atomic.Int64 // unix nanos when it last became idle, 0 while busy
+}
+
+func (pc *pconn) reserve() bool {
+	if pc.h1 != nil {
+		return pc.h1.reserve()
+	}
+	return pc.cc.Reserve() == nil
+}
+
+func (pc *pconn) release() {
+	if pc.h1 != nil {
+		pc.h1.busy.Store(false)
+		return
+	}
+	pc.cc.Release()
+}
+
+func (pc *pconn) close() {
+	if pc.h1 != nil {
+		pc.h1.close()
+		return
+	}
+	pc.cc.Close()
+}
+
+// closeIfIdle closes the connection when no request uses it; it reserves it first so
+// no request can take it meanwhile.
+func (pc *pconn) closeIfIdle() bool {
+	if pc.h1 != nil {
+		if !pc.h1.reserve() {
+			return false
+		}
+		pc.h1.close()
+		return true
+	}
+	if pc.cc.Reserve() != nil {
+		return pc.cc.Err() != nil
+	}
+	if pc.cc.InFlight() > 1 {
+		pc.cc.Release()
+		return false
+	}
+	pc.cc.Close()
+	return true
 }
 
 // New returns the pool of host addr ("ip:port", or "name:port" with cfg.Resolve).
@@ -277,24 +322,19 @@ func (p *Pool) ActiveConnections() int64 { return p.cxActive.Load() }
 var emptyUA = []string{""}
 
 // RoundTrip sends req on a connection of the pool, opening one when none has room and
-// the breakers allow. req.URL.Host must be set (the authority); the host dialled is the
-// pool's. The response body must be read to EOF or closed; that releases the request's
-// breaker slots and the connection.
+// the breakers allow. req.URL.Host should carry the authority (req.Host is used when
+// empty); the address dialled is the pool's. The response body must be read to EOF or
+// closed; that releases the request's breaker slots and the connection.
 func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	l := p.cfg.Limits
-	st := l.st
 	if !l.AcquireRequest() {
 		closeBody(req)
 		return nil, fmt.Errorf("%w: max_requests", ErrOverflow)
 	}
-	pc, err := p.acquire(req.Context())
-	if err != nil {
-		l.ReleaseRequest()
-		closeBody(req)
-		return nil, err
-	}
-	if _, ok := req.Header["User-Agent"]; !ok && req.Header != nil {
-		req.Header["User-Agent"] = emptyUA
+	if req.Header != nil {
+		if _, ok := req.Header["User-Agent"]; !ok {
+			req.Header["User-Agent"] = emptyUA
+		}
 	}
 	if req.URL.Host == "" {
 		req.URL.Host = req.Host
@@ -302,20 +342,61 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.URL.Host = p.addr
 		}
 	}
-	st.RqTotal.Inc()
-	st.RqActive.Inc()
-	p.rqActive.Add(1)
-	resp, err := pc.cc.RoundTrip(req)
-	if err != nil {
-		p.requestDone(pc)
-		return nil, err
-	}
-	if resp.Body == nil || resp.Body == http.NoBody {
-		p.requestDone(pc)
+	for attempt := 0; ; attempt++ {
+		pc, err := p.acquire(req.Context())
+		if err != nil {
+			l.ReleaseRequest()
+			closeBody(req)
+			return nil, err
+		}
+		st := l.st
+		if attempt == 0 {
+			st.RqTotal.Inc()
+		}
+		st.RqActive.Inc()
+		p.rqActive.Add(1)
+		if pc.h1 != nil {
+			resp, err := pc.h1.roundTrip(req, pc.requests.Load() > 1)
+			if err != nil {
+				p.h1Done(pc)
+				if attempt == 0 && errors.Is(err, errStale) && replayable(req) {
+					// The server closed the kept-alive connection just before
+					// the request went out: it never saw it; send it again.
+					if l.AcquireRequest() {
+						continue
+					}
+				}
+				return nil, err
+			}
+			return resp, nil
+		}
+		resp, err := pc.cc.RoundTrip(req)
+		if err != nil {
+			p.requestDone(pc, true)
+			return nil, err
+		}
+		if resp.Body == nil || resp.Body == http.NoBody {
+			p.requestDone(pc, true)
+			return resp, nil
+		}
+		resp.Body = &body{rc: resp.Body, pc: pc}
 		return resp, nil
 	}
-	resp.Body = &body{rc: resp.Body, pc: pc}
-	return resp, nil
+}
+
+// replayable reports whether a request may be sent again after a stale connection:
+// no body was consumed and the method is idempotent (as net/http decides).
+func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody {
+		return false
+	}
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, a := req.Header["Idempotency-Key"]
+	_, b := req.Header["X-Idempotency-Key"]
+	return a || b
 }
 
 func closeBody(req *http.Request) {
@@ -324,16 +405,41 @@ func closeBody(req *http.Request) {
 	}
 }
 
-// requestDone releases what a request held.
-func (p *Pool) requestDone(pc *pconn) {
+// requestDone releases what a request held; releaseRequest false keeps the
+// max_requests slot (a retry on a fresh connection reuses it).
+func (p *Pool) requestDone(pc *pconn, releaseRequest bool) {
 	st := p.cfg.Limits.st
 	st.RqActive.Dec()
 	p.rqActive.Add(-1)
-	p.cfg.Limits.ReleaseRequest()
+	if releaseRequest {
+		p.cfg.Limits.ReleaseRequest()
+	}
 	pc.streams.Add(-1)
 }
 
-// body releases the request's slots when the response body ends.
+// h1Done ends a request on an HTTP/1.1 connection: the connection goes back to the
+// pool, or is closed when it died, is retired or exceeds MaxIdle.
+func (p *Pool) h1Done(pc *pconn) {
+	p.requestDone(pc, true)
+	c := pc.h1
+	if c.dead.Load() {
+		p.remove(pc)
+		return
+	}
+	if pc.retired.Load() || p.overIdleLimit() {
+		c.close()
+		p.remove(pc)
+		return
+	}
+	pc.idleAt.Store(time.Now().UnixNano())
+	c.busy.Store(false)
+	p.idleArm()
+	p.mu.Lock()
+	p.broadcastLocked()
+	p.mu.Unlock()
+}
+
+// body releases the request's slots when an HTTP/2 response body ends.
 type body struct {
 	rc   io.ReadCloser
 	pc   *pconn
@@ -356,13 +462,13 @@ func (b *body) Close() error {
 
 func (b *body) finish() {
 	if b.done.CompareAndSwap(false, true) {
-		b.pc.pool.requestDone(b.pc)
+		b.pc.pool.requestDone(b.pc, true)
 	}
 }
 
-// tryReserve takes room on an open connection without waiting, or returns nil.
-// HTTP/1.1 connections are tried most recently added first is not needed: any idle one
-// will do, and the ClientConn's Reserve is the arbiter.
+// tryReserve takes room on an open connection without waiting, or returns nil. The
+// newest connections are tried first, so older ones go idle and time out when load
+// drops.
 func (p *Pool) tryReserve() *pconn {
 	conns := *p.conns.Load()
 	max := int32(p.cfg.MaxConcurrentStreams)
@@ -376,14 +482,21 @@ func (p *Pool) tryReserve() *pconn {
 			pc.streams.Add(-1)
 			continue
 		}
-		if pc.cc.Reserve() != nil {
+		if !pc.reserve() {
 			pc.streams.Add(-1)
+			continue
+		}
+		if pc.h1 != nil && pc.requests.Load() > 0 && pc.h1.peek.peerClosed() {
+			// The server closed it while idle.
+			pc.h1.close()
+			pc.streams.Add(-1)
+			p.remove(pc)
 			continue
 		}
 		if n := pc.requests.Add(1); maxReq > 0 && n >= maxReq {
 			if n > maxReq { // lost a race for the last request
 				pc.requests.Add(-1)
-				pc.cc.Release()
+				pc.release()
 				pc.streams.Add(-1)
 				continue
 			}
@@ -398,7 +511,7 @@ func (p *Pool) tryReserve() *pconn {
 
 // capacity is the number of requests one new connection is expected to take.
 func (p *Pool) capacity() int {
-	if p.cfg.Protocol == HTTP1 || (p.cfg.Protocol == Auto && p.cfg.TLS == nil) {
+	if p.cfg.h1 {
 		return 1
 	}
 	n := int(p.cfg.MaxConcurrentStreams)
@@ -435,8 +548,7 @@ func (p *Pool) acquire(ctx context.Context) (*pconn, error) {
 			// A connection being dialled will have room for this request.
 			p.waiting++
 			p.mu.Unlock()
-			err := p.wait(ctx, ch, nil)
-			if err != nil {
+			if err := p.wait(ctx, ch, nil); err != nil {
 				return nil, err
 			}
 			continue
@@ -453,7 +565,7 @@ func (p *Pool) acquire(ctx context.Context) (*pconn, error) {
 			if err != nil {
 				return nil, err
 			}
-			if pc := p.reserveOn(pc); pc != nil {
+			if p.reserveNew(pc) {
 				return pc, nil
 			}
 			continue
@@ -491,20 +603,20 @@ func (p *Pool) wait(ctx context.Context, ch <-chan struct{}, freed <-chan struct
 	return err
 }
 
-// reserveOn takes a stream of a connection the caller just opened.
-func (p *Pool) reserveOn(pc *pconn) *pconn {
-	if pc.retired.Load() {
-		return nil
+// reserveNew takes a stream of a connection the caller just opened.
+func (p *Pool) reserveNew(pc *pconn) bool {
+	if pc.retired.Load() && pc.requests.Load() > 0 {
+		return false
 	}
-	if pc.streams.Add(1) > int32(p.cfg.MaxConcurrentStreams) || pc.cc.Reserve() != nil {
+	if pc.streams.Add(1) > int32(p.cfg.MaxConcurrentStreams) || !pc.reserve() {
 		pc.streams.Add(-1)
-		return nil
+		return false
 	}
 	if n := pc.requests.Add(1); p.cfg.MaxRequestsPerConnection > 0 && n >= int64(p.cfg.MaxRequestsPerConnection) {
 		pc.retired.Store(true)
 	}
 	pc.idleAt.Store(0)
-	return pc
+	return true
 }
 
 // broadcastLocked wakes every waiter of the pool; p.mu is held.
@@ -524,7 +636,22 @@ func (p *Pool) dial(ctx context.Context) (*pconn, error) {
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	ds := &dialState{pool: p}
 	dctx = context.WithValue(dctx, dialKey{}, ds)
-	cc, err := p.cfg.transport.NewClientConn(dctx, p.cfg.tlsProto, p.addr)
+	pc := &pconn{pool: p}
+	var err error
+	if p.cfg.h1 {
+		var nc net.Conn
+		if p.cfg.TLS != nil {
+			nc, err = p.cfg.dialTLS(dctx, "tcp", p.addr)
+		} else {
+			nc, err = p.cfg.dialTCP(dctx, "tcp", p.addr)
+		}
+		if err == nil {
+			pc.h1 = newH1Conn(nc, p.cfg.TLS != nil)
+			pc.h1.pc = pc
+		}
+	} else {
+		pc.cc, err = p.cfg.transport.NewClientConn(dctx, p.cfg.tlsProto, p.addr)
+	}
 	cancel()
 	if err != nil {
 		if !ds.dialed {
@@ -537,8 +664,6 @@ func (p *Pool) dial(ctx context.Context) (*pconn, error) {
 		return nil, fmt.Errorf("upstream: connect %s: %w: %w", p.addr, ErrConnectFailure, err)
 	}
 	p.mu.Lock()
-	p.nextConnID++
-	pc := &pconn{id: p.nextConnID, cc: cc, pool: p}
 	if p.draining || p.closed {
 		pc.retired.Store(true)
 	}
@@ -548,12 +673,14 @@ func (p *Pool) dial(ctx context.Context) (*pconn, error) {
 	conns = append(conns, pc)
 	p.conns.Store(&conns)
 	p.mu.Unlock()
-	cc.SetStateHook(pc.stateChanged)
+	if pc.cc != nil {
+		pc.cc.SetStateHook(pc.stateChanged)
+	}
 	return pc, nil
 }
 
-// stateChanged runs when a connection's requests complete, its room grows or it
-// closes (net/http ClientConn state hook). It never runs under p.mu.
+// stateChanged runs when a ClientConn's requests complete, its room grows or it
+// closes (net/http's state hook). It never runs under p.mu.
 func (pc *pconn) stateChanged(cc *http.ClientConn) {
 	p := pc.pool
 	if cc.Err() != nil {
@@ -563,42 +690,40 @@ func (pc *pconn) stateChanged(cc *http.ClientConn) {
 	if cc.InFlight() == 0 {
 		if pc.retired.Load() {
 			// max_requests_per_connection reached, or draining.
-			cc.Close()
-			p.remove(pc)
+			if pc.closeIfIdle() {
+				p.remove(pc)
+			}
 			return
 		}
 		pc.idleAt.Store(time.Now().UnixNano())
-		p.becameIdle(pc)
+		p.idleArm()
 	}
 	p.mu.Lock()
 	p.broadcastLocked()
 	p.mu.Unlock()
 }
 
-// becameIdle enforces MaxIdle and arms the idle timer.
-func (p *Pool) becameIdle(pc *pconn) {
-	var closeNow *pconn
-	p.mu.Lock()
-	if p.cfg.MaxIdle > 0 && p.capacity() == 1 {
-		idle := 0
-		for _, c := range *p.conns.Load() {
-			if c.idleAt.Load() != 0 && !c.retired.Load() {
-				idle++
-			}
-		}
-		if idle > p.cfg.MaxIdle {
-			pc.retired.Store(true)
-			closeNow = pc
+// overIdleLimit reports whether one more idle HTTP/1.1 connection exceeds MaxIdle.
+func (p *Pool) overIdleLimit() bool {
+	if p.cfg.MaxIdle <= 0 {
+		return false
+	}
+	idle := 0
+	for _, c := range *p.conns.Load() {
+		if c.idleAt.Load() != 0 {
+			idle++
 		}
 	}
-	if closeNow == nil && !p.timerArmed && !p.closed {
+	return idle >= p.cfg.MaxIdle
+}
+
+// idleArm makes sure the idle timer runs while a connection is idle.
+func (p *Pool) idleArm() {
+	p.mu.Lock()
+	if !p.timerArmed && !p.closed {
 		p.armTimerLocked(p.cfg.IdleTimeout)
 	}
 	p.mu.Unlock()
-	if closeNow != nil {
-		closeNow.cc.Close()
-		p.remove(closeNow)
-	}
 }
 
 func (p *Pool) armTimerLocked(d time.Duration) {
@@ -610,7 +735,8 @@ func (p *Pool) armTimerLocked(d time.Duration) {
 	}
 }
 
-// reapIdle closes connections idle for IdleTimeout and re-arms for the next one.
+// reapIdle closes connections idle for IdleTimeout
+// (common_http_protocol_options.idle_timeout) and re-arms for the next one.
 func (p *Pool) reapIdle() {
 	now := time.Now().UnixNano()
 	timeout := int64(p.cfg.IdleTimeout)
@@ -636,11 +762,7 @@ func (p *Pool) reapIdle() {
 	}
 	p.mu.Unlock()
 	for _, pc := range victims {
-		pc.retired.Store(true)
-		// An idle connection has no request in flight; a request that reserved it
-		// in the meantime cleared idleAt, and then it closes after that request.
-		if pc.idleAt.Load() != 0 && pc.cc.InFlight() == 0 {
-			pc.cc.Close()
+		if pc.closeIfIdle() {
 			p.remove(pc)
 		}
 	}
@@ -674,8 +796,7 @@ func (p *Pool) Drain() {
 	p.mu.Unlock()
 	for _, pc := range conns {
 		pc.retired.Store(true)
-		if pc.cc.InFlight() == 0 {
-			pc.cc.Close()
+		if pc.closeIfIdle() {
 			p.remove(pc)
 		}
 	}
@@ -695,7 +816,7 @@ func (p *Pool) Close() {
 	p.mu.Unlock()
 	for _, pc := range conns {
 		pc.retired.Store(true)
-		pc.cc.Close()
+		pc.close()
 		p.remove(pc)
 	}
 }

@@ -1,0 +1,235 @@
+package pool
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// h1conn is one HTTP/1.1 connection: a request is written and its response read on
+// the caller's goroutine (a request with a body is written from a second goroutine so
+// an early response is read while the body still flows). No goroutine lives on an idle
+// connection; a connection the server closed while idle is noticed when it is taken
+// (peeker) or, failing that, by one retry of a replayable request.
+type h1conn struct {
+	pc   *pconn
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	tls  bool // a peek cannot tell TLS records from a close
+	peek peeker
+	busy atomic.Bool
+	dead atomic.Bool
+}
+
+// aLongTimeAgo is a deadline in the past: set on a connection it fails pending I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func newH1Conn(nc net.Conn, isTLS bool) *h1conn {
+	c := &h1conn{
+		nc:  nc,
+		br:  bufio.NewReaderSize(nc, 4096),
+		bw:  bufio.NewWriterSize(nc, 4096),
+		tls: isTLS,
+	}
+	if !isTLS {
+		c.peek.init(nc)
+	}
+	return c
+}
+
+func (c *h1conn) reserve() bool {
+	if c.dead.Load() || !c.busy.CompareAndSwap(false, true) {
+		return false
+	}
+	if c.dead.Load() {
+		c.busy.Store(false)
+		return false
+	}
+	return true
+}
+
+func (c *h1conn) close() {
+	if c.dead.CompareAndSwap(false, true) {
+		c.nc.Close()
+	}
+}
+
+// errStale marks a failure on a reused connection before any response byte: the
+// server had closed it while idle, and a replayable request may go again.
+var errStale = errors.New("upstream: reused connection closed by the server")
+
+// roundTrip sends req and reads the response head; the response body reads from the
+// connection and hands it back to the pool at its end.
+func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, error) {
+	ctx := req.Context()
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+	}
+	fail := func(err error) (*http.Response, error) {
+		c.close()
+		if stop != nil && !stop() {
+			return nil, fmt.Errorf("upstream: %w", ctx.Err())
+		}
+		return nil, err
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	var written chan error
+	if hasBody {
+		written = make(chan error, 1)
+		go func() {
+			err := req.Write(c.bw)
+			if err == nil {
+				err = c.bw.Flush()
+			}
+			if err != nil {
+				// Unblock the response read: the request cannot complete.
+				c.nc.SetDeadline(aLongTimeAgo)
+			}
+			written <- err
+		}()
+	} else {
+		err := req.Write(c.bw)
+		if err == nil {
+			err = c.bw.Flush()
+		}
+		if err != nil {
+			if reused {
+				err = fmt.Errorf("%w: %w", errStale, err)
+			}
+			return fail(err)
+		}
+	}
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			if written != nil {
+				// Do not wait for the writer: it may be blocked reading the
+				// request body. Closing the connection (in fail) ends it.
+				select {
+				case werr := <-written:
+					if werr != nil {
+						err = werr
+					}
+				default:
+				}
+			} else if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)) && c.br.Buffered() == 0 {
+				err = fmt.Errorf("%w: %w", errStale, err)
+			}
+			return fail(err)
+		}
+		// 1xx informational responses (100 Continue, 103 Early Hints) precede the
+		// real one; 101 ends HTTP on this connection.
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue
+		}
+		break
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The connection now carries the upgraded protocol; it leaves the pool with
+		// the response (Body is read-write, as net/http's).
+		resp.Body = &upgraded{c: c, stop: stop}
+		return resp, nil
+	}
+	b := &h1body{c: c, rc: resp.Body, ctx: ctx, stop: stop, written: written, keep: !resp.Close && !req.Close}
+	if resp.Body == http.NoBody {
+		b.finish(true)
+		resp.Body = http.NoBody
+		return resp, nil
+	}
+	resp.Body = b
+	return resp, nil
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "read"
+}
+
+// h1body ends the request when the body does: at EOF the connection goes back to the
+// pool if nothing forbids it, otherwise (early close, error) it is closed.
+type h1body struct {
+	c       *h1conn
+	rc      io.ReadCloser
+	ctx     context.Context
+	stop    func() bool
+	written chan error
+	keep    bool
+	done    bool
+}
+
+func (b *h1body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		if b.ctx.Err() != nil {
+			err = fmt.Errorf("upstream: reading the response body: %w", b.ctx.Err())
+		}
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *h1body) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+func (b *h1body) finish(eof bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	c := b.c
+	reuse := eof && b.keep
+	if b.stop != nil && !b.stop() {
+		reuse = false // the request context ended: the deadline is in the past
+	}
+	if b.written != nil {
+		select {
+		case err := <-b.written:
+			reuse = reuse && err == nil
+		default:
+			reuse = false // the body is still being written: the exchange is cut short
+		}
+	}
+	if !reuse {
+		c.close()
+	}
+	c.pc.pool.h1Done(c.pc)
+}
+
+// upgraded is the body of a 101 response: the raw connection.
+type upgraded struct {
+	c    *h1conn
+	stop func() bool
+	done atomic.Bool
+}
+
+func (u *upgraded) Read(p []byte) (int, error)  { return u.c.br.Read(p) }
+func (u *upgraded) Write(p []byte) (int, error) { return u.c.nc.Write(p) }
+func (u *upgraded) Close() error {
+	if u.done.CompareAndSwap(false, true) {
+		if u.stop != nil {
+			u.stop()
+		}
+		u.c.close()
+		u.c.pc.pool.h1Done(u.c.pc)
+	}
+	return nil
+}
