@@ -241,16 +241,20 @@ func redirect(sc *route.Scope, sec InboundSecurity) []*listenerv3.Listener {
 	for _, in := range route.InboundPorts(s, p) {
 		chains = append(chains, inboundChains(s, p, in, sec(s, p, in.Port), true, &insp)...)
 	}
+	// Ports the workload does not declare pass through to the original destination.
+	// This is a chain without a port, not default_filter_chain: a connection to a
+	// declared port that fails that port's chains (plaintext to a STRICT port) must
+	// find no chain and be closed, not fall back to the default.
+	chains = append(chains, &listenerv3.FilterChain{
+		Name:    "virtualInbound-catchall",
+		Filters: []*listenerv3.Filter{tcpProxyFilter(s, one(names.InboundPassthroughCluster))},
+	})
 	out = append(out, &listenerv3.Listener{
 		Name:             names.VirtualInbound,
 		Address:          address(any4, names.InboundCapturePort),
 		TrafficDirection: corev3.TrafficDirection_INBOUND,
 		ListenerFilters:  insp.filters(),
 		FilterChains:     normalize(chains),
-		DefaultFilterChain: &listenerv3.FilterChain{
-			Name:    "virtualInbound-catchall",
-			Filters: []*listenerv3.Filter{tcpProxyFilter(s, one(names.InboundPassthroughCluster))},
-		},
 	})
 	return out
 }
