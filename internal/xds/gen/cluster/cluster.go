@@ -90,10 +90,33 @@ type builder struct {
 	rules *rules
 	scope *scope
 	grpc  bool
+	// services the proxy gets clusters for, in hostname order, one per hostname.
+	services []*registry.Service
+	byHost   map[string]*registry.Service
 }
 
 func newBuilder(s *snapshot.Snapshot, p *node.Proxy) *builder {
-	return &builder{s: s, p: p, rules: newRules(s, p), scope: newScope(s, p), grpc: p.Type == node.GRPC}
+	b := &builder{s: s, p: p, rules: newRules(s, p), scope: newScope(s, p), grpc: p.Type == node.GRPC,
+		byHost: map[string]*registry.Service{}}
+	// A hostname defined in several namespaces (ServiceEntries) names one cluster: the
+	// proxy's own namespace's definition when it sees one, else the first visible by
+	// namespace, as Istio picks.
+	for _, svc := range s.Services {
+		if !b.scope.includes(svc) {
+			continue
+		}
+		prev := b.byHost[svc.Hostname]
+		switch {
+		case prev == nil:
+			b.services = append(b.services, svc)
+		case svc.Namespace == p.Namespace:
+			b.services[len(b.services)-1] = svc // s.Services is sorted by hostname
+		default:
+			continue
+		}
+		b.byHost[svc.Hostname] = svc
+	}
+	return b
 }
 
 // target is one outbound cluster: a service port, maybe narrowed to a subset, with its
@@ -113,7 +136,7 @@ func (t *target) name() string {
 // instances are the endpoints of the target: the service port's instances, those
 // carrying every subset label for a subset.
 func (t *target) instances(s *snapshot.Snapshot) []*registry.Instance {
-	all := s.Instances(t.svc.Hostname, t.port.Number)
+	all := serviceInstances(s, t.svc, t.port.Number)
 	if len(t.labels) == 0 {
 		return all
 	}
@@ -126,13 +149,29 @@ func (t *target) instances(s *snapshot.Snapshot) []*registry.Instance {
 	return out
 }
 
+// serviceInstances are the instances of one service port. The snapshot indexes them by
+// hostname, which several namespaces may define (ServiceEntries): only the service's own
+// namespace's count.
+func serviceInstances(s *snapshot.Snapshot, svc *registry.Service, port uint32) []*registry.Instance {
+	all := s.Instances(svc.Hostname, port)
+	for i, in := range all {
+		if in.Namespace != "" && in.Namespace != svc.Namespace {
+			out := append([]*registry.Instance(nil), all[:i]...)
+			for _, in := range all[i+1:] {
+				if in.Namespace == "" || in.Namespace == svc.Namespace {
+					out = append(out, in)
+				}
+			}
+			return out
+		}
+	}
+	return all
+}
+
 // targets lists the outbound clusters of the proxy, in service, port, subset order.
 func (b *builder) targets() []*target {
 	var out []*target
-	for _, svc := range b.s.Services {
-		if !b.scope.includes(svc) {
-			continue
-		}
+	for _, svc := range b.services {
 		r := b.rules.lookup(svc)
 		var top *networking.TrafficPolicy
 		if r != nil {
@@ -161,8 +200,8 @@ func (b *builder) lookupTarget(name string) *target {
 	if !ok || dir != names.Outbound {
 		return nil
 	}
-	svc := b.s.Service(host, b.p.Namespace)
-	if svc == nil || !b.scope.includes(svc) {
+	svc := b.byHost[host]
+	if svc == nil {
 		return nil
 	}
 	sp, ok := svc.Port(port)

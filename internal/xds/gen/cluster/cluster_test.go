@@ -784,3 +784,41 @@ func TestGatewayAndProxyNamespace(t *testing.T) {
 		t.Error("a sidecar in default must see ratings")
 	}
 }
+
+// TestHostInTwoNamespaces: a hostname defined in two namespaces yields one cluster,
+// from the proxy's own namespace when it has one.
+func TestHostInTwoNamespaces(t *testing.T) {
+	se := func(ns, addr string) string {
+		return fmt.Sprintf(`
+kind: ServiceEntry
+metadata: {name: api, namespace: %s}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: %s}]
+`, ns, addr)
+	}
+	for _, tc := range []struct{ proxyNS, want string }{
+		{"default", "127.5.0.2:80"}, // its own namespace's entry
+		{"other", "127.5.0.1:80"},   // none of its own: the first by namespace ("a-team")
+	} {
+		in := bookinfo()
+		addYAML(t, &in, "se.yaml", se("a-team", "127.5.0.1")+"---"+se("default", "127.5.0.2"))
+		p := sidecarProxy()
+		p.Namespace = tc.proxyNS
+		cs, eps := generate(snapshot.Build(in), p)
+		n := 0
+		for _, c := range cs {
+			if c.GetName() == "outbound|80||api.example.com" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("proxy in %s: %d clusters for api.example.com, want 1", tc.proxyNS, n)
+		}
+		if got := endpointAddrs(findCLA(t, eps, "outbound|80||api.example.com")); !slices.Equal(got, []string{tc.want}) {
+			t.Errorf("proxy in %s: endpoints %v, want [%s]", tc.proxyNS, got, tc.want)
+		}
+	}
+}

@@ -238,7 +238,7 @@ func (b *builder) grpcMutual(t *target) *tlsv3.UpstreamTlsContext {
 func (b *builder) identities(t *target) []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, in := range b.s.Instances(t.svc.Hostname, t.port.Number) {
+	for _, in := range serviceInstances(b.s, t.svc, t.port.Number) {
 		if !in.Sidecar && in.ServiceAccount == "" {
 			continue // no proxy and no declared identity: it presents no mesh certificate
 		}
