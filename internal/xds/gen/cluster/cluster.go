@@ -357,13 +357,18 @@ func (b *builder) inbound() []*clusterv3.Cluster {
 		if seen[in.Port] {
 			continue
 		}
-		seen[in.Port] = true
-		proto := registry.TCP
-		if svc := b.s.Service(in.Service, in.Namespace); svc != nil {
-			if sp, ok := svc.Port(in.ServicePort); ok {
-				proto = sp.Protocol
-			}
+		// The same ports the inbound listeners serve (route.InboundPorts): instances of
+		// known service ports only.
+		svc := b.s.Service(in.Service, in.Namespace)
+		if svc == nil {
+			continue
 		}
+		sp, ok := svc.Port(in.ServicePort)
+		if !ok {
+			continue
+		}
+		seen[in.Port] = true
+		proto := sp.Protocol
 		name := names.Cluster(names.Inbound, in.Port, "", "")
 		c := &clusterv3.Cluster{
 			Name:                 name,
