@@ -560,3 +560,40 @@ func TestWrappersAndIgnoredTelemetryFilters(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestUpdatesUnderLoadLoseNothing: connections made while chains are swapped again and
+// again are all served, by one version or the other.
+func TestUpdatesUnderLoadLoseNothing(t *testing.T) {
+	f := newFixture(t)
+	f.update(t, simpleListener(t, "l", "v0"))
+	addr := f.addr(t, "l")
+	stop := make(chan struct{})
+	updated := make(chan error, 1)
+	go func() {
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				updated <- nil
+				return
+			default:
+			}
+			if err := f.m.Update([]*listenerv3.Listener{simpleListener(t, "l", "v"+strconv.Itoa(i%3))}); err != nil {
+				updated <- err
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	for i := 0; i < 100; i++ {
+		c := dialRaw(t, addr)
+		if got := c.tag(t); !strings.HasPrefix(got, "v") {
+			t.Fatalf("connection %d not served during updates: %q", i, got)
+		}
+		c.echo(t, "x")
+		c.Close()
+	}
+	close(stop)
+	if err := <-updated; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -87,10 +87,16 @@ func startServer(t *testing.T, cfg *tls.Config) *tlsServer {
 				tc := tls.Server(c, cfg)
 				_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 				if err := tc.Handshake(); err != nil {
-					s.errs <- err
+					select {
+					case s.errs <- err:
+					default:
+					}
 					return
 				}
-				s.states <- tc.ConnectionState()
+				select {
+				case s.states <- tc.ConnectionState():
+				default:
+				}
 				_ = tc.SetDeadline(time.Time{})
 				_, _ = io.Copy(tc, tc)
 			}()
@@ -613,5 +619,73 @@ func TestSecretNamesAndPeerPrincipal(t *testing.T) {
 	cs := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{URIs: []*url.URL{u}}}}
 	if PeerPrincipal(cs) != spiffeReviews || PeerPrincipal(&tls.ConnectionState{}) != "" || PeerPrincipal(nil) != "" {
 		t.Fatal("PeerPrincipal")
+	}
+}
+
+func TestConcurrentHandshakesDuringRotation(t *testing.T) {
+	p := newPKI(t)
+	srvStore := storeWith(t, tlstest.CertSecret("default", p.server), tlstest.CASecret("ROOTCA", p.ca))
+	srvCfg, err := Server(&tlsv3.DownstreamTlsContext{CommonTlsContext: istioCommon(nil), RequireClientCertificate: wrapperspb.Bool(true)}, srvStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliCfg, err := Client(&tlsv3.UpstreamTlsContext{CommonTlsContext: istioCommon(
+		[]*tlsv3.SubjectAltNameMatcher{uriSAN(exact(spiffeReviews))})},
+		storeWith(t, tlstest.CertSecret("default", p.client), tlstest.CASecret("ROOTCA", p.ca)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, srvCfg)
+	leaves := []*tlstest.Leaf{p.server}
+	for i := 0; i < 4; i++ {
+		leaves = append(leaves, p.ca.Issue(t, tlstest.Opts{URIs: []string{spiffeReviews}}))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := srvStore.Update([]*tlsv3.Secret{tlstest.CertSecret("default", leaves[i%len(leaves)]), tlstest.CASecret("ROOTCA", p.ca)}); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	errs := make(chan error, 40)
+	var dials sync.WaitGroup
+	for i := 0; i < 40; i++ {
+		dials.Add(1)
+		go func() {
+			defer dials.Done()
+			raw, err := net.DialTimeout("tcp", s.ln.Addr().String(), 5*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer raw.Close()
+			c := tls.Client(raw, cliCfg)
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := c.Handshake(); err != nil {
+				errs <- err
+				return
+			}
+			errs <- echo(c, "x")
+		}()
+	}
+	dials.Wait()
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("handshake during rotation: %v", err)
+		}
 	}
 }
