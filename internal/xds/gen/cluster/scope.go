@@ -43,9 +43,13 @@ func newScope(s *snapshot.Snapshot, p *node.Proxy) *scope {
 	for _, l := range sidecar.Spec.GetEgress() {
 		for _, h := range l.GetHosts() {
 			ns, host, ok := strings.Cut(h, "/")
-			if !ok || ns == "~" || host == "" {
-				continue // "~/..." imports nothing; malformed hosts are rejected by validation
+			if !ok {
+				ns, host = "*", h // Istio requires "ns/host"; a bare host means any namespace
 			}
+			if ns == "~" || host == "" {
+				continue // "~/..." imports nothing
+			}
+			host = strings.ToLower(host)
 			if ns == "." {
 				// "." is the Sidecar's namespace; for the mesh-wide default in the root
 				// namespace Istio reads it as the workload's own namespace.
