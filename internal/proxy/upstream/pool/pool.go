@@ -233,13 +233,16 @@ type Pool struct {
 	rqActive atomic.Int64 // requests in flight to this host
 	cxActive atomic.Int64 // connections open to this host
 
+	// nwait mirrors waiting for the request path's cheap "anyone to wake?" check.
+	nwait      atomic.Int32
+	timerArmed atomic.Bool
+
 	mu         sync.Mutex
 	waitCh     chan struct{} // closed and replaced when capacity may have freed
 	waiting    int           // requests waiting for capacity in this pool
 	connecting int           // capacity (streams) of connections being dialled
 	draining   bool
 	idleTimer  *time.Timer
-	timerArmed bool
 	closed     bool
 }
 
@@ -406,7 +409,9 @@ func closeBody(req *http.Request) {
 }
 
 // requestDone releases what a request held; releaseRequest false keeps the
-// max_requests slot (a retry on a fresh connection reuses it).
+// max_requests slot (a retry on a fresh connection reuses it). For a ClientConn it
+// also notices the connection going idle (this pool counts streams itself, so it
+// needs no net/http state hook).
 func (p *Pool) requestDone(pc *pconn, releaseRequest bool) {
 	st := p.cfg.Limits.st
 	st.RqActive.Dec()
@@ -414,7 +419,31 @@ func (p *Pool) requestDone(pc *pconn, releaseRequest bool) {
 	if releaseRequest {
 		p.cfg.Limits.ReleaseRequest()
 	}
-	pc.streams.Add(-1)
+	if pc.streams.Add(-1) == 0 && pc.cc != nil {
+		switch {
+		case pc.cc.Err() != nil:
+			p.remove(pc)
+		case pc.retired.Load():
+			// max_requests_per_connection reached, or draining.
+			if pc.closeIfIdle() {
+				p.remove(pc)
+			}
+		default:
+			pc.idleAt.Store(time.Now().UnixNano())
+			p.idleArm()
+		}
+	}
+	p.wake()
+}
+
+// wake tells requests waiting for room that some may have freed.
+func (p *Pool) wake() {
+	if p.nwait.Load() == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.broadcastLocked()
+	p.mu.Unlock()
 }
 
 // h1Done ends a request on an HTTP/1.1 connection: the connection goes back to the
@@ -434,9 +463,7 @@ func (p *Pool) h1Done(pc *pconn) {
 	pc.idleAt.Store(time.Now().UnixNano())
 	c.busy.Store(false)
 	p.idleArm()
-	p.mu.Lock()
-	p.broadcastLocked()
-	p.mu.Unlock()
+	p.wake()
 }
 
 // body releases the request's slots when an HTTP/2 response body ends.
@@ -484,6 +511,9 @@ func (p *Pool) tryReserve() *pconn {
 		}
 		if !pc.reserve() {
 			pc.streams.Add(-1)
+			if pc.cc != nil && pc.cc.Err() != nil {
+				p.remove(pc) // closed by the peer (GOAWAY, reset)
+			}
 			continue
 		}
 		if pc.h1 != nil && pc.requests.Load() > 0 && pc.h1.peek.peerClosed() {
@@ -547,6 +577,7 @@ func (p *Pool) acquire(ctx context.Context) (*pconn, error) {
 		if p.waiting < p.connecting {
 			// A connection being dialled will have room for this request.
 			p.waiting++
+			p.nwait.Add(1)
 			p.mu.Unlock()
 			if err := p.wait(ctx, ch, nil); err != nil {
 				return nil, err
@@ -577,6 +608,7 @@ func (p *Pool) acquire(ctx context.Context) (*pconn, error) {
 			l.st.CxOverflow.Inc()
 		}
 		p.waiting++
+		p.nwait.Add(1)
 		l.cxWaiter.Add(1)
 		freed := l.connFreed()
 		p.mu.Unlock()
@@ -599,6 +631,7 @@ func (p *Pool) wait(ctx context.Context, ch <-chan struct{}, freed <-chan struct
 	}
 	p.mu.Lock()
 	p.waiting--
+	p.nwait.Add(-1)
 	p.mu.Unlock()
 	return err
 }
@@ -673,34 +706,7 @@ func (p *Pool) dial(ctx context.Context) (*pconn, error) {
 	conns = append(conns, pc)
 	p.conns.Store(&conns)
 	p.mu.Unlock()
-	if pc.cc != nil {
-		pc.cc.SetStateHook(pc.stateChanged)
-	}
 	return pc, nil
-}
-
-// stateChanged runs when a ClientConn's requests complete, its room grows or it
-// closes (net/http's state hook). It never runs under p.mu.
-func (pc *pconn) stateChanged(cc *http.ClientConn) {
-	p := pc.pool
-	if cc.Err() != nil {
-		p.remove(pc)
-		return
-	}
-	if cc.InFlight() == 0 {
-		if pc.retired.Load() {
-			// max_requests_per_connection reached, or draining.
-			if pc.closeIfIdle() {
-				p.remove(pc)
-			}
-			return
-		}
-		pc.idleAt.Store(time.Now().UnixNano())
-		p.idleArm()
-	}
-	p.mu.Lock()
-	p.broadcastLocked()
-	p.mu.Unlock()
 }
 
 // overIdleLimit reports whether one more idle HTTP/1.1 connection exceeds MaxIdle.
@@ -719,15 +725,18 @@ func (p *Pool) overIdleLimit() bool {
 
 // idleArm makes sure the idle timer runs while a connection is idle.
 func (p *Pool) idleArm() {
+	if p.timerArmed.Load() {
+		return
+	}
 	p.mu.Lock()
-	if !p.timerArmed && !p.closed {
+	if !p.timerArmed.Load() && !p.closed {
 		p.armTimerLocked(p.cfg.IdleTimeout)
 	}
 	p.mu.Unlock()
 }
 
 func (p *Pool) armTimerLocked(d time.Duration) {
-	p.timerArmed = true
+	p.timerArmed.Store(true)
 	if p.idleTimer == nil {
 		p.idleTimer = time.AfterFunc(d, p.reapIdle)
 	} else {
@@ -743,7 +752,7 @@ func (p *Pool) reapIdle() {
 	var victims []*pconn
 	next := int64(-1)
 	p.mu.Lock()
-	p.timerArmed = false
+	p.timerArmed.Store(false)
 	for _, pc := range *p.conns.Load() {
 		at := pc.idleAt.Load()
 		if at == 0 {
