@@ -111,9 +111,6 @@ func startBookinfo(t *testing.T, samples ...string) *mesh {
 	if err := os.MkdirAll(m.configDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range samples {
-		m.copySample(s)
-	}
 	meshData, err := os.ReadFile(filepath.Join(repoRoot(t), "samples", "bookinfo", "mesh.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +123,9 @@ func startBookinfo(t *testing.T, samples ...string) *mesh {
 	}
 	// The gateway's Gateway resource must listen on the same port.
 	m.gateway = fmt.Sprintf("http://127.0.0.1:%d", gwPort)
+	for _, s := range samples {
+		m.copySample(s)
+	}
 	apiPort, xdsPort := freePort(t), freePort(t)
 	m.api = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 
