@@ -39,10 +39,10 @@ func TestInboundSecurityHook(t *testing.T) {
 		p := simtest.SidecarProxy("reviews-v1", mode)
 		mtls.Address, plain.Address = p.IP.String(), p.IP.String()
 		for _, tc := range []struct {
-			tls                 TLSMode
-			mtlsOK, plainOK     bool
-			plainTerminatesTLS  bool
-			inspectorsInbound   []string
+			tls                TLSMode
+			mtlsOK, plainOK    bool
+			plainTerminatesTLS bool
+			inspectorsInbound  []string
 		}{
 			{Plaintext, false, true, false, nil},
 			{Permissive, true, true, false, []string{TLSInspector}},
@@ -191,7 +191,9 @@ spec:
 	p := simtest.SidecarProxy("productpage-v1", node.Redirect)
 	ls, rcs := generate(t, s, p)
 	sim := simtest.New(ls, rcs)
-	mongo := func(sub string) string { return names.Cluster(names.Outbound, 27017, sub, "mongo.default.svc.cluster.local") }
+	mongo := func(sub string) string {
+		return names.Cluster(names.Outbound, 27017, sub, "mongo.default.svc.cluster.local")
+	}
 	for _, tc := range []struct {
 		r        simtest.Request
 		listener string
