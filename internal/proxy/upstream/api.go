@@ -56,3 +56,23 @@ package upstream
 //	func (h *Host) Observe(status int, localOriginFailure bool)
 //
 //	var ErrNoHealthyUpstream, ErrOverflow, ErrConnectFailure error
+
+// Additions beside the contract (implemented in this package):
+//
+//	Options.MaxIdlePerHost int                  // idle HTTP/1.1 connections kept per host; 0 = all
+//	func (m *Manager) Names() []string          // sorted cluster names
+//	func (c *Cluster) Warmed() <-chan struct{}  // closed once the cluster has its first hosts
+//	func (c *Cluster) Hosts() []*Host           // current host set (admin, tests)
+//	func (c *Cluster) Status() ClusterStatus    // one cluster of Snapshot
+//	func (c *Cluster) IsOriginalDst() bool
+//	func (c *Cluster) OriginalDstHeader() string // use_http_header's header name, "" when off
+//	func (c *Cluster) OriginalDst(h http.Header, connDst netip.AddrPort) netip.AddrPort
+//	func (h *Host) Key() string; Weight() uint32; Available() bool; ActiveRequests() int64 // lb.Host
+//	func (h *Host) AddrPort() netip.AddrPort; Hostname() string; Priority() uint32
+//	func (h *Host) Locality() *corev3.Locality; Healthy() bool; ActiveConnections() int64
+//	type ClusterStats struct{ Pool *pool.Stats; MembershipHealthy, ...; UpstreamRqRetry, UpstreamRqTimeout ... }
+//	func (s *ClusterStats) RecordStatus(code int) // upstream_rq_<code>, upstream_rq_<N>xx
+//	type ClusterStatus struct{ Name, Type, EDSServiceName, LbPolicy; breaker thresholds; Hosts []HostStatus }
+//	type HostStatus struct{ Address, Weight, Priority, Region/Zone/SubZone, Healthy,
+//		FailedActiveHC, FailedOutlierCheck, EDSHealthStatus, RqTotal, RqSuccess, RqError,
+//		CxActive, RqActive }; func (HostStatus) HealthFlags() string // Envoy's health_flags
