@@ -355,13 +355,15 @@ func (c *Cluster) drain() {
 	for _, h := range hosts {
 		h.drain()
 	}
-	// Not under c.mu: a health callback may be waiting for it.
-	c.stopChecks()
+	// Stopping waits for checks in flight (up to their timeout): not on the update
+	// path. Not under c.mu either: a health callback may be waiting for it.
+	go c.stopChecks()
 }
 
 // close stops the cluster and closes every connection now.
 func (c *Cluster) close() {
 	c.drain()
+	c.stopChecks() // waits, unlike drain
 	c.mu.Lock()
 	hosts := make([]*Host, 0, len(c.hosts))
 	for _, h := range c.hosts {

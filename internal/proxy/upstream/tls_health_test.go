@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -54,6 +55,7 @@ func tlsUpstream(t testing.TB, ca *tlstest.CA, clientCAs *tlstest.CA) (*upstream
 	}))
 	s.Listener.Close()
 	s.Listener = u.ln
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake failures are expected
 	s.EnableHTTP2 = true
 	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	if clientCAs != nil {

@@ -244,6 +244,9 @@ type Pool struct {
 	draining   bool
 	idleTimer  *time.Timer
 	closed     bool
+	// gen changes when a connection is added or room frees with waiters around,
+	// so a request that found no room can tell whether to look again.
+	gen uint64
 }
 
 // pconn is one connection of a pool: this package's HTTP/1.1 connection, or a
@@ -565,10 +568,19 @@ func (p *Pool) acquire(ctx context.Context) (*pconn, error) {
 	defer l.releasePending()
 	overflowed := false
 	for {
+		p.mu.Lock()
+		gen := p.gen
+		p.mu.Unlock()
 		if pc := p.tryReserve(); pc != nil {
 			return pc, nil
 		}
 		p.mu.Lock()
+		if p.gen != gen {
+			// A connection came up (or room freed) since the look: look again
+			// rather than dial one more.
+			p.mu.Unlock()
+			continue
+		}
 		if p.closed {
 			p.mu.Unlock()
 			return nil, ErrClosed
@@ -654,6 +666,7 @@ func (p *Pool) reserveNew(pc *pconn) bool {
 
 // broadcastLocked wakes every waiter of the pool; p.mu is held.
 func (p *Pool) broadcastLocked() {
+	p.gen++
 	if p.waiting == 0 {
 		return
 	}
@@ -705,6 +718,7 @@ func (p *Pool) dial(ctx context.Context) (*pconn, error) {
 	copy(conns, old)
 	conns = append(conns, pc)
 	p.conns.Store(&conns)
+	p.gen++
 	p.mu.Unlock()
 	return pc, nil
 }
