@@ -262,36 +262,27 @@ func compileCluster(c *clusterv3.Cluster, secrets *tlsctx.Store) (*clusterConfig
 }
 
 // compileBreakers reads circuit_breakers.thresholds for the DEFAULT priority (Envoy
-// keeps a separate set for HIGH; weft's routes are all DEFAULT).
+// keeps a separate set for HIGH; weft's routes are all DEFAULT). Unset fields keep
+// Envoy's defaults; a value is taken literally (0 allows nothing).
 func compileBreakers(c *clusterv3.Cluster, cfg *clusterConfig) {
+	cfg.thresholds = pool.DefaultThresholds()
 	for _, t := range c.GetCircuitBreakers().GetThresholds() {
 		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
 			continue
 		}
 		if v := t.GetMaxConnections(); v != nil {
-			cfg.thresholds.MaxConnections = clampZero(v.GetValue())
+			cfg.thresholds.MaxConnections = v.GetValue()
 		}
 		if v := t.GetMaxPendingRequests(); v != nil {
-			cfg.thresholds.MaxPendingRequests = clampZero(v.GetValue())
+			cfg.thresholds.MaxPendingRequests = v.GetValue()
 		}
 		if v := t.GetMaxRequests(); v != nil {
-			cfg.thresholds.MaxRequests = clampZero(v.GetValue())
+			cfg.thresholds.MaxRequests = v.GetValue()
 		}
 		if v := t.GetMaxRetries(); v != nil {
-			cfg.thresholds.MaxRetries = clampZero(v.GetValue())
+			cfg.thresholds.MaxRetries = v.GetValue()
 		}
 	}
-}
-
-// zeroLimit stands for an explicit 0 in a threshold: nothing is allowed. pool.Thresholds
-// treats 0 as "default", so an explicit zero becomes a value no counter reaches below.
-const zeroLimit = ^uint32(0)
-
-func clampZero(v uint32) uint32 {
-	if v == 0 {
-		return zeroLimit
-	}
-	return v
 }
 
 // compileProtocol picks the upstream HTTP protocol: typed_extension_protocol_options

@@ -79,24 +79,15 @@ func (m *Manager) Snapshot() []ClusterStatus {
 // Status describes the cluster and its hosts.
 func (c *Cluster) Status() ClusterStatus {
 	cfg := c.cfg
-	or := func(v, d uint32) uint32 {
-		if v == 0 {
-			return d
-		}
-		if v == zeroLimit {
-			return 0
-		}
-		return v
-	}
 	cs := ClusterStatus{
 		Name:               c.name,
 		Type:               cfg.typ.String(),
 		EDSServiceName:     cfg.edsName,
 		LbPolicy:           cfg.lbPolicy.String(),
-		MaxConnections:     or(cfg.thresholds.MaxConnections, 1024),
-		MaxPendingRequests: or(cfg.thresholds.MaxPendingRequests, 1024),
-		MaxRequests:        or(cfg.thresholds.MaxRequests, 1024),
-		MaxRetries:         or(cfg.thresholds.MaxRetries, 3),
+		MaxConnections:     cfg.thresholds.MaxConnections,
+		MaxPendingRequests: cfg.thresholds.MaxPendingRequests,
+		MaxRequests:        cfg.thresholds.MaxRequests,
+		MaxRetries:         cfg.thresholds.MaxRetries,
 	}
 	if cfg.typ == clusterv3.Cluster_ORIGINAL_DST {
 		cs.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED.String()

@@ -503,6 +503,17 @@ func TestMaxRetries(t *testing.T) {
 	if v := statValue(t, st, "cluster.rt.upstream_rq_retry_overflow"); v != 1 {
 		t.Errorf("upstream_rq_retry_overflow = %d", v)
 	}
+	// An explicit 0 allows none; unset keeps Envoy's default (3 retries).
+	zero := withBreakers(staticCluster(t, "rt", "127.0.0.1:1"), 0, 0, 0, 0)
+	zero.CircuitBreakers.Thresholds[0].MaxRetries = wrapUint32(0)
+	mustUpdate(t, m, zero, staticCluster(t, "def", "127.0.0.1:1"))
+	if _, ok := getCluster(t, m, "rt").TryRetry(); ok {
+		t.Fatal("max_retries 0 allowed a retry")
+	}
+	if s := getCluster(t, m, "def").Status(); s.MaxConnections != 1024 || s.MaxPendingRequests != 1024 ||
+		s.MaxRequests != 1024 || s.MaxRetries != 3 {
+		t.Fatalf("default thresholds %+v", s)
+	}
 }
 
 func TestConnectFailure(t *testing.T) {

@@ -8,12 +8,13 @@ import (
 )
 
 // Thresholds are a cluster's circuit breaker limits (circuit_breakers.thresholds for
-// the DEFAULT routing priority). Zero fields take Envoy's defaults.
+// the DEFAULT routing priority), taken literally: 0 allows nothing, as an explicit 0
+// does in Envoy. Start from DefaultThresholds.
 type Thresholds struct {
-	MaxConnections     uint32 // max_connections, default 1024
-	MaxPendingRequests uint32 // max_pending_requests, default 1024
-	MaxRequests        uint32 // max_requests, default 1024
-	MaxRetries         uint32 // max_retries, default 3
+	MaxConnections     uint32 // max_connections
+	MaxPendingRequests uint32 // max_pending_requests
+	MaxRequests        uint32 // max_requests
+	MaxRetries         uint32 // max_retries
 }
 
 // Envoy's defaults for circuit_breakers.thresholds.
@@ -23,6 +24,12 @@ const (
 	DefaultMaxRequests        = 1024
 	DefaultMaxRetries         = 3
 )
+
+// DefaultThresholds are Envoy's defaults: 1024 connections, pending requests and
+// requests, 3 concurrent retries.
+func DefaultThresholds() Thresholds {
+	return Thresholds{DefaultMaxConnections, DefaultMaxPendingRequests, DefaultMaxRequests, DefaultMaxRetries}
+}
 
 // Stats are the cluster-wide metrics a pool updates, named as Envoy's
 // cluster.<name>.* stats. Every field must be set (NewStats does it).
@@ -92,17 +99,11 @@ type Limits struct {
 
 // NewLimits returns the breaker state for t, updating st.
 func NewLimits(t Thresholds, st *Stats) *Limits {
-	or := func(v uint32, d int64) int64 {
-		if v == 0 {
-			return d
-		}
-		return int64(v)
-	}
 	return &Limits{
-		maxCx:      or(t.MaxConnections, DefaultMaxConnections),
-		maxPending: or(t.MaxPendingRequests, DefaultMaxPendingRequests),
-		maxRq:      or(t.MaxRequests, DefaultMaxRequests),
-		maxRetries: or(t.MaxRetries, DefaultMaxRetries),
+		maxCx:      int64(t.MaxConnections),
+		maxPending: int64(t.MaxPendingRequests),
+		maxRq:      int64(t.MaxRequests),
+		maxRetries: int64(t.MaxRetries),
 		st:         st,
 		cxFreed:    make(chan struct{}),
 	}

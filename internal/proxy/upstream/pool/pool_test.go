@@ -22,7 +22,7 @@ func TestLimitsTable(t *testing.T) {
 		pend int64
 		rt   int64
 	}{
-		{"defaults", Thresholds{}, DefaultMaxConnections, DefaultMaxRequests, DefaultMaxPendingRequests, DefaultMaxRetries},
+		{"defaults", DefaultThresholds(), DefaultMaxConnections, DefaultMaxRequests, DefaultMaxPendingRequests, DefaultMaxRetries},
 		{"small", Thresholds{MaxConnections: 2, MaxPendingRequests: 3, MaxRequests: 4, MaxRetries: 1}, 2, 4, 3, 1},
 	}
 	for _, tc := range cases {
@@ -66,7 +66,7 @@ func newPool(t *testing.T, cfg Config, h http.HandlerFunc) (*Pool, *httptest.Ser
 	t.Helper()
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
-	cfg.Limits = NewLimits(Thresholds{}, NewStats(stats.New(), "t"))
+	cfg.Limits = NewLimits(DefaultThresholds(), NewStats(stats.New(), "t"))
 	if err := cfg.Init(); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,9 @@ func TestPoolCloseFailsWaiters(t *testing.T) {
 	}))
 	defer s.Close()
 	defer close(release)
-	cfg := Config{Limits: NewLimits(Thresholds{MaxConnections: 1}, NewStats(stats.New(), "w"))}
+	th := DefaultThresholds()
+	th.MaxConnections = 1
+	cfg := Config{Limits: NewLimits(th, NewStats(stats.New(), "w"))}
 	if err := cfg.Init(); err != nil {
 		t.Fatal(err)
 	}
