@@ -294,3 +294,39 @@ func TestActiveHealthCheck(t *testing.T) {
 	// detector plus the server closing without open check connections).
 	mustUpdate(t, m)
 }
+
+func TestConnectTimeoutCoversTLSHandshake(t *testing.T) {
+	// A listener that accepts and never answers: the TLS handshake hangs until
+	// connect_timeout.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ca := tlstest.NewCA(t, "root")
+	client := ca.Issue(t, tlstest.Opts{URIs: []string{"spiffe://weft.test/c"}})
+	m, st := newTestManager(t, Options{})
+	cl := upstreamTLS(t, staticCluster(t, "hang", ln.Addr().String()), mtlsContext(ca, client))
+	cl.ConnectTimeout = durationpb.New(200 * time.Millisecond)
+	mustUpdate(t, m, cl)
+	start := time.Now()
+	_, err = do(t, getCluster(t, m, "hang"))
+	if !errors.Is(err, ErrConnectFailure) {
+		t.Fatalf("err = %v, want ErrConnectFailure", err)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Fatalf("connect_timeout 200ms took %v", d)
+	}
+	if v := statValue(t, st, "cluster.hang.upstream_cx_active"); v != 0 {
+		t.Fatalf("upstream_cx_active = %d after a timed-out handshake", v)
+	}
+}
