@@ -77,6 +77,8 @@ func (s status) String() string {
 	return "Jwt verification fails"
 }
 
+var b64 = base64.RawURLEncoding.Strict()
+
 // maxTokenLen bounds the work one request can cause: a token is decoded and its JSON
 // parsed before any signature is checked.
 const maxTokenLen = 64 << 10
@@ -116,6 +118,14 @@ func parseJWT(tok string) (*jwt, status) {
 	if len(tok) > maxTokenLen {
 		return nil, stTooLarge
 	}
+	// Only the base64url alphabet and the two dots: with strict decoding below, a token has
+	// exactly one spelling, so no variant of a signed token (newlines, padding, stray
+	// bits) is accepted as if it were a different one.
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return nil, stBadFormat
+		}
+	}
 	h, rest, ok := strings.Cut(tok, ".")
 	if !ok {
 		return nil, stBadFormat
@@ -125,7 +135,7 @@ func parseJWT(tok string) (*jwt, status) {
 		return nil, stBadFormat
 	}
 	t := &jwt{raw: tok, payloadB64: p}
-	hb, err := base64.RawURLEncoding.DecodeString(h)
+	hb, err := b64.DecodeString(h)
 	if err != nil {
 		return nil, stHeaderBadBase64
 	}
@@ -144,7 +154,7 @@ func parseJWT(tok string) (*jwt, status) {
 			return nil, stHeaderBadJSON
 		}
 	}
-	pb, err := base64.RawURLEncoding.DecodeString(p)
+	pb, err := b64.DecodeString(p)
 	if err != nil {
 		return nil, stPayloadBadBase64
 	}
@@ -153,7 +163,7 @@ func parseJWT(tok string) (*jwt, status) {
 		return nil, stPayloadBadJSON
 	}
 	t.rawClaims = pb
-	if _, err := base64.RawURLEncoding.DecodeString(s); err != nil || s == "" {
+	if _, err := b64.DecodeString(s); err != nil || s == "" {
 		return nil, stSignatureBadBase64
 	}
 	if st := t.readClaims(); st != stOK {

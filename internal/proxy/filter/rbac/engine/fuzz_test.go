@@ -111,7 +111,8 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
-// TestDecideNoAllocs is the benchmark's size-1 twin: the common path allocates nothing.
+// TestDecideNoAllocs is the benchmark's size-1 twin (the same policy and request, run a
+// fixed number of times): the common path allocates nothing.
 func TestDecideNoAllocs(t *testing.T) {
 	e, err := Compile(istioLike(rbacv3.RBAC_ALLOW, 3), Options{})
 	if err != nil {
@@ -126,9 +127,5 @@ func TestDecideNoAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("Decide allocates %v times per request", allocs)
-	}
-	res := testing.Benchmark(func(b *testing.B) { benchmarkDecide(b, 1) })
-	if res.N == 0 {
-		t.Fatal("benchmark did not run")
 	}
 }
