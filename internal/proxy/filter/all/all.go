@@ -5,5 +5,7 @@ package all
 import (
 	_ "github.com/weft-mesh/weft/internal/proxy/filter/cors"
 	_ "github.com/weft-mesh/weft/internal/proxy/filter/fault"
+	_ "github.com/weft-mesh/weft/internal/proxy/filter/jwtauthn"
 	_ "github.com/weft-mesh/weft/internal/proxy/filter/ratelimit"
+	_ "github.com/weft-mesh/weft/internal/proxy/filter/rbac"
 )

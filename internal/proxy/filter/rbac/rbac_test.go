@@ -1,6 +1,9 @@
 package rbac
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,10 +16,13 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	jose "github.com/go-jose/go-jose/v4"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/weft-mesh/weft/internal/proxy/filter"
 	"github.com/weft-mesh/weft/internal/proxy/stats"
@@ -327,5 +333,92 @@ func TestBuildRejects(t *testing.T) {
 	_, _, err := filter.ParsePerRoute("rbac", mustAny(t, &rbacv3.RBACPerRoute{Rbac: tests[0].m}))
 	if err == nil || !strings.Contains(err.Error(), "uri_template") {
 		t.Fatalf("per-route: %v", err)
+	}
+}
+
+// Claims verified by jwt_authn reach RBAC through the request: Istio's
+// request.auth.principal policy allows that token's principal and nothing else.
+func TestJWTClaimsReachRBAC(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &priv.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const iss = "https://accounts.example.com"
+	jwtCfg := &jwtv3.JwtAuthentication{
+		Providers: map[string]*jwtv3.JwtProvider{"origins-0": {
+			Issuer:              iss,
+			JwksSourceSpecifier: &jwtv3.JwtProvider_LocalJwks{LocalJwks: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(jwks)}}},
+			PayloadInMetadata:   iss,
+		}},
+		Rules: []*jwtv3.RequirementRule{{
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			RequirementType: &jwtv3.RequirementRule_Requires{Requires: &jwtv3.JwtRequirement{RequiresType: &jwtv3.JwtRequirement_RequiresAny{RequiresAny: &jwtv3.JwtRequirementOrList{Requirements: []*jwtv3.JwtRequirement{
+				{RequiresType: &jwtv3.JwtRequirement_ProviderName{ProviderName: "origins-0"}},
+				{RequiresType: &jwtv3.JwtRequirement_AllowMissing{AllowMissing: &emptypb.Empty{}}},
+			}}}}},
+		}},
+	}
+	jwtMW, err := filter.Build("envoy.filters.http.jwt_authn", mustAny(t, jwtCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := func(path []string, sm *matcherv3.StringMatcher) *rbacconfigv3.Principal {
+		m := &matcherv3.MetadataMatcher{Filter: "istio_authn", Value: &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_StringMatch{StringMatch: sm}}}
+		for _, k := range path {
+			m.Path = append(m.Path, &matcherv3.MetadataMatcher_PathSegment{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: k}})
+		}
+		return &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_Metadata{Metadata: m}}
+	}
+	rbacMW := build(t, "envoy.filters.http.rbac", &rbacv3.RBAC{Rules: rules(rbacconfigv3.RBAC_ALLOW, map[string]*rbacconfigv3.Policy{
+		"ns[default]-policy[require-alice]-rule[0]": pol([]*rbacconfigv3.Permission{anyPerm()}, []*rbacconfigv3.Principal{meta([]string{"request.auth.principal"}, exact(iss+"/alice"))}),
+		// Envoy's own namespace works too: payload_in_metadata under jwt_authn.
+		"claims-admin": pol([]*rbacconfigv3.Permission{anyPerm()}, []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Metadata{Metadata: &matcherv3.MetadataMatcher{
+			Filter: "envoy.filters.http.jwt_authn",
+			Path: []*matcherv3.MetadataMatcher_PathSegment{
+				{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: iss}},
+				{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: "role"}},
+			},
+			Value: &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_StringMatch{StringMatch: exact("admin")}},
+		}}}}),
+	})})
+	h := newHarness(t, []filter.Middleware{jwtMW, rbacMW}, nil, nil)
+	token := func(sub, role string) map[string]string {
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: priv, KeyID: "k1"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := map[string]any{"iss": iss, "sub": sub, "exp": time.Now().Add(time.Hour).Unix()}
+		if role != "" {
+			c["role"] = role
+		}
+		payload, _ := json.Marshal(c)
+		obj, err := s.Sign(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, _ := obj.CompactSerialize()
+		return map[string]string{"Authorization": "Bearer " + tok}
+	}
+	if r := h.do(t, "GET", "/", token("alice", "")); r.code != http.StatusOK {
+		t.Fatalf("alice: %d %q", r.code, r.body)
+	}
+	r := h.do(t, "GET", "/", token("bob", ""))
+	if r.code != http.StatusForbidden || r.body != "RBAC: access denied" {
+		t.Fatalf("bob: %d %q", r.code, r.body)
+	}
+	if r := h.do(t, "GET", "/", token("bob", "admin")); r.code != http.StatusOK {
+		t.Fatalf("bob as admin: %d %q", r.code, r.body)
+	}
+	// No token passes jwt_authn (allow_missing) and is then denied by RBAC.
+	if r := h.do(t, "GET", "/", nil); r.code != http.StatusForbidden {
+		t.Fatalf("no token: %d", r.code)
+	}
+	// A client cannot claim a principal with a header: only verified tokens count.
+	if r := h.do(t, "GET", "/", map[string]string{"request.auth.principal": iss + "/alice"}); r.code != http.StatusForbidden {
+		t.Fatalf("forged header: %d", r.code)
 	}
 }
