@@ -3,7 +3,6 @@ package route
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -250,55 +249,56 @@ func (e *env) mirrors(vs *VirtualService, h *networking.HTTPRoute) []*routev3.Ro
 // service's namespace, then the root namespace, then any other; within one namespace
 // a rule naming the host exactly beats a wildcard, then the oldest. nil when none.
 func (sc *Scope) DestinationRule(host string) *snapshot.Config[*networking.DestinationRule] {
+	if dr, ok := sc.drFor[host]; ok {
+		return dr
+	}
 	svcNs := ""
 	if svc := sc.s.Service(host, sc.p.Namespace); svc != nil {
 		svcNs = svc.Namespace
 	}
-	type cand struct {
-		c           *snapshot.Config[*networking.DestinationRule]
-		nsRank      int
-		wildcard    bool
-		createdMeta snapshot.Meta
-	}
-	var cands []cand
-	for i := range sc.s.DestinationRules {
-		dr := &sc.s.DestinationRules[i]
-		if dr.Spec == nil || !snapshot.Visible(dr.Spec.GetExportTo(), dr.Namespace, sc.p.Namespace) {
-			continue
-		}
-		if sel := dr.Spec.GetWorkloadSelector().GetMatchLabels(); len(sel) > 0 &&
-			(dr.Namespace != sc.p.Namespace || !snapshot.Matches(sel, sc.p.Labels)) {
-			continue
-		}
-		h := sc.s.ResolveHost(strings.ToLower(dr.Spec.GetHost()), dr.Namespace)
-		if !HostMatch(h, host) {
-			continue
-		}
-		rank := 3
-		switch dr.Namespace {
+	rank := func(e drEntry) int {
+		switch e.c.Namespace {
 		case sc.p.Namespace:
-			rank = 0
+			return 0
 		case svcNs:
-			rank = 1
+			return 1
 		case sc.s.Mesh.RootNamespace:
-			rank = 2
+			return 2
 		}
-		cands = append(cands, cand{dr, rank, h != host, dr.Meta})
+		return 3
 	}
-	if len(cands) == 0 {
-		return nil
+	var best *drEntry
+	for i := range sc.drs {
+		e := &sc.drs[i]
+		if !HostMatch(e.host, host) {
+			continue
+		}
+		if best == nil {
+			best = e
+			continue
+		}
+		if ra, rb := rank(*e), rank(*best); ra != rb {
+			if ra < rb {
+				best = e
+			}
+			continue
+		}
+		if we, wb := e.host != host, best.host != host; we != wb {
+			if !we {
+				best = e
+			}
+			continue
+		}
+		if createdBefore(e.c.Meta, best.c.Meta) {
+			best = e
+		}
 	}
-	sort.SliceStable(cands, func(i, j int) bool {
-		a, b := cands[i], cands[j]
-		if a.nsRank != b.nsRank {
-			return a.nsRank < b.nsRank
-		}
-		if a.wildcard != b.wildcard {
-			return !a.wildcard
-		}
-		return createdBefore(a.createdMeta, b.createdMeta)
-	})
-	return cands[0].c
+	var out *snapshot.Config[*networking.DestinationRule]
+	if best != nil {
+		out = best.c
+	}
+	sc.drFor[host] = out
+	return out
 }
 
 // hashPolicy is the route hash policy for a destination from its DestinationRule's

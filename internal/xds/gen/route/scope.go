@@ -30,8 +30,28 @@ type Scope struct {
 	// services in scope, sorted by hostname; one per hostname (the proxy's namespace's
 	// when several namespaces define it, as snapshot.Service picks).
 	services []*registry.Service
-	// vss are the VirtualServices visible to the proxy, in creation order.
-	vss []*VirtualService
+	// vss are the VirtualServices visible to the proxy, in creation order, and
+	// vsHosts their hosts resolved to FQDNs.
+	vss     []*VirtualService
+	vsHosts map[*VirtualService][]string
+	// meshExact is, per host, the oldest mesh-bound VirtualService naming it exactly;
+	// meshWild the mesh-bound wildcard hosts in creation order.
+	meshExact map[string]*VirtualService
+	meshWild  []hostVS
+	// drs are the visible DestinationRules with resolved hosts; drFor memoizes
+	// DestinationRule.
+	drs   []drEntry
+	drFor map[string]*snapshot.Config[*networking.DestinationRule]
+}
+
+type hostVS struct {
+	host string
+	vs   *VirtualService
+}
+
+type drEntry struct {
+	c    *snapshot.Config[*networking.DestinationRule]
+	host string
 }
 
 // egressRule is one "namespace/host" entry of a Sidecar egress listener.
@@ -84,6 +104,40 @@ func NewScope(s *snapshot.Snapshot, p *node.Proxy) *Scope {
 		sc.vss = append(sc.vss, vs)
 	}
 	sort.SliceStable(sc.vss, func(i, j int) bool { return createdBefore(sc.vss[i].Meta, sc.vss[j].Meta) })
+	sc.vsHosts = make(map[*VirtualService][]string, len(sc.vss))
+	sc.meshExact = map[string]*VirtualService{}
+	for _, vs := range sc.vss {
+		hosts := make([]string, 0, len(vs.Spec.GetHosts()))
+		for _, h := range vs.Spec.GetHosts() {
+			hosts = append(hosts, s.ResolveHost(strings.ToLower(h), vs.Namespace))
+		}
+		sc.vsHosts[vs] = hosts
+		if !BoundTo(vs, Mesh) {
+			continue
+		}
+		for _, h := range hosts {
+			if !sc.egressAllows(vs.Namespace, h, 0) {
+				continue
+			}
+			if strings.HasPrefix(h, "*") {
+				sc.meshWild = append(sc.meshWild, hostVS{h, vs})
+			} else if sc.meshExact[h] == nil {
+				sc.meshExact[h] = vs
+			}
+		}
+	}
+	for i := range s.DestinationRules {
+		dr := &s.DestinationRules[i]
+		if dr.Spec == nil || !snapshot.Visible(dr.Spec.GetExportTo(), dr.Namespace, p.Namespace) {
+			continue
+		}
+		if sel := dr.Spec.GetWorkloadSelector().GetMatchLabels(); len(sel) > 0 &&
+			(dr.Namespace != p.Namespace || !snapshot.Matches(sel, p.Labels)) {
+			continue
+		}
+		sc.drs = append(sc.drs, drEntry{dr, s.ResolveHost(strings.ToLower(dr.Spec.GetHost()), dr.Namespace)})
+	}
+	sc.drFor = map[string]*snapshot.Config[*networking.DestinationRule]{}
 	return sc
 }
 
@@ -201,33 +255,23 @@ func (sc *Scope) VirtualServices() []*VirtualService { return sc.vss }
 // wins. Istio merges VirtualServices for the same host only on gateways; a sidecar uses
 // one, and the later ones are ignored for that host. nil when none applies.
 func (sc *Scope) MeshVirtualService(host string) *VirtualService {
-	var best *VirtualService
-	bestExact := false
-	for _, vs := range sc.vss {
-		if !BoundTo(vs, Mesh) {
-			continue
-		}
-		for _, h := range vs.Spec.GetHosts() {
-			h = sc.s.ResolveHost(strings.ToLower(h), vs.Namespace)
-			if !HostMatch(h, host) || !sc.egressAllows(vs.Namespace, h, 0) {
-				continue
-			}
-			exact := h == host
-			if best == nil || (exact && !bestExact) {
-				best, bestExact = vs, exact
-			}
-			break
-		}
-		if bestExact {
-			break
+	if vs := sc.meshExact[host]; vs != nil {
+		return vs
+	}
+	for _, w := range sc.meshWild {
+		if HostMatch(w.host, host) {
+			return w.vs
 		}
 	}
-	return best
+	return nil
 }
 
 // ResolvedHosts are a VirtualService's hosts as FQDNs (short names relative to its
 // namespace).
 func (sc *Scope) ResolvedHosts(vs *VirtualService) []string {
+	if hosts, ok := sc.vsHosts[vs]; ok {
+		return hosts
+	}
 	out := make([]string, 0, len(vs.Spec.GetHosts()))
 	for _, h := range vs.Spec.GetHosts() {
 		out = append(out, sc.s.ResolveHost(strings.ToLower(h), vs.Namespace))
