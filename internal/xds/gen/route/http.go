@@ -296,7 +296,7 @@ func (e *env) routeAction(vs *VirtualService, h *networking.HTTPRoute, m *networ
 		if _, p, _, _, ok := names.ParseCluster(d.cluster); ok {
 			port = p
 		}
-		host := e.sc.s.ResolveHost(strings.ToLower(d.d.GetDestination().GetHost()), vs.Namespace)
+		host := resolveHost(e.sc.s, d.d.GetDestination().GetHost(), vs.Namespace)
 		hashes = append(hashes, e.hashPolicy(host, d.d.GetDestination().GetSubset(), port))
 	}
 	ra.HashPolicy = sameHashPolicy(hashes)
@@ -309,7 +309,7 @@ func (e *env) cluster(d *networking.Destination, vsNamespace string) string {
 	if d.GetHost() == "" {
 		return ""
 	}
-	host := e.sc.s.ResolveHost(strings.ToLower(d.GetHost()), vsNamespace)
+	host := resolveHost(e.sc.s, d.GetHost(), vsNamespace)
 	port := d.GetPort().GetNumber()
 	if port == 0 {
 		svc := e.sc.s.Service(host, e.sc.p.Namespace)

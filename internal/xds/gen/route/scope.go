@@ -109,7 +109,7 @@ func NewScope(s *snapshot.Snapshot, p *node.Proxy) *Scope {
 	for _, vs := range sc.vss {
 		hosts := make([]string, 0, len(vs.Spec.GetHosts()))
 		for _, h := range vs.Spec.GetHosts() {
-			hosts = append(hosts, s.ResolveHost(strings.ToLower(h), vs.Namespace))
+			hosts = append(hosts, resolveHost(s, h, vs.Namespace))
 		}
 		sc.vsHosts[vs] = hosts
 		if !BoundTo(vs, Mesh) {
@@ -135,7 +135,7 @@ func NewScope(s *snapshot.Snapshot, p *node.Proxy) *Scope {
 			(dr.Namespace != p.Namespace || !snapshot.Matches(sel, p.Labels)) {
 			continue
 		}
-		sc.drs = append(sc.drs, drEntry{dr, s.ResolveHost(strings.ToLower(dr.Spec.GetHost()), dr.Namespace)})
+		sc.drs = append(sc.drs, drEntry{dr, resolveHost(s, dr.Spec.GetHost(), dr.Namespace)})
 	}
 	sc.drFor = map[string]*snapshot.Config[*networking.DestinationRule]{}
 	return sc
@@ -274,7 +274,7 @@ func (sc *Scope) ResolvedHosts(vs *VirtualService) []string {
 	}
 	out := make([]string, 0, len(vs.Spec.GetHosts()))
 	for _, h := range vs.Spec.GetHosts() {
-		out = append(out, sc.s.ResolveHost(strings.ToLower(h), vs.Namespace))
+		out = append(out, resolveHost(sc.s, h, vs.Namespace))
 	}
 	return out
 }
@@ -335,4 +335,17 @@ func intersectHosts(a, b string) (string, bool) {
 		return a, true
 	}
 	return "", false
+}
+
+// resolveHost turns a host written in a rule into the FQDN the mesh routes by
+// (snapshot.ResolveHost: "reviews" -> "reviews.<ns>.svc.<trust domain>"), except that a
+// name with one dot is expanded ("reviews.default") only when that names a service: as
+// in Istio, "example.com" in a VirtualService or DestinationRule means example.com.
+func resolveHost(s *snapshot.Snapshot, host, ns string) string {
+	host = strings.ToLower(host)
+	fqdn := s.ResolveHost(host, ns)
+	if fqdn != host && strings.Count(host, ".") == 1 && s.Service(fqdn, ns) == nil {
+		return host
+	}
+	return fqdn
 }

@@ -656,3 +656,29 @@ spec:
 		t.Fatalf("sidecar: %q", c)
 	}
 }
+
+// TestOneDotHosts: "reviews.default" names the service; "example.com" stays itself.
+func TestOneDotHosts(t *testing.T) {
+	s := mesh(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: site}
+spec:
+  hosts: [example.com]
+  gateways: [gw]
+  http: [{route: [{destination: {host: reviews.default, port: {number: 9080}}}]}]
+`)
+	rcs := Gateway(s, simtest.GatewayProxy(node.Redirect))
+	validate(t, rcs)
+	res, err := simtest.RunRoute(rcs[0], simtest.Request{Host: "example.com", Path: "/"})
+	if err != nil || res.Cluster != out("", reviews) || res.VirtualHost != "example.com:80" {
+		t.Fatalf("example.com: %+v %v", res, err)
+	}
+}
