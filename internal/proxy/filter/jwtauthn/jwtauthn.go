@@ -307,54 +307,38 @@ func (c *config) requirementFor(name string, x *filter.Exchange) (*root, status)
 	return nil, stOK
 }
 
-// verify reads the requirement's token locations and verifies each token found once,
-// against the provider its issuer names.
+// verify reads the requirement's token locations and verifies each token found under
+// every provider of the requirement that reads that location and accepts its issuer
+// (usually one; several when providers share an issuer, as Envoy tries each).
 func (c *config) verify(r *http.Request, rt *root) []found {
 	var toks []found
 	now := time.Now()
+	ctx := r.Context()
 	for _, li := range rt.locs {
 		raw := extract(r, &c.locs[li])
 		if raw == "" {
 			continue
 		}
-		f := found{loc: li, raw: raw, prov: -1}
-		t, st := parseJWT(raw)
-		if st != stOK {
-			f.base, f.st = st, st
-			toks = append(toks, f)
-			continue
-		}
-		f.jwt = t
-		f.prov = c.pickProvider(rt, li, t.iss)
-		if f.prov < 0 {
-			f.base, f.st = stUnknownIssuer, stUnknownIssuer
-			toks = append(toks, f)
-			continue
-		}
-		p := c.providers[f.prov]
-		ctx := r.Context()
-		f.base = p.check(t, now, func() (*keySet, bool) { return p.keys.get(ctx) })
-		f.st = f.base
-		if f.st == stOK && !p.audienceAllowed(t.aud) {
-			f.st = stAudienceNotAllowed
+		f := found{loc: li, raw: raw}
+		if f.jwt, f.st = parseJWT(raw); f.st == stOK {
+			for i, p := range c.providers {
+				if !rt.providers[i] || !p.reads(li) || (p.issuer != "" && p.issuer != f.jwt.iss) {
+					continue
+				}
+				cd := cand{prov: i, base: p.check(f.jwt, now, func() (*keySet, bool) { return p.keys.get(ctx) })}
+				cd.st = cd.base
+				if cd.st == stOK && !p.audienceAllowed(f.jwt.aud) {
+					cd.st = stAudienceNotAllowed
+				}
+				f.cands = append(f.cands, cd)
+			}
+			if len(f.cands) == 0 {
+				f.st = stUnknownIssuer
+			}
 		}
 		toks = append(toks, f)
 	}
 	return toks
-}
-
-// pickProvider chooses, among the requirement's providers reading the location, the first
-// (by name) whose issuer is the token's or that accepts any issuer.
-func (c *config) pickProvider(rt *root, loc int, iss string) int {
-	for i, p := range c.providers {
-		if !rt.providers[i] || !p.reads(loc) {
-			continue
-		}
-		if p.issuer == "" || p.issuer == iss {
-			return i
-		}
-	}
-	return -1
 }
 
 // apply does what verified tokens ask (remove the token, forward the payload, copy
@@ -364,12 +348,12 @@ func (c *config) apply(x *filter.Exchange, toks []found) {
 	clear := false
 	for i := range toks {
 		f := &toks[i]
-		if f.st != stOK || f.prov < 0 {
+		st, prov := f.outcome()
+		if st != stOK {
 			continue
 		}
-		p := c.providers[f.prov]
-		t := p.token(f.jwt)
-		verified = append(verified, t)
+		p := c.providers[prov]
+		verified = append(verified, p.token(f.jwt))
 		h := x.R.Header
 		if !p.forward {
 			removeToken(x.R, &c.locs[f.loc])

@@ -489,3 +489,43 @@ func TestResultLookup(t *testing.T) {
 		t.Error("nil result answered")
 	}
 }
+
+func TestLocationsAndSharedIssuer(t *testing.T) {
+	k := getKeys(t)
+	tok := sign(t, jose.RS256, k.rsa, "rsa1", claims("alice", nil))
+	// Two providers of the same issuer: the first (by name) has keys that cannot verify
+	// the token; as in Envoy, each is tried, and the second verifies it.
+	otherKeys, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.rsaOther.PublicKey, KeyID: "rsa1", Algorithm: "RS256"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := localProvider(t, func(p *jwtv3.JwtProvider) {
+		p.JwksSourceSpecifier = &jwtv3.JwtProvider_LocalJwks{LocalJwks: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(otherKeys)}}}
+	})
+	b := localProvider(t, func(p *jwtv3.JwtProvider) {
+		p.FromCookies = []string{"session"}
+		p.FromHeaders = []*jwtv3.JwtHeader{{Name: "Authorization", ValuePrefix: "Bearer "}, {Name: "x-token"}}
+		p.ClockSkewSeconds = 1
+	})
+	cfg := &jwtv3.JwtAuthentication{
+		Providers: map[string]*jwtv3.JwtProvider{"a": a, "b": b},
+		Rules:     []*jwtv3.RequirementRule{prefixRule("/", reqAny(reqProvider("a"), reqProvider("b")))},
+	}
+	h := newHarness(t, build(t, cfg), nil)
+	for name, hdr := range map[string]map[string]string{
+		"bearer":       bearer(tok),
+		"header":       {"X-Token": tok},
+		"cookie":       {"Cookie": "theme=dark; session=" + tok},
+		"lower bearer": {"Authorization": "bearer " + tok},
+	} {
+		if r := h.do(t, "/", hdr); r.code != 200 || r.seen.Principal != issuer+"/alice" {
+			t.Errorf("%s: %d %q %q", name, r.code, r.body, r.seen.Principal)
+		}
+	}
+	// Provider b's clock skew is 1 s: a token expired 30 s ago fails there, and provider a
+	// cannot verify it at all; the first failure is reported.
+	old := sign(t, jose.RS256, k.rsa, "rsa1", claims("alice", func(c map[string]any) { c["exp"] = time.Now().Unix() - 30 }))
+	if r := h.do(t, "/", bearer(old)); r.code != 401 {
+		t.Errorf("expired beyond skew: %d %q", r.code, r.body)
+	}
+}

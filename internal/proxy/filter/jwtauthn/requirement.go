@@ -132,14 +132,35 @@ func (c *config) compileList(kind reqKind, rs []*jwtv3.JwtRequirement, field str
 	return q, nil
 }
 
-// found is one token read from the request, with its verification outcome.
+// found is one token read from the request, with its verification outcome for each
+// provider that could own it.
 type found struct {
-	loc  int
-	raw  string
-	prov int    // provider chosen by issuer; -1 when none could be
-	base status // outcome without the audience check
-	st   status // outcome with the provider's audiences
-	jwt  *jwt
+	loc   int
+	raw   string
+	st    status // stOK once parsed; the parse failure, or stUnknownIssuer when no provider fits
+	jwt   *jwt
+	cands []cand
+}
+
+// cand is the outcome of a token under one provider whose issuer and location fit it.
+type cand struct {
+	prov int
+	base status // without the audience check
+	st   status // with the provider's audiences
+}
+
+// outcome is the token's result for requirements that do not name a provider: OK when
+// some provider verified it, else its first failure.
+func (f *found) outcome() (status, int) {
+	if f.st != stOK {
+		return f.st, -1
+	}
+	for _, c := range f.cands {
+		if c.st == stOK {
+			return stOK, c.prov
+		}
+	}
+	return f.cands[0].st, -1
 }
 
 // eval decides the requirement over the tokens found.
@@ -153,15 +174,19 @@ func (c *config) eval(q *requirement, toks []found) status {
 			if !p.reads(f.loc) {
 				continue
 			}
-			if f.prov >= 0 && f.prov != q.provider {
-				other = true // a token of another provider at a shared location
-				continue
-			}
 			st := f.st
-			if f.prov == q.provider && q.audiences != nil && f.base == stOK {
-				st = stOK
-				if !audienceIn(q.audiences, f.jwt.aud) {
-					st = stAudienceNotAllowed
+			if st == stOK {
+				cd := f.cand(q.provider)
+				if cd == nil {
+					other = true // a token of another issuer at a shared location
+					continue
+				}
+				st = cd.st
+				if q.audiences != nil && cd.base == stOK {
+					st = stOK
+					if !audienceIn(q.audiences, f.jwt.aud) {
+						st = stAudienceNotAllowed
+					}
 				}
 			}
 			if st == stOK {
@@ -197,8 +222,8 @@ func (c *config) eval(q *requirement, toks []found) status {
 	case rAllowMissing:
 		// Envoy: satisfied when no token is present; a token present must verify.
 		for i := range toks {
-			if toks[i].st != stOK {
-				return toks[i].st
+			if st, _ := toks[i].outcome(); st != stOK {
+				return st
 			}
 		}
 		return stOK
@@ -206,6 +231,15 @@ func (c *config) eval(q *requirement, toks []found) status {
 		return stOK
 	}
 	return stVerificationFail
+}
+
+func (f *found) cand(prov int) *cand {
+	for i := range f.cands {
+		if f.cands[i].prov == prov {
+			return &f.cands[i]
+		}
+	}
+	return nil
 }
 
 func (p *provider) reads(loc int) bool {
