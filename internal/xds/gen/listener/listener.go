@@ -320,6 +320,16 @@ func normalize(chains []*listenerv3.FilterChain) []*listenerv3.FilterChain {
 	return out
 }
 
+// sortListeners orders listeners by name and finishes them: a listener that inspects
+// the first bytes (TLS or HTTP) goes on to the default chains when a client does not
+// speak first (a server-first protocol on an undeclared port), rather than closing.
 func sortListeners(ls []*listenerv3.Listener) {
+	for _, l := range ls {
+		for _, lf := range l.GetListenerFilters() {
+			if lf.GetName() == TLSInspector || lf.GetName() == HTTPInspector {
+				l.ContinueOnListenerFiltersTimeout = true
+			}
+		}
+	}
 	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
 }

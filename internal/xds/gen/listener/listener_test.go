@@ -385,3 +385,37 @@ func TestGRPCListeners(t *testing.T) {
 		t.Fatal("generators answered for the wrong proxy type")
 	}
 }
+
+// TestSidecarEgressScopesListeners: a Sidecar's egress hosts limit the outbound
+// listeners too, and REGISTRY_ONLY turns the passthrough into a black hole.
+func TestSidecarEgressScopesListeners(t *testing.T) {
+	in := simtest.BookinfoInput(simtest.MustParse(`
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: ["./reviews.default.svc.cluster.local", "db/*"]}]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+`))
+	in.Services = append(in.Services,
+		&registry.Service{Hostname: "pg.db.svc.cluster.local", Name: "pg", Namespace: "db", Addresses: []string{"10.96.1.1"},
+			Ports: []registry.Port{{Name: "tcp", Number: 5432, Protocol: registry.TCP}}},
+		&registry.Service{Hostname: "cache.other.svc.cluster.local", Name: "cache", Namespace: "other", Addresses: []string{"10.96.1.2"},
+			Ports: []registry.Port{{Name: "tcp", Number: 6379, Protocol: registry.TCP}}})
+	s := snapshot.Build(in)
+	p := simtest.SidecarProxy("productpage-v1", node.Redirect)
+	ls, rcs := generate(t, s, p)
+	if got := strings.Join(listenerNames(ls), " "); got != "0.0.0.0_9080 10.96.1.1_5432 virtualInbound virtualOutbound" {
+		t.Fatalf("listeners: %s", got)
+	}
+	sim := simtest.New(ls, rcs)
+	if res, err := sim.Run(simtest.Request{Address: "10.96.1.2", Port: 6379, TCP: true}); err != nil || res.Cluster != names.BlackHoleCluster {
+		t.Fatalf("out-of-scope service: %q %v, want the black hole", res.Cluster, err)
+	}
+	if res, err := sim.Run(simtest.Request{Address: "10.0.0.1", Port: 9080, Host: "ratings:9080", Path: "/"}); err != nil || res.DirectResponse.GetStatus() != 502 {
+		t.Fatalf("out-of-scope HTTP host: %+v %v, want 502", res, err)
+	}
+	if res, err := sim.Run(simtest.Request{Address: "10.0.0.1", Port: 9080, Host: "reviews:9080", Path: "/"}); err != nil || res.Cluster != out("", reviews) {
+		t.Fatalf("reviews: %q %v", res.Cluster, err)
+	}
+}
