@@ -71,8 +71,9 @@ func downstreamTLS(ctx *tlsv3.DownstreamTlsContext) *corev3.TransportSocket {
 	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
 }
 
-// sniffedHTTP are the application protocols the http_inspector reports for HTTP.
-var sniffedHTTP = []string{"http/1.1", "h2c"}
+// sniffedHTTP are the application protocols the http_inspector reports for HTTP (a
+// fresh slice each time: generated resources share no mutable state).
+func sniffedHTTP() []string { return []string{"http/1.1", "h2c"} }
 
 // inspectors records which listener filters a listener's chains need.
 type inspectors struct {
@@ -118,7 +119,7 @@ func inboundChains(s *snapshot.Snapshot, p *node.Proxy, ip route.InboundPort, se
 	if sec.Mode == Permissive || sec.Mode == Strict {
 		in.tls = true
 		m := base("tls")
-		m.ApplicationProtocols = sec.ALPN
+		m.ApplicationProtocols = append([]string(nil), sec.ALPN...)
 		f := tcp()
 		if ip.Protocol.IsHTTP() {
 			f = hcm()
@@ -143,7 +144,7 @@ func inboundChains(s *snapshot.Snapshot, p *node.Proxy, ip route.InboundPort, se
 	case ip.Protocol == registry.Unknown:
 		in.http = true
 		m := base(transport)
-		m.ApplicationProtocols = sniffedHTTP
+		m.ApplicationProtocols = sniffedHTTP()
 		out = append(out,
 			&listenerv3.FilterChain{Name: cluster + "-http", FilterChainMatch: m, Filters: []*listenerv3.Filter{hcm()}},
 			&listenerv3.FilterChain{Name: cluster + "-tcp", FilterChainMatch: base(transport), Filters: []*listenerv3.Filter{tcp()}})

@@ -193,7 +193,7 @@ func redirect(sc *route.Scope, sec InboundSecurity) []*listenerv3.Listener {
 		if sniffAny[port] {
 			l.ListenerFilters = []*listenerv3.ListenerFilter{listenerFilter(HTTPInspector)}
 			l.FilterChains = []*listenerv3.FilterChain{
-				{Name: name + "-http", FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: sniffedHTTP}, Filters: []*listenerv3.Filter{hcm}},
+				{Name: name + "-http", FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: sniffedHTTP()}, Filters: []*listenerv3.Filter{hcm}},
 				{Name: name + "-tcp", Filters: []*listenerv3.Filter{tcpProxyFilter(s, one(passthrough))}},
 			}
 		} else {
@@ -220,7 +220,7 @@ func redirect(sc *route.Scope, sec InboundSecurity) []*listenerv3.Listener {
 			l.ListenerFilters = []*listenerv3.ListenerFilter{listenerFilter(HTTPInspector)}
 			fc := FilterContext{Snapshot: s, Proxy: p, Side: SideOutbound, Port: port}
 			hcm := hcmFilter(httpConnectionManager(fc, "outbound_"+name, names.OutboundRoute(port)))
-			chains = append(chains, &listenerv3.FilterChain{Name: name + "-http", FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: sniffedHTTP}, Filters: []*listenerv3.Filter{hcm}})
+			chains = append(chains, &listenerv3.FilterChain{Name: name + "-http", FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: sniffedHTTP()}, Filters: []*listenerv3.Filter{hcm}})
 		}
 		for i, r := range sc.MeshTCPRoutes(t.sp.Service, port) {
 			fcm := &listenerv3.FilterChainMatch{PrefixRanges: cidrs(r.Subnets)}
