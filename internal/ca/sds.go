@@ -34,9 +34,13 @@ type SDSSource struct {
 	log   *slog.Logger
 
 	mu   sync.Mutex
-	byID map[string]*sdsEntry
+	byID map[sdsKey]*sdsEntry
 	wake chan struct{} // a new entry may be due before the timer Run waits on
 }
+
+// sdsKey is an identity; a struct key spares building the SPIFFE ID string on every
+// cached call.
+type sdsKey struct{ ns, sa string }
 
 type sdsEntry struct {
 	kp      *KeyPair
@@ -76,7 +80,7 @@ func NewSDSSource(c *CA, opts SDSOptions) (*SDSSource, error) {
 	return &SDSSource{
 		ca: c, ttl: opts.TTL, ratio: opts.GraceRatio,
 		log:  opts.Log.With("component", "ca-sds"),
-		byID: map[string]*sdsEntry{},
+		byID: map[sdsKey]*sdsEntry{},
 		wake: make(chan struct{}, 1),
 	}, nil
 }
@@ -84,16 +88,17 @@ func NewSDSSource(c *CA, opts SDSOptions) (*SDSSource, error) {
 // Secrets implements gen.SecretSource: ROOTCA then default, the same resources on every
 // call until the identity's renewal is due.
 func (s *SDSSource) Secrets(p *node.Proxy) ([]types.Resource, error) {
-	id := p.SpiffeID(s.ca.TrustDomain())
+	key := sdsKey{p.Namespace, p.ServiceAccount}
 	now := s.ca.now()
 	s.mu.Lock()
-	e := s.byID[id]
+	e := s.byID[key]
 	s.mu.Unlock()
 	if e != nil && now.Before(e.renewAt) {
 		return append([]types.Resource(nil), e.secrets...), nil
 	}
 	// Issue outside the lock: an RSA key takes tens of milliseconds and other proxies'
 	// generations must not queue behind it.
+	id := p.SpiffeID(s.ca.TrustDomain())
 	kp, err := s.ca.Issue(id, s.ttl)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sds: proxy %s: %w", p.ID, err)
@@ -105,10 +110,10 @@ func (s *SDSSource) Secrets(p *node.Proxy) ([]types.Resource, error) {
 	s.mu.Lock()
 	// A concurrent generation for the same identity may have stored one first; keep it
 	// so every proxy of the identity gets the same bytes.
-	if cur := s.byID[id]; cur != nil && now.Before(cur.renewAt) && cur != e {
+	if cur := s.byID[key]; cur != nil && now.Before(cur.renewAt) && cur != e {
 		fresh = cur
 	} else {
-		s.byID[id] = fresh
+		s.byID[key] = fresh
 		s.log.Info("issued workload certificate (control-plane key)", "identity", id,
 			"serial", kp.Certificate.Leaf.SerialNumber.Text(16), "not_after", kp.NotAfter, "renew_at", fresh.renewAt)
 	}
@@ -173,9 +178,9 @@ func (s *SDSSource) dropDue() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for id, e := range s.byID {
+	for key, e := range s.byID {
 		if !now.Before(e.renewAt) {
-			delete(s.byID, id)
+			delete(s.byID, key)
 			n++
 		}
 	}

@@ -96,6 +96,13 @@ func (t *Tokens) Verify(token string) (Identity, error) {
 	if len(token) > maxTokenBytes {
 		return fail("too long")
 	}
+	// Only the base64url alphabet and the dots: Go's decoder skips CR and LF, which
+	// would give one token several spellings.
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fail("has a byte outside base64url")
+		}
+	}
 	rest, ok := strings.CutPrefix(token, tokenPrefix)
 	if !ok {
 		return fail("has an unknown format")

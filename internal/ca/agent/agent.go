@@ -82,8 +82,11 @@ type Bundle struct {
 	RootsPEM    []byte // the trust bundle (the CA response's last element)
 	Roots       *x509.CertPool
 	Identity    string // the leaf's URI SAN
-	NotAfter    time.Time
-	RenewAt     time.Time
+	// IssuedAt is when the request was sent (local clock); the lifetime RenewAt is
+	// placed in runs from here to NotAfter.
+	IssuedAt time.Time
+	NotAfter time.Time
+	RenewAt  time.Time
 }
 
 // Agent obtains and renews a workload certificate. Safe for concurrent use.
@@ -191,8 +194,9 @@ func (a *Agent) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certific
 }
 
 const (
-	initialBackoff = 500 * time.Millisecond
-	maxBackoff     = 30 * time.Second
+	minRenewInterval = 100 * time.Millisecond
+	initialBackoff   = 500 * time.Millisecond
+	maxBackoff       = 30 * time.Second
 )
 
 // Run obtains a certificate, then renews it at its RenewAt, until ctx ends. Failures are
@@ -204,7 +208,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		if b := a.current.Load(); b != nil {
-			timer.Reset(max(time.Until(b.RenewAt), 0))
+			// The floor bounds the loop if a CA hands out certificates that end almost
+			// at once (a leaf clamped to an expiring intermediate).
+			timer.Reset(max(time.Until(b.RenewAt), minRenewInterval))
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -383,6 +389,7 @@ func (a *Agent) bundle(key *ecdsa.PrivateKey, elems []string, start time.Time) (
 		RootsPEM:    rootsPEM,
 		Roots:       roots,
 		Identity:    id,
+		IssuedAt:    start,
 		NotAfter:    leaf.NotAfter,
 		RenewAt:     a.renewAt(start, leaf.NotAfter),
 	}, nil
