@@ -29,9 +29,12 @@ import (
 	_ "github.com/weft-mesh/weft/internal/proxy/filter/all" // the HTTP filters
 	"github.com/weft-mesh/weft/internal/proxy/filter/cors"
 	"github.com/weft-mesh/weft/internal/proxy/filter/fault"
+	"github.com/weft-mesh/weft/internal/proxy/filter/jwtauthn"
 	"github.com/weft-mesh/weft/internal/proxy/filter/ratelimit"
+	"github.com/weft-mesh/weft/internal/proxy/filter/rbac"
 	"github.com/weft-mesh/weft/internal/proxy/httpconn"
 	"github.com/weft-mesh/weft/internal/proxy/listener"
+	"github.com/weft-mesh/weft/internal/proxy/netrbac"
 	"github.com/weft-mesh/weft/internal/proxy/router"
 	"github.com/weft-mesh/weft/internal/proxy/stats"
 	"github.com/weft-mesh/weft/internal/proxy/stream"
@@ -112,6 +115,8 @@ func New(opts Options) (*Proxy, error) {
 	fault.UseStats(p.stats)
 	cors.UseStats(p.stats)
 	ratelimit.UseStats(p.stats)
+	rbac.UseStats(p.stats)
+	jwtauthn.UseStats(p.stats)
 
 	hcm := httpconn.Options{
 		Routes:       p.routes,
@@ -147,10 +152,12 @@ func New(opts Options) (*Proxy, error) {
 		},
 	})
 	p.listeners = listener.NewManager(listener.Options{
-		Secrets: p.secrets,
-		Stats:   p.stats,
-		Log:     p.log,
-		Filters: []listener.NetworkFilterFactory{httpconn.NewFactory(hcm), tcp},
+		Secrets:      p.secrets,
+		Stats:        p.stats,
+		Log:          p.log,
+		Filters:      []listener.NetworkFilterFactory{httpconn.NewFactory(hcm), tcp},
+		Wrappers:     []listener.WrapperFactory{netrbac.NewFactory(p.stats, p.log)},
+		DrainTimeout: opts.DrainTimeout,
 	})
 
 	b := opts.Bootstrap
