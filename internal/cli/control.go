@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/weft-mesh/weft/internal/ca"
 	"github.com/weft-mesh/weft/internal/control"
 	"github.com/weft-mesh/weft/internal/local"
 	"github.com/weft-mesh/weft/internal/meshfile"
@@ -25,6 +27,9 @@ type controlFlags struct {
 	xdsAddr    string
 	apiAddr    string
 	accessLogs bool
+	caDir      string
+	cacerts    string
+	certTTL    time.Duration
 }
 
 func (f *controlFlags) add(cmd *cobra.Command) {
@@ -33,6 +38,9 @@ func (f *controlFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.xdsAddr, "xds-address", "127.0.0.1:15010", "xDS (ADS) listen `address`")
 	fl.StringVar(&f.apiAddr, "api-address", "127.0.0.1:15014", "HTTP API, debug and metrics listen `address`")
 	fl.BoolVar(&f.accessLogs, "access-logs", false, "turn on proxies' access logs (Istio's meshConfig.accessLogFile: /dev/stdout)")
+	fl.StringVar(&f.caDir, "ca-dir", "", "`dir` where the CA keeps its self-signed root (default: <state-dir>/ca)")
+	fl.StringVar(&f.cacerts, "cacerts", "", "`dir` with the operator's CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)")
+	fl.DurationVar(&f.certTTL, "workload-cert-ttl", 24*time.Hour, "lifetime of workload certificates (renewed at half of it)")
 }
 
 func (f *controlFlags) options(g *globals, mesh *meshfile.Mesh) control.Options {
@@ -45,9 +53,15 @@ func (f *controlFlags) options(g *globals, mesh *meshfile.Mesh) control.Options 
 	if f.accessLogs {
 		mc.AccessLogFile = "/dev/stdout"
 	}
+	caDir := f.caDir
+	if caDir == "" {
+		caDir = filepath.Join(stateDir(g), "ca")
+	}
 	return control.Options{
 		XDSAddress: f.xdsAddr, APIAddress: f.apiAddr, ConfigDir: f.configDir,
 		Sources: sources, Mesh: mc, Log: g.logger(),
+		CA:              ca.Options{Dir: caDir, CACertsDir: f.cacerts},
+		WorkloadCertTTL: f.certTTL,
 	}
 }
 

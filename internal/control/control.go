@@ -22,6 +22,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
 
+	"github.com/weft-mesh/weft/internal/ca"
 	"github.com/weft-mesh/weft/internal/config"
 	"github.com/weft-mesh/weft/internal/config/convert"
 	"github.com/weft-mesh/weft/internal/registry"
@@ -43,6 +44,11 @@ type Options struct {
 	Log     *slog.Logger
 	// Debounce of pushes (default 100 ms).
 	Debounce time.Duration
+	// CA configures the certificate authority. Its Dir persists the root; empty keeps
+	// it in memory (a new root every start). TrustDomain is taken from Mesh.
+	CA ca.Options
+	// WorkloadCertTTL is the lifetime of workload certificates (default 24 h).
+	WorkloadCertTTL time.Duration
 }
 
 // Server is a running control plane.
@@ -55,6 +61,8 @@ type Server struct {
 	xds      *xds.Server
 	api      *api
 	dir      *dirSource
+	ca       *ca.CA
+	sds      *ca.SDSSource
 
 	xdsLn, apiLn net.Listener
 	grpc         *grpc.Server
@@ -93,9 +101,24 @@ func New(opts Options) (*Server, error) {
 		s.registry.Set(src)
 	}
 	s.gen = gen.New(s.buildSnapshot())
+	caOpts := opts.CA
+	caOpts.TrustDomain = opts.Mesh.TrustDomain
+	if caOpts.Log == nil {
+		caOpts.Log = opts.Log
+	}
+	if opts.WorkloadCertTTL > 0 {
+		caOpts.DefaultTTL = opts.WorkloadCertTTL
+	}
+	var err error
+	if s.ca, err = ca.New(caOpts); err != nil {
+		return nil, fmt.Errorf("control: ca: %w", err)
+	}
+	if s.sds, err = ca.NewSDSSource(s.ca, ca.SDSOptions{TTL: opts.WorkloadCertTTL}); err != nil {
+		return nil, fmt.Errorf("control: ca: %w", err)
+	}
+	s.gen.Secrets = s.sds
 	s.xds = xds.New(xds.Options{Generator: s.gen, Debounce: opts.Debounce, Log: opts.Log})
 	s.api = &api{s: s, sources: map[string][]config.Key{}}
-	var err error
 	if s.xdsLn, err = net.Listen("tcp", opts.XDSAddress); err != nil {
 		return nil, fmt.Errorf("control: xds: %w", err)
 	}
@@ -119,6 +142,9 @@ func (s *Server) Store() config.Store { return s.store }
 // Registry is the service registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }
 
+// CA is the certificate authority.
+func (s *Server) CA() *ca.CA { return s.ca }
+
 // XDS is the ADS server.
 func (s *Server) XDS() *xds.Server { return s.xds }
 
@@ -131,6 +157,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	s.grpc = grpc.NewServer(xds.GRPCServerOptions()...)
 	s.xds.Register(s.grpc)
+	// Workloads that hold their own keys send CSRs here (Istio's CA service).
+	ca.NewServer(s.ca, s.ca.Tokens(), s.log).Register(s.grpc)
 	s.http = &http.Server{Handler: s.api.handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	var wg sync.WaitGroup
@@ -144,6 +172,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	go func() { defer wg.Done(); s.loop(ctx) }()
+	go s.sds.Run(ctx, s.xds.Push)
 
 	cancelSub := s.store.Subscribe(func(config.Event) { s.trigger() })
 	defer cancelSub()
