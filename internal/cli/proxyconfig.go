@@ -1,20 +1,26 @@
 package cli
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -27,7 +33,7 @@ import (
 func proxyConfigCmd(g *globals) *cobra.Command {
 	var admin, output string
 	c := &cobra.Command{
-		Use:   "proxy-config listeners|routes|clusters|endpoints|all PROXY",
+		Use:   "proxy-config listeners|routes|clusters|endpoints|secret|all PROXY",
 		Short: "Show what a proxy holds, from its admin config_dump (as istioctl proxy-config)",
 		Long: `Show what a proxy holds, read from its admin endpoint. PROXY is a workload name or node
 id of the local mesh (weft status lists them); --admin URL reads any proxy's admin.`,
@@ -47,6 +53,7 @@ id of the local mesh (weft status lists them); --admin URL reads any proxy's adm
 			switch what {
 			case "endpoints", "endpoint", "ep":
 				return showEndpoints(g, url, output)
+			case "secret", "secrets", "s":
 			case "listeners", "listener", "l", "routes", "route", "r", "clusters", "cluster", "c", "all":
 			default:
 				return fmt.Errorf("proxy-config: unknown view %q (listeners, routes, clusters, endpoints, all)", what)
@@ -64,6 +71,8 @@ id of the local mesh (weft status lists them); --admin URL reads any proxy's adm
 				return fmt.Errorf("config_dump: %w", err)
 			}
 			switch what[0] {
+			case 's':
+				return showSecrets(g, &dump)
 			case 'l':
 				return showListeners(g, &dump)
 			case 'r':
@@ -320,4 +329,86 @@ func dumpOf[T interface{ ProtoReflect() protoreflect.Message }](d *adminv3.Confi
 		}
 	}
 	return out
+}
+
+// showSecrets lists the certificates a proxy holds: name, SPIFFE ID, serial, validity.
+func showSecrets(g *globals, d *adminv3.ConfigDump) error {
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RESOURCE NAME\tTYPE\tSTATUS\tIDENTITY\tSERIAL NUMBER\tNOT AFTER\tNOT BEFORE")
+	for _, sd := range dumpOf[*adminv3.SecretsConfigDump](d) {
+		type named struct {
+			name string
+			a    *anypb.Any
+		}
+		var all []named
+		for _, s := range sd.GetStaticSecrets() {
+			all = append(all, named{s.GetName(), s.GetSecret()})
+		}
+		for _, s := range sd.GetDynamicActiveSecrets() {
+			all = append(all, named{s.GetName(), s.GetSecret()})
+		}
+		for _, n := range all {
+			sec := new(tlsv3.Secret)
+			if n.a == nil || n.a.UnmarshalTo(sec) != nil {
+				continue
+			}
+			var pemData []byte
+			typ := "Cert Chain"
+			if tc := sec.GetTlsCertificate(); tc != nil {
+				pemData = dataSource(tc.GetCertificateChain())
+			} else if vc := sec.GetValidationContext(); vc != nil {
+				pemData = dataSource(vc.GetTrustedCa())
+				typ = "CA"
+			}
+			certs := parsePEMCerts(pemData)
+			if len(certs) == 0 {
+				fmt.Fprintf(tw, "%s\t%s\tno certificate\t-\t-\t-\t-\n", n.name, typ)
+				continue
+			}
+			c := certs[0]
+			status := "VALID"
+			if now := time.Now(); now.After(c.NotAfter) || now.Before(c.NotBefore) {
+				status = "EXPIRED"
+			}
+			id := "-"
+			if len(c.URIs) > 0 {
+				id = c.URIs[0].String()
+			} else if c.Subject.CommonName != "" {
+				id = c.Subject.CommonName
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%x\t%s\t%s\n", n.name, typ, status, id, c.SerialNumber,
+				c.NotAfter.UTC().Format(time.RFC3339), c.NotBefore.UTC().Format(time.RFC3339))
+		}
+	}
+	return tw.Flush()
+}
+
+func dataSource(ds *corev3.DataSource) []byte {
+	switch {
+	case ds.GetInlineBytes() != nil:
+		return ds.GetInlineBytes()
+	case ds.GetInlineString() != "":
+		return []byte(ds.GetInlineString())
+	case ds.GetFilename() != "":
+		b, _ := os.ReadFile(ds.GetFilename())
+		return b
+	}
+	return nil
+}
+
+func parsePEMCerts(data []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return out
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+			out = append(out, c)
+		}
+	}
 }
