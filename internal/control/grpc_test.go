@@ -1,0 +1,305 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	xdsgrpc "google.golang.org/grpc/xds"
+
+	"github.com/weft-mesh/weft/internal/config"
+	"github.com/weft-mesh/weft/internal/node"
+	"github.com/weft-mesh/weft/internal/registry"
+	"github.com/weft-mesh/weft/internal/xds"
+)
+
+const (
+	echoHost = "echo.default.svc.cluster.local"
+	// echoPort is the service port: proxyless clients dial host:echoPort and the
+	// endpoints carry each backend's real port, so nothing listens on it.
+	echoPort   = 7070
+	grpcNodeID = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
+)
+
+// versionServer is the interop TestService answering UnaryCall with its version in
+// server_id, so a caller sees which subset served it.
+type versionServer struct {
+	testgrpc.UnimplementedTestServiceServer
+	version string
+}
+
+func (s *versionServer) UnaryCall(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	return &testgrpc.SimpleResponse{ServerId: s.version}, nil
+}
+
+// echoBackend starts a gRPC server on 127.0.0.1 and returns its instance.
+func echoBackend(t *testing.T, version string) *registry.Instance {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, &versionServer{version: version})
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return &registry.Instance{
+		Service: echoHost, ServicePort: echoPort, Address: "127.0.0.1", Port: uint32(lis.Addr().(*net.TCPAddr).Port),
+		Workload: "echo-" + version, Namespace: "default", ServiceAccount: "echo",
+		Labels: map[string]string{"app": "echo", "version": version}, Weight: 1, Healthy: true,
+	}
+}
+
+// startControl runs a control plane on loopback ports with the given registry content.
+func startControl(t *testing.T, src registry.Source) *Server {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	s, err := New(Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", Sources: []registry.Source{src},
+		Debounce: 20 * time.Millisecond, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("control plane Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("control plane did not stop within 10s")
+		}
+	})
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("control plane stopped: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("control plane not ready within 20s")
+	}
+	return s
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// applyYAML parses a config file as a source would and applies it under source.
+func applyYAML(t *testing.T, s *Server, source, yaml string) {
+	t.Helper()
+	res := config.ParseFile(source+".yaml", []byte(yaml))
+	if !res.OK() {
+		t.Fatalf("config %s: %v", source, res.Err())
+	}
+	if err := s.Store().Apply(source, res.Resources); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const echoRules = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: echo
+  namespace: default
+spec:
+  host: echo.default.svc.cluster.local
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+  - name: v3
+    labels: {version: v3}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: echo
+  namespace: default
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  http:
+  - match:
+    - headers:
+        x-canary: {exact: "yes"}
+    route:
+    - destination: {host: echo.default.svc.cluster.local, subset: v3}
+  - route:
+    - destination: {host: echo.default.svc.cluster.local, subset: v1}
+      weight: 80
+    - destination: {host: echo.default.svc.cluster.local, subset: v2}
+      weight: 20
+`
+
+// TestProxylessGRPCFollowsVirtualService runs grpc-go's xDS resolver against weft's
+// whole control plane (store, registry, snapshot, generators, ADS server): a client
+// bootstrapped as a proxyless node resolves xds:///echo...:PORT, reaches three real
+// backends, and follows the VirtualService's header match and 80/20 weights; a later
+// change of the rule reaches the client without a redial.
+func TestProxylessGRPCFollowsVirtualService(t *testing.T) {
+	src := &registry.Static{SourceName: "test",
+		Svcs: []*registry.Service{{Hostname: echoHost, Name: "echo", Namespace: "default",
+			Ports: []registry.Port{{Name: "grpc", Number: echoPort, Protocol: registry.GRPC}}, Source: "test"}},
+		Insts: []*registry.Instance{echoBackend(t, "v1"), echoBackend(t, "v2"), echoBackend(t, "v3")},
+	}
+	registry.SortInstances(src.Insts)
+	s := startControl(t, src)
+
+	bootstrap := fmt.Sprintf(`{
+  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+  "node": {"id": %q, "metadata": {"GENERATOR": "grpc", "NAMESPACE": "default"}}
+}`, s.XDSAddr(), grpcNodeID)
+	builder, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(fmt.Sprintf("xds:///%s:%d", echoHost, echoPort), grpc.WithResolvers(builder),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := testgrpc.NewTestServiceClient(cc)
+	call := func(canary bool) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if canary {
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-canary", "yes")
+		}
+		r, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true))
+		return r.GetServerId(), err
+	}
+	// eventually: n calls in a row all satisfy ok, within 30 s.
+	eventually := func(what string, canary bool, n int, ok func(string) bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		streak := 0
+		var last string
+		var lastErr error
+		for streak < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 30s (last backend %q, err %v)", what, last, lastErr)
+			}
+			last, lastErr = call(canary)
+			if lastErr == nil && ok(last) {
+				streak++
+				continue
+			}
+			streak = 0
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// With no rule, the default route reaches every endpoint of the service.
+	seen := map[string]bool{}
+	for i := 0; i < 300 && len(seen) < 3; i++ {
+		v, err := call(false)
+		if err != nil {
+			t.Fatalf("call %d with no rules: %v", i, err)
+		}
+		seen[v] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("default route reached %v, want v1, v2 and v3", seen)
+	}
+
+	applyYAML(t, s, "rules", echoRules)
+	// 30 canary calls in a row on v3 (1 in 3^30 by chance under round robin).
+	eventually("canary calls on v3", true, 30, func(v string) bool { return v == "v3" })
+
+	const n = 1000
+	counts := map[string]int{}
+	for i := 0; i < n; i++ {
+		v, err := call(false)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		counts[v]++
+	}
+	t.Logf("split over %d calls: %v", n, counts)
+	if counts["v3"] != 0 {
+		t.Errorf("%d calls without x-canary reached v3", counts["v3"])
+	}
+	// 80/20: a binomial standard deviation is 1.3% at n=1000; ±5% is ~4 of them.
+	if v1 := float64(counts["v1"]) / n; v1 < 0.75 || v1 > 0.85 {
+		t.Errorf("v1 got %.1f%% of calls, want 80±5%%", 100*v1)
+	}
+	if v2 := float64(counts["v2"]) / n; v2 < 0.15 || v2 > 0.25 {
+		t.Errorf("v2 got %.1f%% of calls, want 20±5%%", 100*v2)
+	}
+	for i := 0; i < 100; i++ {
+		v, err := call(true)
+		if err != nil || v != "v3" {
+			t.Fatalf("canary call %d: backend %q, %v; want v3", i, v, err)
+		}
+	}
+	// Other header values fall through to the weighted route.
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-canary", "no"), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 30; i++ {
+		r, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		if err != nil || r.GetServerId() == "v3" {
+			t.Fatalf("x-canary: no, call %d: backend %q, %v; want v1 or v2", i, r.GetServerId(), err)
+		}
+	}
+
+	// A rule change reaches the connected client: everything to v2.
+	applyYAML(t, s, "rules", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: default}
+spec:
+  host: echo.default.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  http:
+  - route:
+    - destination: {host: echo.default.svc.cluster.local, subset: v2}
+`)
+	eventually("all calls on v2 after the rule change", false, 50, func(v string) bool { return v == "v2" })
+	eventually("canary calls on v2 after the rule change", true, 20, func(v string) bool { return v == "v2" })
+
+	// The control plane sees the client as a proxyless node with every type ACKed.
+	ps, ok := findStatus(s, grpcNodeID)
+	if !ok {
+		t.Fatalf("no xDS status for %s", grpcNodeID)
+	}
+	if ps.Type != node.GRPC {
+		t.Errorf("node type %q, want grpc", ps.Type)
+	}
+	for _, typ := range []string{"LDS", "RDS", "CDS", "EDS"} {
+		if ts := ps.PerType[typ]; !ts.Synced() || ts.Nacked != "" {
+			t.Errorf("%s: %+v, want synced", typ, ts)
+		}
+	}
+}
+
+func findStatus(s *Server, id string) (xds.ProxyStatus, bool) {
+	for _, ps := range s.XDS().Status() {
+		if ps.ID == id {
+			return ps, true
+		}
+	}
+	return xds.ProxyStatus{}, false
+}
