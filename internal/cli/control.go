@@ -191,14 +191,17 @@ func up(ctx context.Context, g *globals, f *upFlags, mesh *meshfile.Mesh) error 
 		return err
 	}
 	opts := f.options(g, mesh)
+	s, err := control.New(opts)
+	if err != nil {
+		return err
+	}
 	return local.Up(ctx, local.Options{
 		Mesh: mesh, StateDir: stateDir(g), ProxyBinary: proxy, Self: self,
-		XDSAddress: f.xdsAddr, APIAddress: f.apiAddr, Out: g.stdout, Log: g.logger(),
+		XDSAddress: s.XDSAddr(), APIAddress: s.APIAddr(), Out: g.stdout, Log: g.logger(),
+		IssueToken: func(ns, sa, workload string) (string, error) {
+			return s.CA().IssueToken(ca.Identity{Namespace: ns, ServiceAccount: sa, Workload: workload})
+		},
 		ControlPlane: func(ctx context.Context, ready chan<- struct{}) error {
-			s, err := control.New(opts)
-			if err != nil {
-				return err
-			}
 			go func() {
 				select {
 				case <-s.Ready():

@@ -52,6 +52,13 @@ type Options struct {
 	Log *slog.Logger
 	// ProxyLogLevel is passed to every proxy (default "warn").
 	ProxyLogLevel string
+	// IssueToken, when set, gives each sidecar its own credential for the CA service
+	// (namespace, service account, workload): the proxy then generates its key and gets
+	// its certificate by CSR, and the key never leaves it. Without it the control plane
+	// pushes certificates over SDS.
+	IssueToken func(namespace, serviceAccount, workload string) (string, error)
+	// TrustDomain of the workloads' SPIFFE IDs (default: the mesh file's).
+	TrustDomain string
 }
 
 // DefaultStateDir is $XDG_RUNTIME_DIR/weft, else ~/.weft/run.
@@ -241,7 +248,7 @@ func (o *Options) workload(w *meshfile.Workload, logDir string) (WorkloadState, 
 	}
 	p := &node.Proxy{
 		Type: node.Sidecar, IP: w.PodIP, Workload: w.Name, Namespace: ns, ServiceAccount: w.ServiceAccount,
-		Labels: w.Labels, Interception: node.Explicit, AppIP: w.AppIP,
+		Labels: w.Labels, Interception: node.Explicit, AppIP: w.AppIP, CAAgent: o.IssueToken != nil,
 	}
 	pp, err := o.proxyProcess(w.Name, id, p, w.PodIP, logDir)
 	if err != nil {
@@ -255,7 +262,7 @@ func (o *Options) gateway(g *meshfile.Gateway, logDir string) (WorkloadState, *p
 	const name, ns = "istio-ingressgateway", "istio-system"
 	id := node.ID(node.Router, ip, name, ns, ns+".svc."+o.Mesh.TrustDomain)
 	p := &node.Proxy{Type: node.Router, IP: ip, Workload: name, Namespace: ns, ServiceAccount: "istio-ingressgateway-service-account",
-		Labels: g.Labels, Interception: node.Explicit}
+		Labels: g.Labels, Interception: node.Explicit, CAAgent: o.IssueToken != nil}
 	pp, err := o.proxyProcess(name, id, p, ip, logDir)
 	ws := WorkloadState{Name: name, Service: name, Namespace: ns, Sidecar: ip.String(), Admin: "http://127.0.0.1:15000", NodeID: id}
 	return ws, pp, err
@@ -288,6 +295,23 @@ func (o *Options) proxyProcess(name, id string, p *node.Proxy, ip netip.Addr, lo
 	argv := []string{o.ProxyBinary, "-c", path,
 		"--health-address", ip.String() + ":15021", "--stats-address", ip.String() + ":15090",
 		"--log-level", o.ProxyLogLevel, "--drain-timeout", "2s"}
+	if p.CAAgent {
+		// The credential goes in a file only this proxy is told about (0600), never on
+		// the command line where ps would show it.
+		token, err := o.IssueToken(p.Namespace, p.ServiceAccount, p.Workload)
+		if err != nil {
+			return nil, fmt.Errorf("local: credential of %s: %w", name, err)
+		}
+		tokenFile := filepath.Join(dir, name+".token")
+		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+			return nil, err
+		}
+		td := o.TrustDomain
+		if td == "" {
+			td = o.Mesh.TrustDomain
+		}
+		argv = append(argv, "--ca-address", o.XDSAddress, "--ca-token-file", tokenFile, "--ca-identity", p.SpiffeID(td))
+	}
 	return &process{name: name + ".proxy", argv: argv, env: os.Environ(), log: lf, lg: o.Log}, nil
 }
 

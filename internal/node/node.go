@@ -53,6 +53,9 @@ type Proxy struct {
 	DNSDomain string
 	// ClusterID, the node's cluster field.
 	Cluster string
+	// CAAgent: the proxy obtains its workload certificate itself (CSR), so the
+	// control plane sends no secrets.
+	CAAgent bool
 }
 
 // Metadata keys read from the node (Istio's where one exists).
@@ -65,6 +68,9 @@ const (
 	MetaGenerator      = "GENERATOR" // "grpc" for proxyless gRPC, as Istio's
 	MetaAppIP          = "WEFT_APP_IP"
 	MetaInstanceIPs    = "INSTANCE_IPS"
+	// MetaCAAgent "true": the proxy holds its own key and gets its certificate by CSR
+	// from the CA service, so the control plane must not push SDS secrets to it.
+	MetaCAAgent = "WEFT_CA_AGENT"
 )
 
 // Parse reads a proxy's identity from its xDS node. The id has Istio's form
@@ -130,6 +136,7 @@ func Parse(n *corev3.Node) (*Proxy, error) {
 			p.Labels[k] = v.GetStringValue()
 		}
 	}
+	p.CAAgent = str(md[MetaCAAgent]) == "true"
 	if s := str(md[MetaAppIP]); s != "" {
 		ip, err := netip.ParseAddr(s)
 		if err != nil {
@@ -173,6 +180,9 @@ func Metadata(p *Proxy) *structpb.Struct {
 	}
 	if p.Type == GRPC {
 		m[MetaGenerator] = "grpc"
+	}
+	if p.CAAgent {
+		m[MetaCAAgent] = "true"
 	}
 	s, _ := structpb.NewStruct(m)
 	return s

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"sort"
-	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -88,6 +87,11 @@ func (p *Proxy) ConfigDump(resource string) (*adminv3.ConfigDump, error) {
 				Name: s.GetName(), Secret: redacted(s), LastUpdated: timestamppb.New(p.startedAt),
 			})
 		}
+		for _, s := range p.agentSecrets {
+			d.DynamicActiveSecrets = append(d.DynamicActiveSecrets, &adminv3.SecretsConfigDump_DynamicSecret{
+				Name: s.GetName(), VersionInfo: "ca-agent", Secret: redacted(s), LastUpdated: timestamppb.New(p.agentUpdated),
+			})
+		}
 		rs := p.state.get(TypeSecret)
 		for _, name := range sortedKeys(rs.resources) {
 			s := new(tlsv3.Secret)
@@ -128,5 +132,3 @@ func sortedKeys(m map[string]*anypb.Any) []string {
 	sort.Strings(out)
 	return out
 }
-
-var _ = time.Now

@@ -48,6 +48,9 @@ func run(args []string, stderr io.Writer) int {
 		accessLog  = fs.String("access-log", "", "log requests in JSON to this `path` (/dev/stdout) for HTTP managers without their own access_log")
 		drain      = fs.Duration("drain-timeout", 5*time.Second, "how long shutdown waits for in-flight requests")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		caAddr     = fs.String("ca-address", "", "CA service `host:port`: get the workload certificate by CSR (the key stays here)")
+		caToken    = fs.String("ca-token-file", "", "`file` holding the workload's credential for the CA")
+		caIdentity = fs.String("ca-identity", "", "SPIFFE ID the workload certificate must carry")
 	)
 	fs.StringVar(configPath, "config-path", "", "same as -c")
 	fs.Usage = func() {
@@ -104,6 +107,7 @@ func run(args []string, stderr io.Writer) int {
 		AccessLog:         strings.TrimSpace(*accessLog),
 		DrainTimeout:      *drain,
 		Log:               log,
+		CA:                CAOptions{Address: *caAddr, TokenFile: *caToken, Identity: *caIdentity},
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "weft-proxy: %v\n", err)

@@ -19,6 +19,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -58,6 +59,8 @@ type Options struct {
 	// DrainTimeout bounds the graceful shutdown (Envoy's --drain-time-s).
 	DrainTimeout time.Duration
 	Log          *slog.Logger
+	// CA, when its Address is set, makes the proxy get its own workload certificate.
+	CA CAOptions
 }
 
 // Proxy is one running weft-proxy.
@@ -78,6 +81,10 @@ type Proxy struct {
 	}
 	dynClusters []*clusterv3.Cluster
 	state       state
+	// agentSecrets are the workload certificate and roots the CA agent obtained
+	// (guarded by state.mu), for config_dump.
+	agentSecrets []*tlsv3.Secret
+	agentUpdated time.Time
 
 	// warm is set when the first LDS and CDS updates are applied (or at once without a
 	// control plane): the proxy is ready.
@@ -171,6 +178,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.static.listeners = sr.GetListeners()
 	p.needWarm = map[string]bool{}
+	if opts.CA.Address != "" {
+		p.needWarm["ca"] = true
+	}
 	if _, _, _, ok, err := bootstrap.XDS(b); err != nil {
 		return nil, fmt.Errorf("proxy: dynamic_resources: %w", err)
 	} else if ok {
@@ -231,6 +241,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 				p.log.Error("xds client stopped", "err", err)
 			}
 		}()
+	}
+	if p.opts.CA.Address != "" {
+		if err := p.runCA(runCtx); err != nil {
+			return err
+		}
 	}
 	p.checkWarm()
 

@@ -86,7 +86,8 @@ func (g *Generator) Generate(p *node.Proxy) (xds.Resources, error) {
 		resourcev3.RouteType:    sortedByName(routes, func(r *routev3.RouteConfiguration) string { return r.GetName() }),
 		resourcev3.EndpointType: sortedByName(endpoints, func(e *endpointv3.ClusterLoadAssignment) string { return e.GetClusterName() }),
 	}
-	if g.Secrets != nil {
+	// A proxy with its own CA agent holds its key: never send it one.
+	if g.Secrets != nil && !p.CAAgent {
 		secrets, err := g.Secrets.Secrets(p)
 		if err != nil {
 			return nil, fmt.Errorf("gen: proxy %s: secrets: %w", p.ID, err)
