@@ -83,7 +83,7 @@ Check config files offline:         weft validate -f DIR`,
 	root.AddCommand(
 		controlCmd(g), upCmd(g), demoCmd(g),
 		validateCmd(g), applyCmd(g), deleteCmd(g), getCmd(g),
-		statusCmd(g), proxyStatusCmd(g), proxyConfigCmd(g),
+		statusCmd(g), proxyStatusCmd(g), proxyConfigCmd(g), tlsCheckCmd(g),
 		sampleCmd(g), versionCmd(g),
 	)
 	return root
