@@ -89,7 +89,7 @@ func gatewayListener(sc *route.Scope, bind string, port uint32, servers []route.
 				chains = append(chains, &listenerv3.FilterChain{
 					Name:             chainName + "-" + strconv.Itoa(ri),
 					FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: sniHosts(r.SNIHosts), PrefixRanges: cidrs(r.Subnets)},
-					Filters:          []*listenerv3.Filter{tcpProxyFilter(s, r.Clusters)},
+					Filters:          tcpChain(fc, r.Clusters),
 				})
 			}
 		default: // TCP, or TLS terminated here then proxied as TCP
@@ -105,7 +105,7 @@ func gatewayListener(sc *route.Scope, bind string, port uint32, servers []route.
 					Name:             chainName + "-" + strconv.Itoa(ri),
 					FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: sni, PrefixRanges: cidrs(r.Subnets)},
 					TransportSocket:  ts,
-					Filters:          []*listenerv3.Filter{tcpProxyFilter(s, r.Clusters)},
+					Filters:          tcpChain(fc, r.Clusters),
 				})
 			}
 		}

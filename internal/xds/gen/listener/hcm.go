@@ -19,6 +19,7 @@ import (
 	"github.com/weft-mesh/weft/internal/node"
 	"github.com/weft-mesh/weft/internal/snapshot"
 	"github.com/weft-mesh/weft/internal/xds/gen/route"
+	"github.com/weft-mesh/weft/internal/xds/gen/security"
 )
 
 // Network filter names.
@@ -43,7 +44,8 @@ type FilterContext struct {
 	Proxy    *node.Proxy
 	Side     Side
 	// Port is the port served: the inbound workload port, the outbound service port,
-	// the gateway server port; 0 for the HTTP proxy listener (every port).
+	// the gateway server port; 0 for the HTTP proxy listener (every port) and for the
+	// inbound passthrough chain (ports the workload does not declare).
 	Port uint32
 }
 
@@ -56,10 +58,14 @@ type HTTPFilter struct {
 }
 
 // httpFilters is the HTTP filter chain of every connection manager, in order; the
-// router is last. To add a filter, add one line (authentication and authorization
-// filters go before fault, as in Istio: envoy.filters.http.jwt_authn, then
-// envoy.filters.http.rbac).
+// router is last. To add a filter, add one line. Authentication and authorization come
+// first, as in Istio: the JWT filter (it verifies tokens and gives RBAC the
+// request.auth.* attributes), then one RBAC filter per action (audit, DENY, ALLOW).
 var httpFilters = []HTTPFilter{
+	{security.JWTAuthnFilter, jwtAuthnFilter},
+	{security.HTTPRBACFilter, rbacFilter(security.Audit)},
+	{security.HTTPRBACFilter, rbacFilter(security.Deny)},
+	{security.HTTPRBACFilter, rbacFilter(security.Allow)},
 	{route.FaultFilter, func(FilterContext) proto.Message { return &faultv3.HTTPFault{} }},
 	{route.CorsFilter, corsFilter},
 	{route.RouterFilter, func(FilterContext) proto.Message { return &routerv3.Router{} }},
@@ -72,6 +78,90 @@ func corsFilter(c FilterContext) proto.Message {
 		return nil
 	}
 	return &corsv3.Cors{}
+}
+
+// enforcesPolicy: the security policies of the proxy's workload apply to what this
+// connection manager (or TCP chain) serves: a sidecar's inbound, a gateway's servers.
+func enforcesPolicy(c FilterContext) bool {
+	return c.Snapshot != nil && c.Proxy != nil && (c.Side == SideInbound || c.Side == SideGateway)
+}
+
+// jwtAuthnFilter is on when a RequestAuthentication with rules applies to the workload.
+func jwtAuthnFilter(c FilterContext) proto.Message {
+	if !enforcesPolicy(c) {
+		return nil
+	}
+	if j := security.JWTAuthn(c.Snapshot, c.Proxy); j != nil {
+		return j
+	}
+	return nil
+}
+
+// rbacFilter is on when an AuthorizationPolicy of action a applies to the workload.
+func rbacFilter(a security.Action) func(FilterContext) proto.Message {
+	return func(c FilterContext) proto.Message {
+		if !enforcesPolicy(c) {
+			return nil
+		}
+		if r := security.HTTPRBAC(c.Snapshot, c.Proxy, a); r != nil {
+			return r
+		}
+		return nil
+	}
+}
+
+// TCPFilter is one network filter placed before tcp_proxy on a chain.
+type TCPFilter struct {
+	Name string
+	// Config builds the filter's typed config for one chain; nil leaves it out.
+	Config func(FilterContext) proto.Message
+}
+
+// tcpFilters are the network filters of TCP chains before tcp_proxy, in order: the
+// workload's network RBAC, one filter per action as for HTTP, and on the inbound
+// passthrough chain of a STRICT workload a filter that refuses the plaintext it carries.
+var tcpFilters = []TCPFilter{
+	{security.NetworkRBACFilter, strictPassthrough},
+	{security.NetworkRBACFilter, networkRBAC(security.Audit)},
+	{security.NetworkRBACFilter, networkRBAC(security.Deny)},
+	{security.NetworkRBACFilter, networkRBAC(security.Allow)},
+}
+
+func networkRBAC(a security.Action) func(FilterContext) proto.Message {
+	return func(c FilterContext) proto.Message {
+		if !enforcesPolicy(c) {
+			return nil
+		}
+		if r := security.NetworkRBAC(c.Snapshot, c.Proxy, a); r != nil {
+			return r
+		}
+		return nil
+	}
+}
+
+// strictPassthrough closes plaintext connections the Redirect-mode inbound passthrough
+// chain (inbound, Port 0) would hand to an undeclared port of a STRICT workload: that
+// chain terminates no TLS, so under STRICT nothing it carries is mesh mTLS (Istio has no
+// plaintext passthrough chain under STRICT either).
+func strictPassthrough(c FilterContext) proto.Message {
+	if c.Side != SideInbound || c.Port != 0 || c.Snapshot == nil || c.Proxy == nil {
+		return nil
+	}
+	if security.PeerMode(c.Snapshot, c.Proxy, 0) != security.Strict {
+		return nil
+	}
+	return security.NetworkDenyAll("strict-mtls-plaintext-passthrough")
+}
+
+// tcpChain is a TCP chain's filters: tcpFilters that apply, then tcp_proxy.
+func tcpChain(c FilterContext, clusters []route.WeightedCluster) []*listenerv3.Filter {
+	var out []*listenerv3.Filter
+	for _, f := range tcpFilters {
+		if cfg := f.Config(c); cfg != nil {
+			out = append(out, &listenerv3.Filter{Name: f.Name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(cfg)}})
+		}
+	}
+	return append(out, tcpProxyFilter(c.Snapshot, clusters))
 }
 
 // HTTPFilters builds the filter chain for a connection manager.

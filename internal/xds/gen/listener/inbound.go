@@ -13,6 +13,7 @@ import (
 	"github.com/weft-mesh/weft/internal/snapshot"
 	"github.com/weft-mesh/weft/internal/xds/gen/names"
 	"github.com/weft-mesh/weft/internal/xds/gen/route"
+	"github.com/weft-mesh/weft/internal/xds/gen/security"
 )
 
 // TLSMode is how an inbound port accepts connections.
@@ -42,10 +43,26 @@ type InboundTLS struct {
 type InboundSecurity func(s *snapshot.Snapshot, p *node.Proxy, port uint32) InboundTLS
 
 // inboundSecurity is the one place where PeerAuthentication reaches listeners: the
-// security work replaces its body (STRICT -> Strict, PERMISSIVE -> Permissive, DISABLE
-// -> Plaintext, with MeshTLSTransportSocket). Until then every port is plaintext.
-func inboundSecurity(*snapshot.Snapshot, *node.Proxy, uint32) InboundTLS {
-	return InboundTLS{Mode: Plaintext}
+// port's mode (security.PeerMode: workload, namespace, mesh, port-level; PERMISSIVE when
+// none) picks the chains. STRICT takes any TLS as mesh mTLS (no ALPN asked, so a
+// proxyless gRPC client offering only "h2" is served too); PERMISSIVE takes TLS as mesh
+// mTLS only when the client offers a mesh ALPN (security.MeshALPN), as Istio does, and
+// plaintext beside it; DISABLE is plaintext only.
+func inboundSecurity(s *snapshot.Snapshot, p *node.Proxy, port uint32) InboundTLS {
+	mode := security.PeerMode(s, p, port)
+	if mode == security.Disable {
+		return InboundTLS{Mode: Plaintext}
+	}
+	http := false
+	for _, ip := range route.InboundPorts(s, p) {
+		if ip.Port == port {
+			http = ip.Protocol.IsHTTP()
+		}
+	}
+	if mode == security.Strict {
+		return InboundTLS{Mode: Strict, TransportSocket: MeshTLSTransportSocket(http)}
+	}
+	return InboundTLS{Mode: Permissive, TransportSocket: MeshTLSTransportSocket(http), ALPN: security.MeshALPN()}
 }
 
 // MeshTLSTransportSocket terminates the mesh's mTLS: the workload certificate and the
@@ -105,8 +122,8 @@ func inboundChains(s *snapshot.Snapshot, p *node.Proxy, ip route.InboundPort, se
 	hcm := func() *listenerv3.Filter {
 		return hcmFilter(httpConnectionManager(fc, statPrefix, names.InboundRoute(ip.Port)))
 	}
-	tcp := func() *listenerv3.Filter {
-		return tcpProxyFilter(s, []route.WeightedCluster{{Name: cluster, Weight: 1}})
+	tcp := func() []*listenerv3.Filter {
+		return tcpChain(fc, []route.WeightedCluster{{Name: cluster, Weight: 1}})
 	}
 	base := func(transport string) *listenerv3.FilterChainMatch {
 		m := &listenerv3.FilterChainMatch{TransportProtocol: transport}
@@ -122,12 +139,12 @@ func inboundChains(s *snapshot.Snapshot, p *node.Proxy, ip route.InboundPort, se
 		m.ApplicationProtocols = append([]string(nil), sec.ALPN...)
 		f := tcp()
 		if ip.Protocol.IsHTTP() {
-			f = hcm()
+			f = []*listenerv3.Filter{hcm()}
 		}
 		out = append(out, &listenerv3.FilterChain{
 			Name:             cluster + "-tls",
 			FilterChainMatch: m,
-			Filters:          []*listenerv3.Filter{f},
+			Filters:          f,
 			TransportSocket:  sec.TransportSocket,
 		})
 	}
@@ -147,9 +164,9 @@ func inboundChains(s *snapshot.Snapshot, p *node.Proxy, ip route.InboundPort, se
 		m.ApplicationProtocols = sniffedHTTP()
 		out = append(out,
 			&listenerv3.FilterChain{Name: cluster + "-http", FilterChainMatch: m, Filters: []*listenerv3.Filter{hcm()}},
-			&listenerv3.FilterChain{Name: cluster + "-tcp", FilterChainMatch: base(transport), Filters: []*listenerv3.Filter{tcp()}})
+			&listenerv3.FilterChain{Name: cluster + "-tcp", FilterChainMatch: base(transport), Filters: tcp()})
 	default:
-		out = append(out, &listenerv3.FilterChain{Name: cluster + "-tcp", FilterChainMatch: base(transport), Filters: []*listenerv3.Filter{tcp()}})
+		out = append(out, &listenerv3.FilterChain{Name: cluster + "-tcp", FilterChainMatch: base(transport), Filters: tcp()})
 	}
 	return out
 }

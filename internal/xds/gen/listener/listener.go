@@ -247,7 +247,7 @@ func redirect(sc *route.Scope, sec InboundSecurity) []*listenerv3.Listener {
 	// find no chain and be closed, not fall back to the default.
 	chains = append(chains, &listenerv3.FilterChain{
 		Name:    "virtualInbound-catchall",
-		Filters: []*listenerv3.Filter{tcpProxyFilter(s, one(names.InboundPassthroughCluster))},
+		Filters: tcpChain(FilterContext{Snapshot: s, Proxy: p, Side: SideInbound, Port: 0}, one(names.InboundPassthroughCluster)),
 	})
 	out = append(out, &listenerv3.Listener{
 		Name:             names.VirtualInbound,
