@@ -5,6 +5,20 @@
 // A metric is looked up once, when config is compiled, and kept by its user; updating it
 // on the request path is one atomic add. Metrics are never removed: a cluster that goes
 // and comes back finds its old counters, as in Envoy.
+//
+// Names and tags. A metric has a name and tags (Prometheus labels). By default a tag's
+// value goes into the flat Envoy name after the name's first segment
+// ("cluster.upstream_rq_total" + envoy_cluster_name "a" = "cluster.a.upstream_rq_total",
+// Prometheus envoy_cluster_upstream_rq_total{envoy_cluster_name="a"}). A name may also
+// be a template that places a tag elsewhere: "{key}" stands for the value of the tag
+// with that key, and disappears from the Prometheus name with one separator beside it,
+// as Envoy's tag extractors strip what they capture. So
+// "cluster.upstream_rq_{envoy_response_code}" with tags envoy_cluster_name "a" and
+// envoy_response_code "200" is "cluster.a.upstream_rq_200" in /stats and
+// envoy_cluster_upstream_rq{envoy_cluster_name="a",envoy_response_code="200"} in
+// Prometheus; "http.downstream_rq_{envoy_response_code_class}xx" gives
+// envoy_http_downstream_rq_xx{...,envoy_response_code_class="2"}. Tags a template does
+// not name still go after the first segment.
 package stats
 
 import (
@@ -19,7 +33,8 @@ import (
 )
 
 // Tag is one dimension of a metric. Key is the Prometheus label (Envoy's tag name, e.g.
-// envoy_cluster_name); Value is inserted into the flat Envoy name after its first segment.
+// envoy_cluster_name); Value is inserted into the flat Envoy name where the name's
+// template says ("{Key}"), or else after its first segment.
 type Tag struct{ Key, Value string }
 
 // Counter only goes up.
@@ -102,7 +117,8 @@ const (
 
 type entry struct {
 	kind  kind
-	name  string // base name, e.g. "cluster.upstream_rq_total"
+	name  string // tag-extracted name, e.g. "cluster.upstream_rq_total", "cluster.upstream_rq"
+	prom  string // PromName(name)
 	tags  []Tag
 	flat  string // Envoy's flat name, e.g. "cluster.outbound|80||a.upstream_rq_total"
 	value any    // *Counter, *Gauge or *Histogram
@@ -117,26 +133,130 @@ type Store struct {
 // New returns an empty store.
 func New() *Store { return &Store{entries: make(map[string]*entry)} }
 
-// Flat is Envoy's flat name of a metric: the tag values go after the first dot-separated
-// segment of the base name ("cluster.upstream_rq_total" + cluster "a" =
-// "cluster.a.upstream_rq_total").
+// Flat is Envoy's flat name of a metric: each "{key}" of a template name is replaced by
+// the value of the tag with that key, and the values of the other tags go after the
+// first dot-separated segment ("cluster.upstream_rq_total" + cluster "a" =
+// "cluster.a.upstream_rq_total"; "cluster.upstream_rq_{envoy_response_code}" + cluster
+// "a" + code "200" = "cluster.a.upstream_rq_200"). A "{key}" without its tag is left as
+// written.
 func Flat(name string, tags ...Tag) string {
 	if len(tags) == 0 {
 		return name
 	}
+	if strings.IndexByte(name, '{') < 0 {
+		head, rest, ok := strings.Cut(name, ".")
+		var b strings.Builder
+		b.WriteString(head)
+		for _, t := range tags {
+			b.WriteByte('.')
+			b.WriteString(t.Value)
+		}
+		if ok {
+			b.WriteByte('.')
+			b.WriteString(rest)
+		}
+		return b.String()
+	}
+	// The first segment is the template's, before any value (a value such as an
+	// Istio cluster name holds dots of its own).
 	head, rest, ok := strings.Cut(name, ".")
 	var b strings.Builder
-	b.WriteString(head)
+	expand(&b, head, tags)
 	for _, t := range tags {
-		b.WriteByte('.')
-		b.WriteString(t.Value)
+		if !templateNames(name, t.Key) {
+			b.WriteByte('.')
+			b.WriteString(t.Value)
+		}
 	}
 	if ok {
 		b.WriteByte('.')
-		b.WriteString(rest)
+		expand(&b, rest, tags)
 	}
 	return b.String()
 }
+
+// templateNames reports whether template s holds "{key}".
+func templateNames(s, key string) bool {
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			return false
+		}
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			return false
+		}
+		if s[i+1:i+j] == key {
+			return true
+		}
+		s = s[i+j+1:]
+	}
+}
+
+// expand writes template s with each "{key}" replaced by its tag's value.
+func expand(b *strings.Builder, s string, tags []Tag) {
+	for {
+		i := strings.IndexByte(s, '{')
+		j := strings.IndexByte(s[max(i, 0):], '}')
+		if i < 0 || j < 0 {
+			b.WriteString(s)
+			return
+		}
+		b.WriteString(s[:i])
+		key, v, found := s[i+1:i+j], "", false
+		for _, t := range tags {
+			if t.Key == key {
+				v, found = t.Value, true
+				break
+			}
+		}
+		if found {
+			b.WriteString(v)
+		} else {
+			b.WriteString(s[i : i+j+1])
+		}
+		s = s[i+j+1:]
+	}
+}
+
+// ExtractedName is the tag-extracted name of a metric name, the one its Prometheus
+// family is named after: every "{key}" removed together with one separator ('.' or
+// '_') beside it (the one before it when the placeholder ends a segment, else the one
+// after it when it starts the name), as Envoy's tag extractors remove what they
+// capture. "cluster.upstream_rq_{envoy_response_code}" -> "cluster.upstream_rq";
+// "cluster.upstream_rq_{envoy_response_code_class}xx" -> "cluster.upstream_rq_xx".
+// A name without placeholders is returned as is.
+func ExtractedName(name string) string {
+	if strings.IndexByte(name, '{') < 0 {
+		return name
+	}
+	out := make([]byte, 0, len(name))
+	for i := 0; i < len(name); {
+		c := name[i]
+		if c != '{' {
+			out = append(out, c)
+			i++
+			continue
+		}
+		j := strings.IndexByte(name[i:], '}')
+		if j < 0 {
+			out = append(out, name[i:]...)
+			break
+		}
+		end := i + j + 1
+		atEnd := end == len(name) || isSep(name[end])
+		switch {
+		case atEnd && len(out) > 0 && isSep(out[len(out)-1]):
+			out = out[:len(out)-1] // "x_{k}" or "x.{k}.y": drop the separator before
+		case len(out) == 0 && end < len(name) && isSep(name[end]):
+			end++ // "{k}.y": drop the separator after
+		}
+		i = end
+	}
+	return string(out)
+}
+
+func isSep(c byte) bool { return c == '.' || c == '_' }
 
 func (s *Store) get(k kind, name string, tags []Tag, mk func() any) any {
 	flat := Flat(name, tags...)
@@ -146,7 +266,8 @@ func (s *Store) get(k kind, name string, tags []Tag, mk func() any) any {
 	if e, ok := s.entries[key]; ok {
 		return e.value
 	}
-	e := &entry{kind: k, name: name, tags: append([]Tag(nil), tags...), flat: flat, value: mk()}
+	base := ExtractedName(name)
+	e := &entry{kind: k, name: base, prom: PromName(base), tags: append([]Tag(nil), tags...), flat: flat, value: mk()}
 	s.entries[key] = e
 	return e.value
 }
@@ -224,28 +345,31 @@ func (s *Store) WriteText(w io.Writer, filter string) error {
 	return nil
 }
 
-// PromName is the Prometheus name of a base metric name: "envoy_" + name, dots as underscores.
+// PromName is the Prometheus name of a tag-extracted metric name: "envoy_" + name, with
+// every byte outside [a-zA-Z0-9_] (dots among them) as an underscore.
 func PromName(name string) string {
-	var b strings.Builder
-	b.WriteString("envoy_")
-	for _, r := range name {
-		if r == '.' || r == '-' || r == ':' {
-			b.WriteByte('_')
+	b := make([]byte, 0, len("envoy_")+len(name))
+	b = append(b, "envoy_"...)
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			b = append(b, c)
 		} else {
-			b.WriteRune(r)
+			b = append(b, '_')
 		}
 	}
-	return b.String()
+	return string(b)
 }
 
 // WritePrometheus writes every metric in the Prometheus text exposition format, one
-// family per base name, with a TYPE line each.
+// family per tag-extracted name, with a TYPE line each.
 func (s *Store) WritePrometheus(w io.Writer) error {
 	entries := s.sorted()
-	sort.SliceStable(entries, func(i, j int) bool { return entries[i].name < entries[j].name })
+	// A family's samples must be together: sort by family, then by flat name.
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].prom < entries[j].prom })
 	last := ""
 	for _, e := range entries {
-		pn := PromName(e.name)
+		pn := e.prom
 		if pn != last {
 			typ := map[kind]string{kindCounter: "counter", kindGauge: "gauge", kindHistogram: "histogram"}[e.kind]
 			if _, err := fmt.Fprintf(w, "# TYPE %s %s\n", pn, typ); err != nil {

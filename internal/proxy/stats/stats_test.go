@@ -1,0 +1,239 @@
+package stats
+
+import (
+	"bytes"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+const istioCluster = "outbound|9080||reviews.default.svc.cluster.local"
+
+var (
+	clusterTag = Tag{Key: "envoy_cluster_name", Value: istioCluster}
+	code200    = Tag{Key: "envoy_response_code", Value: "200"}
+	class2     = Tag{Key: "envoy_response_code_class", Value: "2"}
+	hcmTag     = Tag{Key: "envoy_http_conn_manager_prefix", Value: "outbound_0.0.0.0_9080"}
+)
+
+func TestFlat(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tags []Tag
+		want string
+	}{
+		{"server.live", nil, "server.live"},
+		{"cluster.upstream_rq_total", []Tag{clusterTag}, "cluster." + istioCluster + ".upstream_rq_total"},
+		{"cluster.outlier_detection.ejections_active", []Tag{{"envoy_cluster_name", "a"}}, "cluster.a.outlier_detection.ejections_active"},
+		{"listener", []Tag{{"envoy_listener_address", "0.0.0.0_80"}}, "listener.0.0.0.0_80"},
+		// Templates: the named tag goes where the template says, the others after the
+		// first segment (whatever dots their values hold).
+		{"cluster.upstream_rq_{envoy_response_code}", []Tag{clusterTag, code200}, "cluster." + istioCluster + ".upstream_rq_200"},
+		{"cluster.upstream_rq_{envoy_response_code}", []Tag{code200, clusterTag}, "cluster." + istioCluster + ".upstream_rq_200"},
+		{"cluster.{envoy_cluster_name}.upstream_rq_{envoy_response_code}", []Tag{clusterTag, code200}, "cluster." + istioCluster + ".upstream_rq_200"},
+		{"cluster.upstream_rq_{envoy_response_code_class}xx", []Tag{clusterTag, class2}, "cluster." + istioCluster + ".upstream_rq_2xx"},
+		{"http.downstream_rq_{envoy_response_code_class}xx", []Tag{hcmTag, class2}, "http.outbound_0.0.0.0_9080.downstream_rq_2xx"},
+		{"{a}.x", []Tag{{"a", "v"}}, "v.x"},
+		// A placeholder without its tag stays as written; an unterminated one too.
+		{"cluster.upstream_rq_{missing}", []Tag{clusterTag}, "cluster." + istioCluster + ".upstream_rq_{missing}"},
+		{"x.y_{open", []Tag{{"k", "v"}}, "x.v.y_{open"},
+	} {
+		if got := Flat(tc.name, tc.tags...); got != tc.want {
+			t.Errorf("Flat(%q, %v) = %q, want %q", tc.name, tc.tags, got, tc.want)
+		}
+	}
+}
+
+func TestExtractedAndPromName(t *testing.T) {
+	for _, tc := range []struct{ name, extracted, prom string }{
+		{"cluster.upstream_rq_total", "cluster.upstream_rq_total", "envoy_cluster_upstream_rq_total"},
+		{"cluster.upstream_rq_{envoy_response_code}", "cluster.upstream_rq", "envoy_cluster_upstream_rq"},
+		{"cluster.{envoy_cluster_name}.upstream_rq_{envoy_response_code}", "cluster.upstream_rq", "envoy_cluster_upstream_rq"},
+		{"cluster.upstream_rq_{envoy_response_code_class}xx", "cluster.upstream_rq_xx", "envoy_cluster_upstream_rq_xx"},
+		{"http.downstream_rq_{envoy_response_code_class}xx", "http.downstream_rq_xx", "envoy_http_downstream_rq_xx"},
+		{"{a}.x", "x", "envoy_x"},
+		{"tcp.on-data:x", "tcp.on-data:x", "envoy_tcp_on_data_x"},
+		{"odd.{k", "odd.{k", "envoy_odd__k"},
+	} {
+		if got := ExtractedName(tc.name); got != tc.extracted {
+			t.Errorf("ExtractedName(%q) = %q, want %q", tc.name, got, tc.extracted)
+		}
+		if got := PromName(ExtractedName(tc.name)); got != tc.prom {
+			t.Errorf("PromName(%q) = %q, want %q", tc.name, got, tc.prom)
+		}
+	}
+}
+
+// parseProm parses WritePrometheus output with the Prometheus text parser.
+func parseProm(t *testing.T, s *Store) (map[string]*dto.MetricFamily, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := s.WritePrometheus(&buf); err != nil {
+		t.Fatal(err)
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatalf("prometheus output does not parse: %v\n%s", err, buf.String())
+	}
+	return fams, buf.String()
+}
+
+func labels(m *dto.Metric) map[string]string {
+	out := map[string]string{}
+	for _, l := range m.GetLabel() {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
+}
+
+// TestPrometheusResponseCodeTags: per-status counters come out as Envoy's families with
+// envoy_response_code / envoy_response_code_class labels, /stats keeps Envoy's flat
+// names, and the output parses.
+func TestPrometheusResponseCodeTags(t *testing.T) {
+	s := New()
+	a := Tag{Key: "envoy_cluster_name", Value: "a"}
+	s.Counter("cluster.upstream_rq_{envoy_response_code}", clusterTag, code200).Add(7)
+	s.Counter("cluster.upstream_rq_{envoy_response_code}", clusterTag, Tag{"envoy_response_code", "503"}).Add(2)
+	s.Counter("cluster.upstream_rq_{envoy_response_code}", a, code200).Add(1)
+	s.Counter("cluster.upstream_rq_{envoy_response_code_class}xx", clusterTag, class2).Add(7)
+	s.Counter("cluster.upstream_rq_{envoy_response_code_class}xx", clusterTag, Tag{"envoy_response_code_class", "5"}).Add(2)
+	s.Counter("http.downstream_rq_{envoy_response_code_class}xx", hcmTag, class2).Add(9)
+	s.Counter("cluster.upstream_rq_total", clusterTag).Add(9)
+	s.Gauge("server.live").Set(1)
+	s.Histogram("cluster.upstream_rq_time", clusterTag).Record(3)
+
+	// The same metric through its flat name and again through the template is one.
+	if c := s.Counter("cluster.upstream_rq_{envoy_response_code}", code200, clusterTag); c.Value() != 7 {
+		t.Fatalf("re-lookup with tags in another order: %d, want the same counter (7)", c.Value())
+	}
+	for flat, want := range map[string]int64{
+		"cluster." + istioCluster + ".upstream_rq_200":     7,
+		"cluster." + istioCluster + ".upstream_rq_503":     2,
+		"cluster.a.upstream_rq_200":                        1,
+		"cluster." + istioCluster + ".upstream_rq_2xx":     7,
+		"http.outbound_0.0.0.0_9080.downstream_rq_2xx":     9,
+		"cluster." + istioCluster + ".upstream_rq_total":   9,
+		"server.live":                                      1,
+		"cluster." + istioCluster + ".upstream_rq_5xx":     2,
+		"cluster." + istioCluster + ".upstream_rq_per_try": -1,
+	} {
+		v, ok := s.Value(flat)
+		if want < 0 {
+			if ok {
+				t.Errorf("Value(%q) exists", flat)
+			}
+			continue
+		}
+		if !ok || v != want {
+			t.Errorf("Value(%q) = %d, %v; want %d", flat, v, ok, want)
+		}
+	}
+
+	fams, text := parseProm(t, s)
+	var names []string
+	for n := range fams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	wantNames := []string{
+		"envoy_cluster_upstream_rq", "envoy_cluster_upstream_rq_time", "envoy_cluster_upstream_rq_total",
+		"envoy_cluster_upstream_rq_xx", "envoy_http_downstream_rq_xx", "envoy_server_live",
+	}
+	if strings.Join(names, " ") != strings.Join(wantNames, " ") {
+		t.Fatalf("families %v, want %v\n%s", names, wantNames, text)
+	}
+
+	rq := fams["envoy_cluster_upstream_rq"]
+	if rq.GetType() != dto.MetricType_COUNTER || len(rq.GetMetric()) != 3 {
+		t.Fatalf("envoy_cluster_upstream_rq: %v with %d series, want 3 counters\n%s", rq.GetType(), len(rq.GetMetric()), text)
+	}
+	got := map[string]float64{}
+	for _, m := range rq.GetMetric() {
+		l := labels(m)
+		if len(l) != 2 {
+			t.Fatalf("labels %v, want envoy_cluster_name and envoy_response_code only", l)
+		}
+		got[l["envoy_cluster_name"]+" "+l["envoy_response_code"]] = m.GetCounter().GetValue()
+	}
+	want := map[string]float64{istioCluster + " 200": 7, istioCluster + " 503": 2, "a 200": 1}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("envoy_cluster_upstream_rq{%s} = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	xx := fams["envoy_cluster_upstream_rq_xx"]
+	for _, m := range xx.GetMetric() {
+		l := labels(m)
+		if l["envoy_cluster_name"] != istioCluster || (l["envoy_response_code_class"] != "2" && l["envoy_response_code_class"] != "5") {
+			t.Errorf("envoy_cluster_upstream_rq_xx labels %v", l)
+		}
+	}
+	d := fams["envoy_http_downstream_rq_xx"].GetMetric()
+	if len(d) != 1 || labels(d[0])["envoy_response_code_class"] != "2" || labels(d[0])["envoy_http_conn_manager_prefix"] != "outbound_0.0.0.0_9080" || d[0].GetCounter().GetValue() != 9 {
+		t.Errorf("envoy_http_downstream_rq_xx = %v", d)
+	}
+	h := fams["envoy_cluster_upstream_rq_time"].GetMetric()
+	if len(h) != 1 || h[0].GetHistogram().GetSampleCount() != 1 || math.Abs(h[0].GetHistogram().GetSampleSum()-3) > 1e-9 {
+		t.Errorf("histogram = %v", h)
+	}
+
+	// /stats keeps Envoy's flat names.
+	var tb bytes.Buffer
+	if err := s.WriteText(&tb, "upstream_rq_2"); err != nil {
+		t.Fatal(err)
+	}
+	wantText := "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_200: 7\n" +
+		"cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_2xx: 7\n" +
+		"cluster.a.upstream_rq_200: 1\n"
+	if lines := sortedLines(tb.String()); lines != sortedLines(wantText) {
+		t.Errorf("WriteText:\n%s\nwant\n%s", tb.String(), wantText)
+	}
+}
+
+func sortedLines(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	sort.Strings(l)
+	return strings.Join(l, "\n")
+}
+
+// TestPrometheusFamiliesContiguous: names that differ only in characters Prometheus
+// maps to '_' form one family, written together under one TYPE line.
+func TestPrometheusFamiliesContiguous(t *testing.T) {
+	s := New()
+	s.Counter("a.b_c", Tag{"k", "1"}).Inc()
+	s.Counter("a.b", Tag{"k", "z"}).Inc()
+	s.Counter("a_b.c", Tag{"k", "2"}).Inc()
+	fams, text := parseProm(t, s)
+	if n := len(fams["envoy_a_b_c"].GetMetric()); n != 2 {
+		t.Fatalf("envoy_a_b_c has %d series, want 2\n%s", n, text)
+	}
+	if strings.Count(text, "# TYPE envoy_a_b_c ") != 1 {
+		t.Fatalf("one TYPE line per family:\n%s", text)
+	}
+}
+
+// TestConcurrentLookups: lookups and updates from many goroutines meet on one metric.
+func TestConcurrentLookups(t *testing.T) {
+	s := New()
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 100; j++ {
+				s.Counter("cluster.upstream_rq_{envoy_response_code}", clusterTag, code200).Inc()
+			}
+		}()
+	}
+	wg.Wait()
+	if v, _ := s.Value("cluster." + istioCluster + ".upstream_rq_200"); v != 800 {
+		t.Fatalf("counter = %d, want 800", v)
+	}
+}
