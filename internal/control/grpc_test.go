@@ -58,15 +58,20 @@ func echoBackend(t *testing.T, version string) *registry.Instance {
 	}
 }
 
-// startControl runs a control plane on loopback ports with the given registry content.
-func startControl(t *testing.T, src registry.Source) *Server {
+// startControl runs a control plane on loopback ports with the given registry content;
+// opts may set more options.
+func startControl(t *testing.T, src registry.Source, opts ...func(*Options)) *Server {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	s, err := New(Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", Sources: []registry.Source{src},
-		Debounce: 20 * time.Millisecond, Log: log})
+	o := Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", Sources: []registry.Source{src},
+		Debounce: 20 * time.Millisecond, Log: log}
+	for _, f := range opts {
+		f(&o)
+	}
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,20 +150,22 @@ spec:
       weight: 20
 `
 
-// TestProxylessGRPCFollowsVirtualService runs grpc-go's xDS resolver against weft's
-// whole control plane (store, registry, snapshot, generators, ADS server): a client
-// bootstrapped as a proxyless node resolves xds:///echo...:PORT, reaches three real
-// backends, and follows the VirtualService's header match and 80/20 weights; a later
-// change of the rule reaches the client without a redial.
-func TestProxylessGRPCFollowsVirtualService(t *testing.T) {
+// echoSource is the echo service with three real backends, v1 v2 v3.
+func echoSource(t *testing.T) *registry.Static {
 	src := &registry.Static{SourceName: "test",
 		Svcs: []*registry.Service{{Hostname: echoHost, Name: "echo", Namespace: "default",
 			Ports: []registry.Port{{Name: "grpc", Number: echoPort, Protocol: registry.GRPC}}, Source: "test"}},
 		Insts: []*registry.Instance{echoBackend(t, "v1"), echoBackend(t, "v2"), echoBackend(t, "v3")},
 	}
 	registry.SortInstances(src.Insts)
-	s := startControl(t, src)
+	return src
+}
 
+// echoClient dials xds:///echo...:PORT with grpc-go's xDS resolver bootstrapped for the
+// control plane s as a proxyless node; call makes one call (with x-canary: yes when
+// canary) and returns the version that answered.
+func echoClient(t *testing.T, s *Server) (testgrpc.TestServiceClient, func(canary bool) (string, error)) {
+	t.Helper()
 	bootstrap := fmt.Sprintf(`{
   "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
   "node": {"id": %q, "metadata": {"GENERATOR": "grpc", "NAMESPACE": "default"}}
@@ -172,9 +179,9 @@ func TestProxylessGRPCFollowsVirtualService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc.Close()
+	t.Cleanup(func() { cc.Close() })
 	client := testgrpc.NewTestServiceClient(cc)
-	call := func(canary bool) (string, error) {
+	return client, func(canary bool) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if canary {
@@ -183,25 +190,19 @@ func TestProxylessGRPCFollowsVirtualService(t *testing.T) {
 		r, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true))
 		return r.GetServerId(), err
 	}
-	// eventually: n calls in a row all satisfy ok, within 30 s.
+}
+
+// TestProxylessGRPCFollowsVirtualService runs grpc-go's xDS resolver against weft's
+// whole control plane (store, registry, snapshot, generators, ADS server): a client
+// bootstrapped as a proxyless node resolves xds:///echo...:PORT, reaches three real
+// backends, and follows the VirtualService's header match and 80/20 weights; a later
+// change of the rule reaches the client without a redial.
+func TestProxylessGRPCFollowsVirtualService(t *testing.T) {
+	s := startControl(t, echoSource(t))
+	client, call := echoClient(t, s)
 	eventually := func(what string, canary bool, n int, ok func(string) bool) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		streak := 0
-		var last string
-		var lastErr error
-		for streak < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 30s (last backend %q, err %v)", what, last, lastErr)
-			}
-			last, lastErr = call(canary)
-			if lastErr == nil && ok(last) {
-				streak++
-				continue
-			}
-			streak = 0
-			time.Sleep(20 * time.Millisecond)
-		}
+		inARow(t, call, what, canary, n, ok)
 	}
 
 	// With no rule, the default route reaches every endpoint of the service.
@@ -302,4 +303,25 @@ func findStatus(s *Server, id string) (xds.ProxyStatus, bool) {
 		}
 	}
 	return xds.ProxyStatus{}, false
+}
+
+// inARow waits (up to 30 s) until n calls in a row satisfy ok.
+func inARow(t *testing.T, call func(bool) (string, error), what string, canary bool, n int, ok func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	streak := 0
+	var last string
+	var lastErr error
+	for streak < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 30s (last backend %q, err %v)", what, last, lastErr)
+		}
+		last, lastErr = call(canary)
+		if lastErr == nil && ok(last) {
+			streak++
+			continue
+		}
+		streak = 0
+		time.Sleep(20 * time.Millisecond)
+	}
 }
