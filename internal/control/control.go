@@ -86,9 +86,6 @@ func New(opts Options) (*Server, error) {
 	if opts.Mesh.TrustDomain == "" {
 		opts.Mesh = snapshot.DefaultMeshConfig()
 	}
-	// Automatic mTLS needs workload certificates; until the CA serves them (the security
-	// work), sidecars talk plaintext rather than originate TLS that cannot handshake.
-	opts.Mesh.EnableAutoMTLS = false
 	s := &Server{
 		opts:     opts,
 		log:      opts.Log,
