@@ -161,6 +161,13 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		info.Downstream = ap
 	}
+	// The connection's local address, as httpconn fills it from the listener: an
+	// ORIGINAL_DST cluster without use_http_header connects there.
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if ap, err := netip.ParseAddrPort(la.String()); err == nil {
+			info.DownstreamLocal = ap
+		}
+	}
 	x := &filter.Exchange{W: w, R: r, Info: info}
 	if rt, vh := p.table.Load().Match(r); rt != nil {
 		x.Route = rt

@@ -57,7 +57,12 @@ func (rt *Router) mirror(x *filter.Exchange, f *forward, h http.Header, authorit
 			defer func() { <-rt.mirrorSlots }()
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			host, err := cl.Pick(&lb.Context{}, originalDst(cl, hdr, origDst))
+			dst, dstErr := originalDst(cl, hdr, origDst)
+			if dstErr != nil {
+				rt.log.Debug("shadow request not sent", "cluster", cl.Name(), "err", dstErr)
+				return
+			}
+			host, err := cl.Pick(&lb.Context{}, dst)
 			if err != nil || host == nil {
 				return
 			}

@@ -554,6 +554,12 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	if timeout > 0 && !rt.suppressHeaders {
 		h.Set(hdrExpectedTimeout, strconv.FormatInt(int64(timeout/time.Millisecond), 10))
 	}
+	// After the header mutations: a route may set the destination header.
+	origDst, dstErr := originalDst(cl, h, info.DownstreamLocal)
+	if dstErr != nil {
+		rt.originalDstReply(x, dstErr)
+		return nil
+	}
 
 	remote := ""
 	if info.Downstream.IsValid() {
@@ -584,7 +590,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	}
 
 	if upgrade {
-		return rt.serveUpgrade(ctx, x, route, cl, &lbctx, &u, authority, wc)
+		return rt.serveUpgrade(ctx, x, route, cl, &lbctx, origDst, &u, authority, wc)
 	}
 
 	// Request body: streamed, with the first bytes kept for retries and mirrors.
@@ -605,7 +611,6 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		rt.mirror(x, f, h, authority, &u, nil)
 	}
 
-	origDst := originalDst(cl, h, info.DownstreamLocal)
 	// Hosts already tried, only kept for the previous_hosts retry predicate.
 	var tried *triedHosts
 	if er.p != nil && er.p.previousHosts && er.numRetries > 0 {
@@ -750,19 +755,61 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	return nil
 }
 
-// originalDst is the destination an ORIGINAL_DST cluster connects to: the address in
-// the cluster's use_http_header header when it has one, else the downstream connection's
-// original destination.
-func originalDst(cl *upstream.Cluster, h http.Header, local netip.AddrPort) netip.AddrPort {
+// originalDstError says why an ORIGINAL_DST cluster with use_http_header has no
+// destination for a request.
+type originalDstError struct {
+	details string // response_code_details
+	msg     string // body and upstream failure reason
+}
+
+func (e *originalDstError) Error() string { return e.msg }
+
+// originalDst is the destination an ORIGINAL_DST cluster connects to: the downstream
+// connection's original destination (local), or, when the cluster sets
+// original_dst_lb_config.use_http_header, the IP:port in that header and nothing else.
+//
+// Envoy falls back to the connection's destination when the header is absent; weft does
+// not. use_http_header is how an Explicit-mode sidecar (the application's HTTP proxy)
+// passes requests through, and there the connection's local address is the sidecar's
+// own listener: falling back would make the sidecar connect to itself, again and again.
+// For the same reason a header naming the connection's own local address is refused.
+func originalDst(cl *upstream.Cluster, h http.Header, local netip.AddrPort) (netip.AddrPort, *originalDstError) {
 	if !cl.IsOriginalDst() {
-		return local
+		return local, nil
 	}
-	if name := cl.OriginalDstHeader(); name != "" {
-		if ap, err := netip.ParseAddrPort(h.Get(name)); err == nil {
-			return ap
+	name := cl.OriginalDstHeader()
+	if name == "" {
+		return local, nil
+	}
+	v := h.Get(name)
+	if v == "" {
+		return netip.AddrPort{}, &originalDstError{
+			details: "original_dst_header_missing",
+			msg:     "cluster " + cl.Name() + " takes the destination from request header " + name + ", which is missing",
 		}
 	}
-	return local
+	ap, err := netip.ParseAddrPort(v)
+	if err != nil || ap.Port() == 0 {
+		return netip.AddrPort{}, &originalDstError{
+			details: "original_dst_header_invalid",
+			msg:     "cluster " + cl.Name() + " takes the destination from request header " + name + ", which is not an IP:port",
+		}
+	}
+	if local.IsValid() && ap.Addr().Unmap() == local.Addr().Unmap() && ap.Port() == local.Port() {
+		return netip.AddrPort{}, &originalDstError{
+			details: "original_dst_is_self",
+			msg:     "request header " + name + " names this listener's own address",
+		}
+	}
+	return ap, nil
+}
+
+// originalDstReply answers a request whose ORIGINAL_DST destination is unusable: 503
+// with flag UH (no upstream host can be chosen), the reason in the body, the details
+// and the access log's upstream failure.
+func (rt *Router) originalDstReply(x *filter.Exchange, e *originalDstError) {
+	x.Info.UpstreamFailure = e.msg
+	LocalReply(x, http.StatusServiceUnavailable, "no healthy upstream: "+e.msg, stream.NoHealthyUpstream, e.details)
 }
 
 type triedHosts struct{ hosts []lb.Host }

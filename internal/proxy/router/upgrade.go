@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync"
 	"time"
@@ -22,11 +23,11 @@ import (
 // serveUpgrade proxies an HTTP/1.1 WebSocket upgrade: it dials a host, sends the request,
 // and on 101 hijacks the downstream connection and splices the two until both sides
 // close. The route timeout covers only the handshake, as in Envoy.
-func (rt *Router) serveUpgrade(ctx context.Context, x *filter.Exchange, route *Route, cl *upstream.Cluster, lbctx *lb.Context, u *url.URL, authority string, wc *weightedCluster) error {
+func (rt *Router) serveUpgrade(ctx context.Context, x *filter.Exchange, route *Route, cl *upstream.Cluster, lbctx *lb.Context, origDst netip.AddrPort, u *url.URL, authority string, wc *weightedCluster) error {
 	info := x.Info
 	cst := cl.Stats()
 	rst := rt.clusterStats(cl.Name())
-	host, err := cl.Pick(lbctx, originalDst(cl, x.R.Header, info.DownstreamLocal))
+	host, err := cl.Pick(lbctx, origDst)
 	if err != nil || host == nil {
 		rt.failureReply(x, &outcome{fail: failNoHost, err: err}, cst, rst)
 		return nil
