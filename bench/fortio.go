@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// payloadSize is the request body (HTTP POST, gRPC ping payload); the echo server sends
+// it back, so 1 KB goes each way.
+const payloadSize = 1024
+
+// fortioResult is the part of fortio's -json output the harness reads.
+type fortioResult struct {
+	ActualQPS         float64          `json:"ActualQPS"`
+	ActualDuration    int64            `json:"ActualDuration"`
+	RetCodes          map[string]int64 `json:"RetCodes"`
+	DurationHistogram struct {
+		Count       int64   `json:"Count"`
+		Avg         float64 `json:"Avg"`
+		Max         float64 `json:"Max"`
+		Percentiles []struct {
+			Percentile float64 `json:"Percentile"`
+			Value      float64 `json:"Value"`
+		} `json:"Percentiles"`
+	} `json:"DurationHistogram"`
+}
+
+// ok is the count of successful calls (HTTP 200, gRPC SERVING).
+func (r *fortioResult) ok() int64 { return r.RetCodes["200"] + r.RetCodes["SERVING"] }
+
+func (r *fortioResult) total() int64 {
+	var n int64
+	for _, v := range r.RetCodes {
+		n += v
+	}
+	return n
+}
+
+// pct is a percentile in milliseconds (0 when fortio did not report it).
+func (r *fortioResult) pct(p float64) float64 {
+	for _, x := range r.DurationHistogram.Percentiles {
+		if x.Percentile == p {
+			return x.Value * 1000
+		}
+	}
+	return 0
+}
+
+// fortioLoad runs one fortio load against target (a URL, or host:port for gRPC) and
+// returns its figures. -r 0.00001 gives 10 µs histogram buckets, fine enough on loopback.
+func fortioLoad(ctx context.Context, bin, target string, grpc bool, qps, conns int, d time.Duration, jsonPath string) (*fortioResult, error) {
+	args := []string{"load", "-qps", strconv.Itoa(qps), "-c", strconv.Itoa(conns), "-t", d.String(),
+		"-payload-size", strconv.Itoa(payloadSize), "-r", "0.00001", "-p", "50,90,99,99.9",
+		"-json", jsonPath, "-quiet", "-loglevel", "error"}
+	if grpc {
+		args = append(args, "-grpc", "-ping")
+	}
+	args = append(args, target)
+	// The deadline leaves room for fortio's warm-up calls and for writing its report.
+	_ = os.Remove(jsonPath)
+	runErr := runLogged(ctx, d+30*time.Second, "", nil, append([]string{bin}, args...)...)
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		if runErr != nil {
+			return nil, fmt.Errorf("bench: fortio: %w", runErr)
+		}
+		return nil, fmt.Errorf("bench: fortio: %w", err)
+	}
+	r := new(fortioResult)
+	if err := json.Unmarshal(b, r); err != nil {
+		return nil, fmt.Errorf("bench: fortio %s: %w", jsonPath, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/weft-mesh/weft/internal/node"
+	"github.com/weft-mesh/weft/internal/proxy/bootstrap"
+)
+
+// SidecarRSS is a real weft-proxy's memory once configured by the control plane for a
+// mesh of Services services (2 endpoints each), with or without a Sidecar resource
+// limiting its egress to a few of them.
+type SidecarRSS struct {
+	Services     int     `json:"services"`
+	Scoped       bool    `json:"scoped"`
+	Clusters     int     `json:"clusters"` // what the proxy holds (admin /clusters)
+	ReadySeconds float64 `json:"ready_seconds"`
+	PeakRSSMB    float64 `json:"peak_rss_mb"` // VmHWM
+	RSSMB        float64 `json:"rss_mb"`      // VmRSS once settled
+	Error        string  `json:"error,omitempty"`
+}
+
+// runSidecarRSS measures one mesh size, scoped or not.
+func runSidecarRSS(ctx context.Context, t *tools, dir string, services int, scoped bool) SidecarRSS {
+	r := SidecarRSS{Services: services, Scoped: scoped}
+	if err := sidecarRSSInto(ctx, t, dir, &r); err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}
+
+func sidecarRSSInto(ctx context.Context, t *tools, dir string, r *SidecarRSS) error {
+	hosts := 0
+	if r.Scoped {
+		hosts = scopedHosts
+	}
+	sub := filepath.Join(dir, fmt.Sprintf("sidecar-%d-scoped-%v", r.Services, r.Scoped))
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	cp, err := startControl(ctx, sub, meshSize{r.Services, 2}, hosts)
+	if err != nil {
+		return err
+	}
+	defer cp.stop(5 * time.Second)
+	adminPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
+	// The workload of svc-0's first endpoint, reached the way weft's local mode does it:
+	// explicit interception, listeners on the workload's loopback address.
+	ip := workloadIP(0)
+	p := &node.Proxy{
+		Type: node.Sidecar, IP: ip, Workload: "svc-0-0", Namespace: benchNS, ServiceAccount: "svc-0",
+		Labels: map[string]string{"app": "svc-0"}, Interception: node.Explicit,
+		AppIP: netip.AddrFrom4([4]byte{127, 76, 0, 1}),
+	}
+	b := bootstrap.FromFlags(bootstrap.Flags{
+		NodeID:  node.ID(node.Sidecar, ip, p.Workload, benchNS, benchNS+".svc.cluster.local"),
+		Cluster: "svc-0", XDSAddress: cp.xds, AdminAddress: admin,
+	})
+	b.Node.Metadata = node.Metadata(p)
+	b.Node.Locality = &corev3.Locality{}
+	if err := bootstrap.Validate(b); err != nil {
+		return fmt.Errorf("bench: sidecar bootstrap: %w", err)
+	}
+	data, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("bench: sidecar bootstrap: %w", err)
+	}
+	file := filepath.Join(sub, "sidecar.json")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	start := time.Now()
+	px, err := startProc("sidecar", filepath.Join(sub, "sidecar.log"), []string{"GOMAXPROCS=1"}, t.WeftProxy, "-c", file,
+		"--health-address", "-", "--stats-address", "-", "--log-level", "warn", "--drain-timeout", "200ms")
+	if err != nil {
+		return err
+	}
+	defer px.stop(3 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if px.exited() {
+			return fmt.Errorf("bench: sidecar exited: %s", px.tail())
+		}
+		if code, _ := httpGet(ctx, "http://"+admin+"/ready"); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("bench: sidecar not ready after 3m: %s", px.tail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.ReadySeconds = time.Since(start).Seconds()
+	// Let the rest of the first pushes (EDS, RDS, SDS after LDS/CDS) land.
+	last, stable := -1, 0
+	for i := 0; i < 40 && stable < 3; i++ {
+		time.Sleep(250 * time.Millisecond)
+		n := clusterCount(ctx, admin)
+		if n == last {
+			stable++
+		} else {
+			last, stable = n, 0
+		}
+	}
+	time.Sleep(2 * time.Second)
+	r.Clusters = clusterCount(ctx, admin)
+	u, err := readUsage(px.pid())
+	if err != nil {
+		return err
+	}
+	r.PeakRSSMB, r.RSSMB = mb(u.HWMKiB), mb(u.RSSKiB)
+	return nil
+}
+
+func clusterCount(ctx context.Context, admin string) int {
+	code, body := httpGet(ctx, "http://"+admin+"/clusters?format=json")
+	if code != 200 {
+		return -1
+	}
+	var v struct {
+		A []json.RawMessage `json:"cluster_statuses"`
+		B []json.RawMessage `json:"clusterStatuses"`
+	}
+	if json.Unmarshal([]byte(body), &v) != nil {
+		return -1
+	}
+	return len(v.A) + len(v.B)
+}
