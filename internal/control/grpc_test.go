@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -324,4 +325,79 @@ func inARow(t *testing.T, call func(bool) (string, error), what string, canary b
 		streak = 0
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestProxylessGRPCSurvivesControlRestart stops the control plane under a connected
+// proxyless client: calls keep following the last rule while it is down; a new control
+// plane on the same address, with the same config, is reconnected to and serves the
+// same versions; a rule applied to it then reaches the client.
+func TestProxylessGRPCSurvivesControlRestart(t *testing.T) {
+	src := echoSource(t)
+	ctx1, stop1 := context.WithCancel(context.Background())
+	s1, err := New(Options{XDSAddress: "127.0.0.1:0", APIAddress: "127.0.0.1:0", Sources: []registry.Source{src},
+		Debounce: 20 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done1 := make(chan error, 1)
+	go func() { done1 <- s1.Run(ctx1) }()
+	var runErr error
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stop1()
+			runErr = <-done1
+		}
+	}
+	defer stop()
+	<-s1.Ready()
+	applyYAML(t, s1, "rules", echoRules)
+	_, call := echoClient(t, s1)
+	inARow(t, call, "canary calls on v3", true, 30, func(v string) bool { return v == "v3" })
+	before, ok := findStatus(s1, grpcNodeID)
+	if !ok {
+		t.Fatal("no status for the client")
+	}
+
+	// Down: the client keeps its last config (Envoy's and gRPC's behaviour with the
+	// management server gone).
+	addr := s1.XDSAddr()
+	stop()
+	if runErr != nil {
+		t.Fatalf("Run: %v", runErr)
+	}
+	for i := 0; i < 50; i++ {
+		canary := i%2 == 0
+		v, err := call(canary)
+		if err != nil || canary && v != "v3" || !canary && v == "v3" {
+			t.Fatalf("call %d (canary %v) with the control plane down: backend %q, %v", i, canary, v, err)
+		}
+	}
+
+	// Back on the same address with the same config.
+	s2 := startControl(t, src, func(o *Options) { o.XDSAddress = addr })
+	applyYAML(t, s2, "rules", echoRules)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ps, ok := findStatus(s2, grpcNodeID)
+		synced := ok && ps.Connected
+		for _, typ := range []string{"LDS", "RDS", "CDS", "EDS"} {
+			synced = synced && ps.PerType[typ].Synced()
+		}
+		if synced {
+			for _, typ := range []string{"LDS", "RDS", "CDS", "EDS"} {
+				if ps.PerType[typ].Acked != before.PerType[typ].Acked {
+					t.Errorf("%s: version %s after the restart, %s before", typ, ps.PerType[typ].Acked, before.PerType[typ].Acked)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client did not resync with the new control plane within 60s: %+v", ps)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	applyYAML(t, s2, "rules", strings.Replace(echoRules, "subset: v3", "subset: v1", 1))
+	inARow(t, call, "canary calls on v1 after a change on the new control plane", true, 30, func(v string) bool { return v == "v1" })
 }
