@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -163,18 +164,37 @@ func (sc *Scope) coversService(h string) bool {
 	return false
 }
 
+// OriginalDstHeader is the request header an Explicit-mode sidecar's
+// PassthroughCluster takes its destination from (original_dst_lb_config.use_http_header
+// with the default http_header_name).
+const OriginalDstHeader = "x-envoy-original-dst-host"
+
 // catchAll is the last virtual host: unknown hosts go to PassthroughCluster
 // (ALLOW_ANY) or get a 502 (REGISTRY_ONLY), as Istio's.
+//
+// An Explicit-mode sidecar is the application's HTTP proxy: the connection's
+// destination is the sidecar itself, so its PassthroughCluster reads the destination
+// from OriginalDstHeader, which the route sets from the request's authority
+// (overwriting any the client sent). An IP:port authority passes through; for a
+// hostname the proxy answers 503 (weft has no dynamic forward proxy: a ServiceEntry
+// gives the host a DNS cluster of its own).
 func (sc *Scope) catchAll() *routev3.VirtualHost {
 	if sc.AllowAny() {
-		return &routev3.VirtualHost{Name: AllowAnyVirtualHost, Domains: []string{"*"}, Routes: []*routev3.Route{{
+		r := &routev3.Route{
 			Name:  AllowAnyVirtualHost,
 			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: names.PassthroughCluster},
 				Timeout:          durationpb.New(0),
 			}},
-		}}}
+		}
+		if sc.p.Interception == node.Explicit {
+			r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{
+				Header:       &corev3.HeaderValue{Key: OriginalDstHeader, Value: "%REQ(:authority)%"},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}}
+		}
+		return &routev3.VirtualHost{Name: AllowAnyVirtualHost, Domains: []string{"*"}, Routes: []*routev3.Route{r}}
 	}
 	return &routev3.VirtualHost{Name: BlockAllVirtualHost, Domains: []string{"*"}, Routes: []*routev3.Route{{
 		Name:   BlockAllVirtualHost,
