@@ -6,12 +6,14 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	jose "github.com/go-jose/go-jose/v4"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	security "istio.io/api/security/v1beta1"
@@ -84,13 +86,22 @@ func jwtAuthn(s *snapshot.Snapshot, p *node.Proxy) (*jwtv3.JwtAuthentication, []
 	}
 	anyOf := &jwtv3.JwtRequirementOrList{}
 	for i, r := range rules {
-		name := "origins-" + strconv.Itoa(i)
+		if r.GetIssuer() == "" {
+			// A provider without an issuer would verify tokens of any issuer against
+			// these keys; without the rule, such tokens are rejected (unknown issuer).
+			notes = append(notes, fmt.Sprintf("%s: jwtRules[%d]: issuer is required: rule left out", source(from[i]), i))
+			continue
+		}
+		name := "origins-" + strconv.Itoa(len(out.Providers))
 		prov, note := provider(r)
 		if note != "" {
 			notes = append(notes, fmt.Sprintf("%s: jwtRules issuer %q: %s", source(from[i]), r.GetIssuer(), note))
 		}
 		out.Providers[name] = prov
 		anyOf.Requirements = append(anyOf.Requirements, &jwtv3.JwtRequirement{RequiresType: &jwtv3.JwtRequirement_ProviderName{ProviderName: name}})
+	}
+	if len(out.Providers) == 0 {
+		return nil, notes
 	}
 	anyOf.Requirements = append(anyOf.Requirements, &jwtv3.JwtRequirement{RequiresType: &jwtv3.JwtRequirement_AllowMissing{AllowMissing: &emptypb.Empty{}}})
 	out.Rules = []*jwtv3.RequirementRule{{
@@ -105,21 +116,49 @@ func jwtAuthn(s *snapshot.Snapshot, p *node.Proxy) (*jwtv3.JwtAuthentication, []
 // provider translates one JWTRule; note says why its keys were replaced, if they were.
 func provider(r *security.JWTRule) (*jwtv3.JwtProvider, string) {
 	p := &jwtv3.JwtProvider{
-		Issuer:               r.GetIssuer(),
-		Audiences:            append([]string(nil), r.GetAudiences()...),
-		Forward:              r.GetForwardOriginalToken(),
-		ForwardPayloadHeader: r.GetOutputPayloadToHeader(),
+		Issuer:    r.GetIssuer(),
+		Audiences: append([]string(nil), r.GetAudiences()...),
+		Forward:   r.GetForwardOriginalToken(),
 		// Istio's key for the payload: RBAC's experimental.envoy.filters.http.jwt_authn
 		// conditions and Envoy's own consumers find it under the issuer.
 		PayloadInMetadata: r.GetIssuer(),
-		FromParams:        append([]string(nil), r.GetFromParams()...),
-		FromCookies:       append([]string(nil), r.GetFromCookies()...),
+	}
+	// Names the proxy would refuse (and with them the whole listener) are left out, and
+	// then no token of the rule is verified: a token read from another place than the
+	// rule says must not pass.
+	var bad []string
+	header := func(field, name string) bool {
+		if !httpguts.ValidHeaderFieldName(name) {
+			bad = append(bad, fmt.Sprintf("%s %q is not a header name", field, name))
+			return false
+		}
+		return true
+	}
+	nonEmpty := func(field string, vs []string) []string {
+		var out []string
+		for _, v := range vs {
+			if v == "" {
+				bad = append(bad, field+" has an empty name")
+				continue
+			}
+			out = append(out, v)
+		}
+		return out
+	}
+	p.FromParams = nonEmpty("fromParams", r.GetFromParams())
+	p.FromCookies = nonEmpty("fromCookies", r.GetFromCookies())
+	if h := r.GetOutputPayloadToHeader(); h != "" && header("outputPayloadToHeader", h) {
+		p.ForwardPayloadHeader = h
 	}
 	for _, h := range r.GetFromHeaders() {
-		p.FromHeaders = append(p.FromHeaders, &jwtv3.JwtHeader{Name: h.GetName(), ValuePrefix: h.GetPrefix()})
+		if header("fromHeaders", h.GetName()) {
+			p.FromHeaders = append(p.FromHeaders, &jwtv3.JwtHeader{Name: h.GetName(), ValuePrefix: h.GetPrefix()})
+		}
 	}
 	for _, c := range r.GetOutputClaimToHeaders() {
-		p.ClaimToHeaders = append(p.ClaimToHeaders, &jwtv3.JwtClaimToHeader{HeaderName: c.GetHeader(), ClaimName: c.GetClaim()})
+		if header("outputClaimToHeaders", c.GetHeader()) && len(nonEmpty("outputClaimToHeaders.claim", []string{c.GetClaim()})) == 1 {
+			p.ClaimToHeaders = append(p.ClaimToHeaders, &jwtv3.JwtClaimToHeader{HeaderName: c.GetHeader(), ClaimName: c.GetClaim()})
+		}
 	}
 	claims := append([]string(nil), spaceDelimited...)
 	for _, c := range r.GetSpaceDelimitedClaims() {
@@ -129,6 +168,10 @@ func provider(r *security.JWTRule) (*jwtv3.JwtProvider, string) {
 	}
 	p.NormalizePayloadInMetadata = &jwtv3.JwtProvider_NormalizePayload{SpaceDelimitedClaims: claims}
 
+	if len(bad) > 0 {
+		p.JwksSourceSpecifier = inlineJWKS(unusableJWKS)
+		return p, strings.Join(bad, "; ") + ": no token of this issuer can be verified"
+	}
 	note := ""
 	switch {
 	case r.GetJwks() != "":

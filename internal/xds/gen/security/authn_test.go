@@ -145,6 +145,29 @@ spec:
 	}
 }
 
+// TestJWTRuleWithoutIssuer: a provider without an issuer would accept any issuer; the
+// rule is left out (its tokens are then rejected as of an unknown issuer).
+func TestJWTRuleWithoutIssuer(t *testing.T) {
+	k := newTestKey(t)
+	s := bookinfo(`
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec: {jwtRules: [{jwks: '` + k.jwks + `'}, {issuer: good.example, jwks: '` + k.jwks + `'}]}
+`)
+	j := JWTAuthn(s, reviews())
+	if len(j.GetProviders()) != 1 || j.GetProviders()["origins-0"].GetIssuer() != "good.example" {
+		t.Fatalf("providers %v", j.GetProviders())
+	}
+	h := chain(t, s, reviews())
+	if code, _ := serve(h, "GET", "/", map[string]string{"Authorization": "Bearer " + k.token(t, map[string]any{"iss": "other", "sub": "a"})}, ""); code != http.StatusUnauthorized {
+		t.Fatalf("token of another issuer: %d", code)
+	}
+	if code, _ := serve(h, "GET", "/", map[string]string{"Authorization": "Bearer " + k.token(t, map[string]any{"iss": "good.example", "sub": "a"})}, ""); code != http.StatusOK {
+		t.Fatalf("good token: %d", code)
+	}
+}
+
 func TestJWTNotApplied(t *testing.T) {
 	for _, y := range []string{``, `
 apiVersion: security.istio.io/v1
@@ -174,6 +197,8 @@ func TestJWKSUnusableFailsClosed(t *testing.T) {
 	k := newTestKey(t)
 	for _, rule := range []string{
 		`{issuer: "https://accounts.example.com"}`,
+		`{issuer: "https://accounts.example.com", jwks: '` + k.jwks + `', fromHeaders: [{name: "bad header"}]}`,
+		`{issuer: "https://accounts.example.com", jwks: '` + k.jwks + `', outputClaimToHeaders: [{header: "x:y", claim: sub}]}`,
 		`{issuer: "https://accounts.example.com", jwks: '{"keys":[{"kty":"oct","use":"enc","k":"AAAA"}]}'}`,
 		`{issuer: "https://accounts.example.com", jwks: 'not json'}`,
 	} {
@@ -303,4 +328,3 @@ func mustAny(t *testing.T, m proto.Message) *anypb.Any {
 	}
 	return a
 }
-

@@ -221,6 +221,14 @@ spec:
 			{"ratings", req{principal: ratingsID}, false, false},
 			{"tcp productpage", req{principal: productpageID}, true, true},
 		}},
+		{"a pseudo-header the proxy has no value for fails closed, not the listener", `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: pseudo}
+spec: {action: DENY, rules: [{when: [{key: "request.headers[:status]", values: ["200"]}]}]}
+`, []check{
+			{"anything", pp("GET", "/"), false, false},
+		}},
 		{"wildcards", `
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

@@ -11,6 +11,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	security "istio.io/api/security/v1beta1"
 )
@@ -409,8 +410,27 @@ func metadata(filter string, path []string, v *matcherv3.ValueMatcher) *matcherv
 // regular expression does; inline ("request.experimental.inline.headers") the whole.
 func headerKind(name string, split bool) kind {
 	return kind{httpOnly: true, prin: func(v string) ([]*rbacv3.Principal, error) {
+		if err := checkHeaderName(name); err != nil {
+			return nil, err
+		}
 		return []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Header{Header: headerValue(name, v, split)}}}, nil
 	}}
+}
+
+// checkHeaderName refuses what a proxy cannot match a request header by: it has no
+// value for pseudo-headers other than these four, and would reject the whole listener.
+func checkHeaderName(name string) error {
+	if strings.HasPrefix(name, ":") {
+		switch strings.ToLower(name) {
+		case ":authority", ":path", ":method", ":scheme":
+			return nil
+		}
+		return fmt.Errorf("header %q: unsupported pseudo-header", name)
+	}
+	if !httpguts.ValidHeaderFieldName(name) {
+		return fmt.Errorf("header %q: not a header name", name)
+	}
+	return nil
 }
 
 func headerValue(name, v string, split bool) *routev3.HeaderMatcher {
