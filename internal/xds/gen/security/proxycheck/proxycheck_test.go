@@ -2,8 +2,11 @@ package proxycheck
 
 import (
 	"bufio"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +22,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	jose "github.com/go-jose/go-jose/v4"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weft-mesh/weft/internal/ca"
@@ -286,7 +290,8 @@ func staticCluster(name, addr string) *clusterv3.Cluster {
 // TCP service) onto the TCP port, and the workload sees its caller in
 // X-Forwarded-Client-Cert.
 func TestMeshTrafficOverLoopback(t *testing.T) {
-	s := bookinfoWithTCP(`
+	signer := newJWTKey(t)
+	s := bookinfoWithTCP(strings.ReplaceAll(`
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: istio-system}
@@ -307,6 +312,15 @@ spec:
     to: [{operation: {methods: ["GET"], paths: ["/reviews/*"]}}]
   - from: [{source: {namespaces: ["default"]}}]
     when: [{key: connection.sni, values: ["outbound_.7070_*"]}]
+  - from: [{source: {requestPrincipals: ["https://accounts.example.com/alice"]}}]
+    to: [{operation: {paths: ["/jwt"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  jwtRules: [{issuer: "https://accounts.example.com", jwks: 'JWKS'}]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -316,7 +330,7 @@ spec:
   # Without the SNI condition this would deny every TCP connection: a connection has no
   # path, and a DENY rule keeps only what a connection can be matched on (Istio's).
   rules: [{to: [{operation: {paths: ["/reviews/debug"]}}], when: [{key: connection.sni, values: ["outbound_.9080_*"]}]}]
-`)
+`, "JWKS", signer.jwks))
 	p := simtest.SidecarProxy("reviews-v1", node.Explicit)
 	m := newMesh(t)
 	st := newStack(t)
@@ -376,7 +390,7 @@ spec:
 	httpAddr := st.lm.Addr(names.Listener(p.IP.String(), 9080)).String()
 	tcpAddr := st.lm.Addr(names.Listener(p.IP.String(), 7070)).String()
 
-	get := func(cfg *tls.Config, method, path string) (int, error) {
+	get := func(cfg *tls.Config, method, path string, token ...string) (int, error) {
 		tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
 		defer tr.CloseIdleConnections()
 		scheme := "https"
@@ -385,6 +399,9 @@ spec:
 		}
 		req, _ := http.NewRequest(method, scheme+"://"+httpAddr+path, nil)
 		req.Host = "reviews:9080"
+		for _, tok := range token {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
 		resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
 		if err != nil {
 			return 0, err
@@ -395,21 +412,27 @@ spec:
 	}
 	const httpSNI, tcpSNI = "outbound_.9080_._.reviews.default.svc.cluster.local", "outbound_.7070_._.reviews-admin.default.svc.cluster.local"
 	productpage, ratings, other := m.clientTLS(t, "default", "bookinfo-productpage", httpSNI), m.clientTLS(t, "default", "bookinfo-ratings", httpSNI), m.clientTLS(t, "other", "client", httpSNI)
+	alice, bob := signer.token(t, "alice"), signer.token(t, "bob")
 	for _, tc := range []struct {
 		name         string
 		cfg          *tls.Config
 		method, path string
 		want         int // 0: the connection is refused
+		token        []string
 	}{
-		{"productpage GET", productpage, "GET", "/reviews/0", 200},
-		{"productpage POST", productpage, "POST", "/reviews/0", 403},
-		{"productpage other path", productpage, "GET", "/ratings/0", 403},
-		{"productpage denied path", productpage, "GET", "/reviews/debug", 403},
-		{"ratings GET", ratings, "GET", "/reviews/0", 403},
-		{"other namespace GET", other, "GET", "/reviews/0", 403},
-		{"plaintext (STRICT)", nil, "GET", "/reviews/0", 0},
+		{"alice's token", ratings, "GET", "/jwt", 200, []string{alice}},
+		{"bob's token", ratings, "GET", "/jwt", 403, []string{bob}},
+		{"no token", ratings, "GET", "/jwt", 403, nil},
+		{"forged token", ratings, "GET", "/jwt", 401, []string{alice[:len(alice)-4] + "AAAA"}},
+		{"productpage GET", productpage, "GET", "/reviews/0", 200, nil},
+		{"productpage POST", productpage, "POST", "/reviews/0", 403, nil},
+		{"productpage other path", productpage, "GET", "/ratings/0", 403, nil},
+		{"productpage denied path", productpage, "GET", "/reviews/debug", 403, nil},
+		{"ratings GET", ratings, "GET", "/reviews/0", 403, nil},
+		{"other namespace GET", other, "GET", "/reviews/0", 403, nil},
+		{"plaintext (STRICT)", nil, "GET", "/reviews/0", 0, nil},
 	} {
-		code, err := get(tc.cfg, tc.method, tc.path)
+		code, err := get(tc.cfg, tc.method, tc.path, tc.token...)
 		if tc.want == 0 {
 			if err == nil {
 				t.Errorf("%s: answered %d, want the connection refused", tc.name, code)
@@ -429,7 +452,8 @@ spec:
 	mu.Lock()
 	seen := append([]string(nil), xfcc...)
 	mu.Unlock()
-	if len(seen) != 1 || !strings.Contains(seen[0], "URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage") {
+	if len(seen) != 2 || !strings.Contains(seen[0], "URI=spiffe://cluster.local/ns/default/sa/bookinfo-ratings") ||
+		!strings.Contains(seen[1], "URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage") {
 		t.Errorf("the workload saw X-Forwarded-Client-Cert %q", seen)
 	}
 
@@ -471,4 +495,41 @@ spec:
 			t.Errorf("tcp %s: read %q, want %q", tc.name, got, tc.want)
 		}
 	}
+}
+
+// jwtKey signs the test's tokens; its JWKS goes inline into a RequestAuthentication.
+type jwtKey struct {
+	priv *rsa.PrivateKey
+	jwks string
+}
+
+func newJWTKey(t *testing.T) *jwtKey {
+	t.Helper()
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &priv.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &jwtKey{priv: priv, jwks: string(b)}
+}
+
+func (k *jwtKey) token(t *testing.T, sub string) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: k.priv, KeyID: "k1"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(map[string]any{"iss": "https://accounts.example.com", "sub": sub, "exp": time.Now().Add(time.Hour).Unix()})
+	obj, err := s.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
