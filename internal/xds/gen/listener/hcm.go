@@ -117,9 +117,9 @@ type TCPFilter struct {
 	Config func(FilterContext) proto.Message
 }
 
-// tcpFilters are the network filters of TCP chains before tcp_proxy, in order: the
-// workload's network RBAC, one filter per action as for HTTP, and on the inbound
-// passthrough chain of a STRICT workload a filter that refuses the plaintext it carries.
+// tcpFilters are the network filters of TCP chains before tcp_proxy, in order: on the
+// inbound passthrough chain of a STRICT workload, a filter that refuses the plaintext it
+// carries; then the workload's network RBAC, one filter per action as for HTTP.
 var tcpFilters = []TCPFilter{
 	{security.NetworkRBACFilter, strictPassthrough},
 	{security.NetworkRBACFilter, networkRBAC(security.Audit)},

@@ -38,6 +38,13 @@ func MeshALPN() []string {
 //
 // Selector policies in the root namespace are ignored, as Istio ignores them.
 func PeerMode(s *snapshot.Snapshot, p *node.Proxy, port uint32) Mode {
+	return WorkloadPeerMode(s, p.Namespace, p.Labels, port)
+}
+
+// WorkloadPeerMode is PeerMode for a workload known by its namespace and labels (a
+// registry instance, whose Port is the workload port): what a client's auto mTLS needs
+// to know of an endpoint (Istio marks endpoints whose port is DISABLE as plaintext).
+func WorkloadPeerMode(s *snapshot.Snapshot, namespace string, labels map[string]string, port uint32) Mode {
 	var mesh, ns, wl *snapshot.Config[*security.PeerAuthentication]
 	older := func(cur, c *snapshot.Config[*security.PeerAuthentication]) bool {
 		return cur == nil || c.CreationIndex < cur.CreationIndex
@@ -53,11 +60,11 @@ func PeerMode(s *snapshot.Snapshot, p *node.Proxy, port uint32) Mode {
 			if older(mesh, pa) {
 				mesh = pa
 			}
-		case len(sel) == 0 && pa.Namespace == p.Namespace:
+		case len(sel) == 0 && pa.Namespace == namespace:
 			if older(ns, pa) {
 				ns = pa
 			}
-		case len(sel) > 0 && pa.Namespace == p.Namespace && pa.Namespace != s.Mesh.RootNamespace && labelsMatch(sel, p.Labels):
+		case len(sel) > 0 && pa.Namespace == namespace && pa.Namespace != s.Mesh.RootNamespace && labelsMatch(sel, labels):
 			if older(wl, pa) {
 				wl = pa
 			}

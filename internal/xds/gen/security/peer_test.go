@@ -40,6 +40,9 @@ func TestPeerModePrecedence(t *testing.T) {
 				if got := PeerMode(s, reviews(), c.port); got != c.want {
 					t.Errorf("port %d: %v, want %v", c.port, got, c.want)
 				}
+				if got := WorkloadPeerMode(s, "default", map[string]string{"app": "reviews", "version": "v1"}, c.port); got != c.want {
+					t.Errorf("port %d by labels: %v, want %v", c.port, got, c.want)
+				}
 			}
 		})
 	}
