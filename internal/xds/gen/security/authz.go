@@ -3,6 +3,7 @@ package security
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -167,10 +168,16 @@ func collect(s *snapshot.Snapshot, p *node.Proxy, a Action, tcp bool) *collected
 			if custom {
 				name += "-custom-unavailable"
 			}
+			var dropped []string
+			t.dropped = &dropped
 			pol, err := t.translate(r)
 			switch {
 			case err == nil:
 				into[name] = pol
+				if len(dropped) > 0 && a == Deny {
+					c.notes = append(c.notes, fmt.Sprintf("%s: rules[%d]: on TCP traffic without %s (only HTTP requests have them): it denies more connections",
+						source(ap.Meta), ri, strings.Join(dropped, ", ")))
+				}
 			case a == Deny:
 				// Fail closed: a DENY rule weft cannot express denies everything.
 				into[name] = matchAll()

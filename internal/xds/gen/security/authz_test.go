@@ -431,12 +431,18 @@ apiVersion: security.istio.io/v1
 kind: RequestAuthentication
 metadata: {name: jwt}
 spec: {jwtRules: [{issuer: "no-keys.example"}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-debug}
+spec: {action: DENY, rules: [{to: [{operation: {paths: ["/debug"]}}]}]}
 `)
 	got := strings.Join(Diagnose(s, reviews()), "\n")
 	for _, want := range []string{
 		`AuthorizationPolicy bad: rules[0]: when[0].key: unknown attribute "request.bogus": denying every request`,
 		`AuthorizationPolicy http-allow: rules[0]: to[0].operation.methods: only HTTP requests have it: not applied to TCP traffic`,
 		`RequestAuthentication jwt: jwtRules issuer "no-keys.example": neither jwks nor jwksUri`,
+		`AuthorizationPolicy deny-debug: rules[0]: on TCP traffic without to[0].operation.paths (only HTTP requests have them): it denies more connections`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in\n%s", want, got)

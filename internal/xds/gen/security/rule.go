@@ -41,6 +41,8 @@ type ruleTranslator struct {
 	// audit: the rule matches more, so it denies more); otherwise such a field fails
 	// the rule with errHTTPOnly (ALLOW: the rule is dropped, so it allows less).
 	dropHTTP bool
+	// dropped, when set, collects the fields dropHTTP left out.
+	dropped *[]string
 }
 
 // kind is one Istio attribute: how a value of it becomes a principal or a permission.
@@ -159,12 +161,15 @@ func (t ruleTranslator) field(valuesPath, notPath string, k kind, values, not []
 		return nil, nil, nil
 	}
 	if t.tcp && k.httpOnly {
-		if t.dropHTTP {
-			return nil, nil, nil
-		}
 		path := valuesPath
 		if len(values) == 0 {
 			path = notPath
+		}
+		if t.dropHTTP {
+			if t.dropped != nil {
+				*t.dropped = append(*t.dropped, path)
+			}
+			return nil, nil, nil
 		}
 		return nil, nil, fmt.Errorf("%s: %w", path, errHTTPOnly)
 	}
