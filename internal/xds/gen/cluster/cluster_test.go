@@ -822,3 +822,29 @@ spec:
 		}
 	}
 }
+
+// TestAutoMTLSHonoursWorkloadDisable: a workload whose PeerAuthentication DISABLEs mTLS
+// is marked plaintext, so auto mTLS does not originate TLS it cannot accept.
+func TestAutoMTLSHonoursWorkloadDisable(t *testing.T) {
+	_, eps := sidecarWith(t, `
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews-v2-plain, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews, version: v2}}
+  mtls: {mode: DISABLE}
+`, nil)
+	var plain, mtls int
+	for _, l := range findCLA(t, eps, reviews).GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			if e.GetMetadata().GetFilterMetadata()[TransportSocketMatchKey].GetFields()[TLSModeKey].GetStringValue() == TLSModeIstio {
+				mtls++
+			} else {
+				plain++
+			}
+		}
+	}
+	if plain != 1 || mtls != 2 {
+		t.Fatalf("reviews endpoints: %d plaintext, %d mTLS; want v2 plaintext and v1, v3 mTLS", plain, mtls)
+	}
+}

@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	securityapi "istio.io/api/security/v1beta1"
+
+	"github.com/weft-mesh/weft/internal/xds/gen/security"
 	"math"
 	"sort"
 	"strconv"
@@ -93,7 +96,9 @@ func (b *builder) loadAssignment(name string, t *target, insts []*registry.Insta
 		}
 		w := max(in.Weight, 1)
 		var meta *corev3.Metadata
-		if in.Sidecar {
+		// Istio marks an endpoint whose port its PeerAuthentication DISABLEs as
+		// plaintext, so auto mTLS does not originate TLS the server cannot take.
+		if in.Sidecar && security.WorkloadPeerMode(b.s, in.Namespace, in.Labels, in.Port) != security.Mode(securityapi.PeerAuthentication_MutualTLS_DISABLE) {
 			meta = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 				TransportSocketMatchKey: {Fields: map[string]*structpb.Value{TLSModeKey: structpb.NewStringValue(TLSModeIstio)}},
 			}}
