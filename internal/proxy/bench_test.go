@@ -10,7 +10,8 @@ package proxy_test
 //
 // The harness helpers (startControlPlane, runProxy, startBackend, freePort) take a
 // *testing.T, so the setup here is a testing.TB twin of them that reuses the harness's
-// resource builders.
+// resource builders. The proxy's listener binds port 0 and the test asks the proxy for
+// the port, so no other process can take it between a freePort and the bind.
 
 import (
 	"bytes"
@@ -82,13 +83,12 @@ func newBenchEnv(tb testing.TB, h2 bool) *benchEnv {
 	go func() { _ = g.Serve(cln) }()
 	tb.Cleanup(g.Stop)
 
-	port := benchFreePort(tb)
 	cluster := edsCluster("backend")
 	if h2 {
 		cluster = h2Cluster(tb, "backend")
 	}
 	snap, err := cachev3.NewSnapshot("1", map[resourcev3.Type][]types.Resource{
-		resourcev3.ListenerType: {httpListener(tb, "bench", port, "r")},
+		resourcev3.ListenerType: {httpListener(tb, "bench", 0, "r")},
 		resourcev3.RouteType:    {routeConfig("r", prefixRoute("/", "backend"))},
 		resourcev3.ClusterType:  {cluster},
 		resourcev3.EndpointType: {endpoints("backend", bln.Addr().String())},
@@ -133,6 +133,18 @@ func newBenchEnv(tb testing.TB, h2 bool) *benchEnv {
 		}
 	})
 
+	var port int
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if a, ok := p.Listeners().Addr("bench").(*net.TCPAddr); ok && a != nil {
+			port = a.Port
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("listener not bound within 15s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}
 	if h2 {
 		tr.Protocols = new(http.Protocols)
@@ -145,7 +157,6 @@ func newBenchEnv(tb testing.TB, h2 bool) *benchEnv {
 		client:    &http.Client{Transport: tr, Timeout: 10 * time.Second},
 	}
 	// Ready once a request goes through.
-	deadline := time.Now().Add(15 * time.Second)
 	for {
 		err := benchRequest(env.client, env.proxyURL, h2)
 		if err == nil {
@@ -157,17 +168,6 @@ func newBenchEnv(tb testing.TB, h2 bool) *benchEnv {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return env
-}
-
-// benchFreePort is freePort for a testing.TB.
-func benchFreePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 var (
