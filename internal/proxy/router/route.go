@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -133,6 +134,7 @@ type forward struct {
 	appendXFH        bool
 
 	timeout              time.Duration // 0: none
+	timeoutMs            string        // timeout in ms, for x-envoy-expected-rq-timeout-ms
 	hasIdleTimeout       bool
 	idleTimeout          time.Duration
 	hasMaxStreamDuration bool
@@ -493,6 +495,7 @@ func compileForward(a *routev3.RouteAction, vc *vhostLevel) (*forward, []error) 
 	if t := a.GetTimeout(); t != nil {
 		f.timeout = t.AsDuration()
 	}
+	f.timeoutMs = strconv.FormatInt(int64(f.timeout/time.Millisecond), 10)
 	if t := a.GetIdleTimeout(); t != nil {
 		f.hasIdleTimeout, f.idleTimeout = true, t.AsDuration()
 	}

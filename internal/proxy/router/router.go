@@ -448,8 +448,10 @@ type outcome struct {
 	fail   failure
 	err    error
 	host   *upstream.Host
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc // ends the attempt
 }
+
+func noCancel(error) {}
 
 func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	f := route.fwd
@@ -552,7 +554,11 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		wc.reqLevel.apply(h, &fc)
 	}
 	if timeout > 0 && !rt.suppressHeaders {
-		h.Set(hdrExpectedTimeout, strconv.FormatInt(int64(timeout/time.Millisecond), 10))
+		ms := f.timeoutMs // the route's, formatted once at compile time
+		if timeout != f.timeout {
+			ms = strconv.FormatInt(int64(timeout/time.Millisecond), 10)
+		}
+		h.Set(hdrExpectedTimeout, ms)
 	}
 	// After the header mutations: a route may set the destination header.
 	origDst, dstErr := originalDst(cl, h, info.DownstreamLocal)
@@ -635,7 +641,12 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		info.UpstreamHost = host.Addr()
 		info.Attempts = attempt
 
-		actx, cancelAttempt := context.WithCancelCause(ctx)
+		// An attempt needs a context of its own only when something may end it
+		// before the request does: a per-try timeout or a retry.
+		actx, cancelAttempt := ctx, noCancel
+		if perTry > 0 || er.numRetries > 0 {
+			actx, cancelAttempt = context.WithCancelCause(ctx)
+		}
 		var stopTry func() bool
 		if perTry > 0 {
 			t := time.AfterFunc(perTry, func() { cancelAttempt(errPerTryTimeout) })
@@ -675,7 +686,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		req = req.WithContext(actx)
 
 		resp, err := cl.RoundTrip(req, host)
-		out = outcome{resp: resp, err: err, host: host, cancel: func() { cancelAttempt(nil) }}
+		out = outcome{resp: resp, err: err, host: host, cancel: cancelAttempt}
 		if err != nil {
 			out.fail = rt.classify(err, actx, r.Context())
 		}
@@ -729,7 +740,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		}
 	}
 	if out.cancel != nil {
-		defer out.cancel()
+		defer out.cancel(nil)
 	}
 
 	if out.resp == nil {
