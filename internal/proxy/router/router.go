@@ -985,8 +985,10 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 	ct := resp.Header.Get("Content-Type")
 	// A gRPC trailers-only response (grpc-status in the headers, no body) must leave as
 	// one HEADERS frame with END_STREAM: flushing the headers first would turn them into
-	// initial metadata and the client would miss the status.
-	trailersOnly := resp.Body == http.NoBody || (isGRPCContentType(ct) && resp.Header.Get(hdrGRPCStatus) != "")
+	// initial metadata and the client would miss the status. An HTTP/2 response that
+	// ended with its HEADERS has ContentLength 0 and a body that is not http.NoBody.
+	trailersOnly := resp.Body == http.NoBody || resp.ContentLength == 0 ||
+		(isGRPCContentType(ct) && resp.Header.Get(hdrGRPCStatus) != "")
 	streaming := !trailersOnly && (resp.ContentLength < 0 || isGRPCContentType(ct) || strings.HasPrefix(ct, "text/event-stream"))
 	rc := http.NewResponseController(x.W)
 	if streaming {
