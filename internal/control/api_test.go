@@ -6,6 +6,11 @@ import (
 	"github.com/weft-mesh/weft/internal/config"
 )
 
+// qualifiedBug: kindByName matches the bare kind name only, and both gateway kinds are
+// named "Gateway", so the Gateway API Gateway cannot be named at all (fix: accept
+// kubectl's "plural.group" form and filter kinds by group).
+const qualifiedBug = "kubectl's plural.group form is not accepted"
+
 // TestKindByName covers the names `weft get` accepts: the kind, its plural as kubectl
 // spells it (the CRD's plural), Istio's short names, in any case.
 func TestKindByName(t *testing.T) {
@@ -29,8 +34,9 @@ func TestKindByName(t *testing.T) {
 		{[]string{"TrafficSplit", "trafficsplits"}, config.KindTrafficSplit, ""},
 		// kubectl's group-qualified form names the Gateway API Gateway, which shares
 		// the bare name "Gateway" with Istio's.
-		{[]string{"gateway.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io"}, config.KindKubernetesGateway,
-			"kindByName matches k.String() only, and both gateway kinds print \"Gateway\": the Gateway API Gateway cannot be named (see the report's fix)"},
+		{[]string{"gateway.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io"}, config.KindKubernetesGateway, qualifiedBug},
+		{[]string{"gateways.networking.istio.io"}, config.KindGateway, qualifiedBug},
+		{[]string{"httproutes.gateway.networking.k8s.io"}, config.KindHTTPRoute, qualifiedBug},
 	}
 	for _, tc := range tests {
 		for _, n := range tc.names {
@@ -45,7 +51,7 @@ func TestKindByName(t *testing.T) {
 			})
 		}
 	}
-	for _, n := range []string{"", "widgets", "s", "virtualservicess"} {
+	for _, n := range []string{"", "widgets", "s", "virtualservicess", "virtualservices.gateway.networking.k8s.io"} {
 		if k, ok := kindByName(n); ok {
 			t.Errorf("kindByName(%q) = %v, want unknown", n, k.Label())
 		}
