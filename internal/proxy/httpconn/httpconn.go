@@ -96,9 +96,11 @@ type Manager struct {
 	inline  *router.Table // route_config, when inline
 	rdsName string        // rds.route_config_name, when over RDS
 	handler filter.Handler
-	server  *http.Server
-	ln      *chanListener
-	codec   hcmv3.HttpConnectionManager_CodecType
+	// rerouteFn is m.reroute, bound once: a method value made per request allocates.
+	rerouteFn func(*filter.Exchange)
+	server    *http.Server
+	ln        *chanListener
+	codec     hcmv3.HttpConnectionManager_CodecType
 
 	useRemoteAddress  bool
 	skipXFFAppend     bool
@@ -180,11 +182,10 @@ func (f *Factory) build(cfg *hcmv3.HttpConnectionManager, chain listener.ChainIn
 	st := f.opts.Stats
 	tag := stats.Tag{Key: "envoy_http_conn_manager_prefix", Value: m.prefix}
 	m.rqTotal = st.Counter("http.downstream_rq_total", tag)
-	m.rq1xx = st.Counter("http.downstream_rq_1xx", tag)
-	m.rq2xx = st.Counter("http.downstream_rq_2xx", tag)
-	m.rq3xx = st.Counter("http.downstream_rq_3xx", tag)
-	m.rq4xx = st.Counter("http.downstream_rq_4xx", tag)
-	m.rq5xx = st.Counter("http.downstream_rq_5xx", tag)
+	class := func(c string) *stats.Counter {
+		return st.Counter("http.downstream_rq_{envoy_response_code_class}xx", tag, stats.Tag{Key: "envoy_response_code_class", Value: c})
+	}
+	m.rq1xx, m.rq2xx, m.rq3xx, m.rq4xx, m.rq5xx = class("1"), class("2"), class("3"), class("4"), class("5")
 	m.cxTotal = st.Counter("http.downstream_cx_total", tag)
 	m.cxActive = st.Gauge("http.downstream_cx_active", tag)
 	m.rqActiveGauge = st.Gauge("http.downstream_rq_active", tag)
@@ -193,6 +194,7 @@ func (f *Factory) build(cfg *hcmv3.HttpConnectionManager, chain listener.ChainIn
 	m.noCluster = st.Counter("http.no_cluster", tag)
 	m.rqTimeoutCount = st.Counter("http.downstream_rq_timeout", tag)
 
+	m.rerouteFn = m.reroute
 	m.server = m.newServer(cfg)
 	m.ln = newChanListener()
 	go func() { _ = m.server.Serve(m.ln) }()

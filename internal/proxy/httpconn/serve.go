@@ -29,7 +29,7 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.stamp(info, c, r)
 
 	rw := &responseWriter{ResponseWriter: w, info: info, server: m.serverName}
-	x := &filter.Exchange{W: rw, R: r, Info: info, Reroute: m.reroute}
+	x := &filter.Exchange{W: rw, R: r, Info: info, Reroute: m.rerouteFn}
 	// The bookkeeping runs however the request ends: the router aborts the stream with
 	// http.ErrAbortHandler when an upstream body breaks off after the headers went out,
 	// and the access log and gauges must still see it.

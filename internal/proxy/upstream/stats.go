@@ -51,7 +51,8 @@ func newClusterStats(s *stats.Store, name string) *ClusterStats {
 		tag:                t,
 	}
 	for i := 1; i <= 5; i++ {
-		cs.class[i] = s.Counter("cluster.upstream_rq_"+strconv.Itoa(i)+"xx", t)
+		cs.class[i] = s.Counter("cluster.upstream_rq_{envoy_response_code_class}xx", t,
+			stats.Tag{Key: "envoy_response_code_class", Value: strconv.Itoa(i)})
 	}
 	return cs
 }
@@ -67,7 +68,8 @@ func (s *ClusterStats) RecordStatus(code int) {
 	c := s.codes[code].Load()
 	if c == nil {
 		// First response with this code: one store lookup, then cached.
-		c = s.store.Counter("cluster.upstream_rq_"+strconv.Itoa(code), s.tag)
+		c = s.store.Counter("cluster.upstream_rq_{envoy_response_code}", s.tag,
+			stats.Tag{Key: "envoy_response_code", Value: strconv.Itoa(code)})
 		s.codes[code].Store(c)
 	}
 	c.Inc()
