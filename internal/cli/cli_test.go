@@ -268,6 +268,16 @@ spec:
 		t.Errorf("a resource of the rejected file reached the store")
 	}
 
+	// What get prints applies again unchanged (as kubectl get -o yaml | kubectl apply).
+	_, got, _ := weft(t, server, "get", "vs", "reviews")
+	again := writeFile(t, dir, "again.yaml", got)
+	if code, out, errOut := weft(t, server, "apply", "-f", again); code != 0 || !strings.Contains(out, "VirtualService default/reviews applied") {
+		t.Errorf("apply of get's output: exit %d\n%s%s\ninput:\n%s", code, out, errOut, got)
+	}
+	if code, out, errOut := weft(t, server, "delete", "-f", again); code != 0 {
+		t.Errorf("delete of get's output: exit %d\n%s%s", code, out, errOut)
+	}
+
 	// delete removes what apply added.
 	code, out, errOut = weft(t, server, "delete", "-f", vs)
 	if code != 0 || !strings.Contains(out, "VirtualService default/reviews deleted") || !strings.Contains(out, "DestinationRule default/reviews deleted") {
@@ -290,5 +300,54 @@ spec:
 	code, out, errOut = weft(t, server, "proxy-status")
 	if code != 0 || !strings.HasPrefix(out, "NAME") || strings.Count(out, "\n") != 1 {
 		t.Errorf("proxy-status: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestApplyIstioBookinfo applies Istio's whole Bookinfo networking directory to a
+// control plane, reads it back and deletes it.
+func TestApplyIstioBookinfo(t *testing.T) {
+	dir := bookinfoNetworking(t)
+	s := startControl(t)
+	server := "--server=http://" + s.APIAddr()
+	code, out, errOut := weft(t, server, "apply", "-f", dir)
+	if code != 0 {
+		t.Fatalf("apply -f %s: exit %d\n%s%s", dir, code, out, errOut)
+	}
+	for _, want := range []string{"Gateway default/bookinfo-gateway applied", "DestinationRule default/reviews applied", "VirtualService default/reviews applied"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("apply output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = weft(t, server, "get", "dr")
+	for _, name := range []string{"productpage", "reviews", "ratings", "details"} {
+		if code != 0 || !strings.Contains(out, "name: "+name+"\n") {
+			t.Errorf("get dr: exit %d, lacks %s:\n%s", code, name, out)
+		}
+	}
+	// Several files of the directory define the same resources (reviews in eleven):
+	// the first file's delete removes it, the later ones report it gone.
+	if code, out, errOut := weft(t, server, "delete", "-f", dir); code != 0 || !strings.Contains(out, "VirtualService default/reviews deleted") {
+		t.Errorf("delete -f %s: exit %d\n%s%s", dir, code, out, errOut)
+	}
+	for _, kind := range []string{"vs", "dr", "gw", "se"} {
+		if code, out, _ := weft(t, server, "get", kind); code != 0 || strings.TrimSpace(out) != "" {
+			t.Errorf("get %s after delete: exit %d\n%s", kind, code, out)
+		}
+	}
+}
+
+// TestValidateStdin reads a file from standard input with -f -.
+func TestValidateStdin(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdin
+	os.Stdin = r
+	defer func() { os.Stdin = old; r.Close() }()
+	go func() { _, _ = io.WriteString(w, badRules); w.Close() }()
+	code, out, errOut := weft(t, "validate", "-f", "-")
+	if code != 1 || !strings.Contains(out, "VirtualService default/reviews: spec.http[0].route[0].weight") {
+		t.Errorf("validate -f - of a bad file: exit %d\n%s%s", code, out, errOut)
 	}
 }
