@@ -54,7 +54,7 @@ func TestSmoke(t *testing.T) {
 		QPS: []int{1000}, Conns: []int{4}, Paths: []string{"direct", "weft"},
 		Out: out, Work: t.TempDir(), Tools: toolsDir,
 		Sections: []string{secDataPlane, secControl, secSidecar},
-		CPCases:  cases, CPChanges: 1, ChangeTimeout: 30 * time.Second, SidecarSizes: []int{10},
+		CPCases:  cases, CPChanges: 1, ChangeTimeout: 30 * time.Second, SidecarSizes: []int{10}, MaxRSSMB: 2048,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
 	res, err := Run(ctx, cfg)

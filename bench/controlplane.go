@@ -107,9 +107,23 @@ type cpChange struct {
 type controlProc struct {
 	*proc
 	xds, api string
+	// overLimit reports whether the RSS guard killed it.
+	overLimit func() bool
+	limitMB   int
 }
 
-func startControl(ctx context.Context, dir string, sz meshSize, sidecarHosts int) (*controlProc, error) {
+// err explains why the control plane is gone, if it is.
+func (c *controlProc) err() error {
+	if !c.exited() {
+		return nil
+	}
+	if c.overLimit() {
+		return fmt.Errorf("bench: control plane killed: RSS passed the %d MB guard (-max-rss-mb)", c.limitMB)
+	}
+	return fmt.Errorf("bench: control plane exited: %s", c.tail())
+}
+
+func startControl(ctx context.Context, dir, name string, sz meshSize, sidecarHosts, limitMB int) (*controlProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -123,18 +137,18 @@ func startControl(ctx context.Context, dir string, sz meshSize, sidecarHosts int
 		return nil, err
 	}
 	c := &controlProc{xds: fmt.Sprintf("127.0.0.1:%d", xp), api: fmt.Sprintf("127.0.0.1:%d", ap)}
-	name := fmt.Sprintf("control-%dx%d", sz.Services, sz.Endpoints)
 	c.proc, err = startProc(name, filepath.Join(dir, name+".log"), []string{roleEnv + "=control"}, self,
 		"-services", strconv.Itoa(sz.Services), "-endpoints", strconv.Itoa(sz.Endpoints),
 		"-xds", c.xds, "-api", c.api, "-sidecar-hosts", strconv.Itoa(sidecarHosts))
 	if err != nil {
 		return nil, err
 	}
+	c.overLimit, c.limitMB = c.guardRSS(limitMB), limitMB
 	// A 10,000-service mesh takes a while to build the first time.
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		if c.exited() {
-			return nil, fmt.Errorf("bench: control plane exited: %s", c.tail())
+		if err := c.err(); err != nil {
+			return nil, err
 		}
 		if code, _ := httpGet(ctx, "http://"+c.api+"/ready"); code == 200 {
 			return c, nil
@@ -203,6 +217,7 @@ type cpOptions struct {
 	Changes        int
 	ChangeTimeout  time.Duration
 	ConnectTimeout time.Duration
+	MaxRSSMB       int // the control plane is killed beyond this
 	Log            *slog.Logger
 }
 
@@ -222,7 +237,7 @@ func cpCaseInto(ctx context.Context, o cpOptions, c cpCase, r *CPResult) error {
 	if c.Scoped {
 		hosts = scopedHosts
 	}
-	cp, err := startControl(ctx, o.Dir, meshSize{c.Services, c.Endpoints}, hosts)
+	cp, err := startControl(ctx, o.Dir, "control-"+c.String(), meshSize{c.Services, c.Endpoints}, hosts, o.MaxRSSMB)
 	if err != nil {
 		return err
 	}
@@ -283,10 +298,18 @@ func cpCaseInto(ctx context.Context, o cpOptions, c cpCase, r *CPResult) error {
 	connect(0, first)
 	firstDone := time.Since(t0)
 	quiet(ctx, proxies, 2*time.Second, 2*time.Minute)
+	if err := cp.err(); err != nil {
+		r.Connected = countReady(proxies)
+		return fmt.Errorf("while connecting the first %d proxies (%d configured): %w", first, r.Connected, err)
+	}
 	uMid, err := readUsage(cp.pid())
 	if err != nil {
 		return err
 	}
+	// Provisional figures, kept if the second batch fails.
+	r.CPRSSConnectedMB = mb(uMid.RSSKiB)
+	r.MemPerProxyKB = float64(uMid.RSSKiB-u0.RSSKiB) / float64(max(first, 1))
+	r.BytesInitialPerProxy = float64(totalBytes(proxies)) / float64(max(countReady(proxies), 1))
 	t1 := time.Now()
 	connect(first, c.Proxies)
 	for _, e := range errs {
@@ -299,6 +322,10 @@ func cpCaseInto(ctx context.Context, o cpOptions, c cpCase, r *CPResult) error {
 		return err
 	}
 	quiet(ctx, proxies, 2*time.Second, 2*time.Minute)
+	if err := cp.err(); err != nil {
+		r.Connected = countReady(proxies)
+		return fmt.Errorf("while connecting %d proxies (%d configured): %w", c.Proxies, r.Connected, err)
+	}
 	u1, err := readUsage(cp.pid())
 	if err != nil {
 		return err
@@ -331,16 +358,22 @@ func cpCaseInto(ctx context.Context, o cpOptions, c cpCase, r *CPResult) error {
 		if err := cp.applyVS(ctx, marker); err != nil {
 			return err
 		}
-		deadline := time.NewTimer(o.ChangeTimeout)
+		dctx, dcancel := context.WithTimeout(ctx, o.ChangeTimeout)
+	wait:
 		for _, w := range waits {
 			select {
 			case <-w:
-			case <-deadline.C:
-			case <-ctx.Done():
+			case <-dctx.Done():
+				break wait
+			case <-cp.done:
+				break wait
 			}
 		}
-		deadline.Stop()
+		dcancel()
 		quiet(ctx, proxies, 500*time.Millisecond, 30*time.Second)
+		if err := cp.err(); err != nil {
+			return fmt.Errorf("during change %d: %w", i, err)
+		}
 		cu1, _ := readUsage(cp.pid())
 		su1, _ := readUsage(os.Getpid())
 		var lat []float64
@@ -396,6 +429,22 @@ func quiet(ctx context.Context, proxies []*simProxy, q, limit time.Duration) {
 			return
 		}
 	}
+}
+
+// countReady counts the proxies that received their first full config.
+func countReady(ps []*simProxy) int {
+	n := 0
+	for _, p := range ps {
+		if p == nil {
+			continue
+		}
+		select {
+		case <-p.ready:
+			n++
+		default:
+		}
+	}
+	return n
 }
 
 func totalBytes(ps []*simProxy) int64 {

@@ -32,6 +32,10 @@ type DPRun struct {
 	StealPct float64      `json:"steal_pct"` // hypervisor steal, share of all CPU time during the run
 	BusyPct  float64      `json:"busy_pct"`  // share of all CPU time spent running anything here
 	Load1    float64      `json:"load1"`     // 1-minute load average at the start
+	// OtherCores is the CPU that processes outside the run (other work on this shared
+	// machine) used during it, in cores: machine busy time minus the client's, the echo
+	// server's and the sidecars'.
+	OtherCores float64 `json:"other_cores"`
 	// UpstreamCx are the upstream connections each weft sidecar opened (warm-up
 	// included): more than the client's connections means connection churn.
 	UpstreamCxA int64  `json:"upstream_cx_a,omitempty"`
@@ -65,7 +69,8 @@ type DPResult struct {
 	StealPct    float64 `json:"steal_pct"`     // median
 	MaxSteal    float64 `json:"max_steal_pct"` // worst run
 	BusyPct     float64 `json:"busy_pct"`
-	OK          bool    `json:"ok"` // at least one run without error
+	OtherCores  float64 `json:"other_cores"` // median
+	OK          bool    `json:"ok"`          // at least one run without error
 }
 
 func (r *DPResult) key() string { return cellKey(r.Name, r.QPS, r.Conns) }
@@ -231,14 +236,21 @@ func (e *dpEnv) runOne(ctx context.Context, c dpCell, rep int, prof *profileRun)
 		a0, _ = readUsage(sc.a.pid())
 		b0, _ = readUsage(sc.b.pid())
 	}
+	e0, _ := readUsage(e.echo.proc.pid())
 	run.Load1 = load1()
 	t0 := readCPUTimes()
+	start := time.Now()
 	r, err := fortioLoad(ctx, e.tools.Fortio, target, c.path.GRPC, c.qps, c.conns, e.cfg.Duration, filepath.Join(dir, "fortio.json"))
 	t1 := readCPUTimes()
+	elapsed := time.Since(start).Seconds()
 	run.StealPct, run.BusyPct = machineShare(t0, t1)
 	if err != nil {
 		run.Error = err.Error()
 		return run
+	}
+	ours := r.cpuSeconds
+	if e1, err := readUsage(e.echo.proc.pid()); err == nil {
+		ours += e1.CPUSeconds - e0.CPUSeconds
 	}
 	run.RPS = r.ActualQPS
 	run.Requests = r.total()
@@ -258,11 +270,15 @@ func (e *dpEnv) runOne(ctx context.Context, c dpCell, rep int, prof *profileRun)
 			return &ProcFigures{PeakRSSMB: mb(u1.HWMKiB), CPUSeconds: cpu, CPUPer1000: cpu / (float64(run.Requests) / 1000)}
 		}
 		run.A, run.B = fig(sc.a, a0), fig(sc.b, b0)
+		if run.A != nil && run.B != nil {
+			ours += run.A.CPUSeconds + run.B.CPUSeconds
+		}
 		if sc.adminA != "" {
 			run.UpstreamCxA = weftStat(ctx, sc.adminA, "cluster.upstream.upstream_cx_total")
 			run.UpstreamCxB = weftStat(ctx, sc.adminB, "cluster.upstream.upstream_cx_total")
 		}
 	}
+	run.OtherCores = maxf(busySeconds(t0, t1)-ours, 0) / elapsed
 	return run
 }
 
@@ -287,7 +303,7 @@ func load1() float64 {
 func summarize(cells []*DPResult) {
 	by := map[string]*DPResult{}
 	for _, c := range cells {
-		var rps, p50, p90, p99, p999, ra, rb, ca, cb, steal, busy []float64
+		var rps, p50, p90, p99, p999, ra, rb, ca, cb, steal, busy, other []float64
 		var reqs, errs int64
 		c.MaxSteal = 0
 		for _, r := range c.Runs {
@@ -296,7 +312,7 @@ func summarize(cells []*DPResult) {
 			}
 			c.OK = true
 			rps, p50, p90, p99, p999 = append(rps, r.RPS), append(p50, r.P50), append(p90, r.P90), append(p99, r.P99), append(p999, r.P999)
-			steal, busy = append(steal, r.StealPct), append(busy, r.BusyPct)
+			steal, busy, other = append(steal, r.StealPct), append(busy, r.BusyPct), append(other, r.OtherCores)
 			c.MaxSteal = maxf(c.MaxSteal, r.StealPct)
 			reqs += r.Requests
 			errs += r.Errors
@@ -309,7 +325,7 @@ func summarize(cells []*DPResult) {
 		c.PeakRSSA, c.PeakRSSB = median(ra), median(rb)
 		c.CPUPer1000A, c.CPUPer1000B = median(ca), median(cb)
 		c.CPUPer1000 = (c.CPUPer1000A + c.CPUPer1000B) / 2
-		c.StealPct, c.BusyPct = median(steal), median(busy)
+		c.StealPct, c.BusyPct, c.OtherCores = median(steal), median(busy), median(other)
 		if reqs > 0 {
 			c.ErrorRate = float64(errs) / float64(reqs)
 		}

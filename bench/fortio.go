@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -15,6 +17,8 @@ const payloadSize = 1024
 
 // fortioResult is the part of fortio's -json output the harness reads.
 type fortioResult struct {
+	cpuSeconds float64 // the fortio client's own CPU time
+
 	ActualQPS         float64          `json:"ActualQPS"`
 	ActualDuration    int64            `json:"ActualDuration"`
 	RetCodes          map[string]int64 `json:"RetCodes"`
@@ -62,11 +66,14 @@ func fortioLoad(ctx context.Context, bin, target string, grpc bool, qps, conns i
 	args = append(args, target)
 	// The deadline leaves room for fortio's warm-up calls and for writing its report.
 	_ = os.Remove(jsonPath)
-	runErr := runLogged(ctx, d+30*time.Second, "", nil, append([]string{bin}, args...)...)
+	cctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, bin, args...)
+	out, runErr := cmd.CombinedOutput()
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {
 		if runErr != nil {
-			return nil, fmt.Errorf("bench: fortio: %w", runErr)
+			return nil, fmt.Errorf("bench: fortio: %w: %s", runErr, tailString(string(out), 1500))
 		}
 		return nil, fmt.Errorf("bench: fortio: %w", err)
 	}
@@ -74,5 +81,16 @@ func fortioLoad(ctx context.Context, bin, target string, grpc bool, qps, conns i
 	if err := json.Unmarshal(b, r); err != nil {
 		return nil, fmt.Errorf("bench: fortio %s: %w", jsonPath, err)
 	}
+	if ps := cmd.ProcessState; ps != nil {
+		r.cpuSeconds = (ps.UserTime() + ps.SystemTime()).Seconds()
+	}
 	return r, nil
+}
+
+func tailString(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return s
 }

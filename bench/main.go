@@ -54,6 +54,9 @@ type Config struct {
 	ChangeTimeout time.Duration
 	SidecarSizes  []int // mesh sizes (services) for the sidecar RSS figure
 	Profile       bool
+	// MaxRSSMB: a control plane or sidecar whose RSS passes it is killed and its case
+	// fails (the machine is shared).
+	MaxRSSMB int
 
 	Log *slog.Logger
 }
@@ -71,6 +74,7 @@ func benchMain(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "smoke run: short durations, one repetition, small control-plane cases")
 	duration := fs.Duration("duration", 30*time.Second, "length of each measured data-plane run")
+	warmup := fs.Duration("warmup", 2*time.Second, "discarded load before each measured run")
 	reps := fs.Int("reps", 2, "repetitions of the whole interleaved set of paths")
 	qps := fs.String("qps", "1000,0", "request rates, comma-separated; 0 = maximum throughput")
 	conns := fs.String("conns", "16,4,64", "connection counts; the first is the main figure")
@@ -78,9 +82,10 @@ func benchMain(args []string, stderr io.Writer) int {
 	out := fs.String("out", "", "results directory (default bench/results)")
 	toolsDir := fs.String("tools", "", "where fortio and the built proxies go (default bench/.tools)")
 	sections := fs.String("sections", "dataplane,control,sidecar,profile", "what to run")
-	cpCases := fs.String("cp-cases", "100x2x10,1000x5x1000,100x2x2000,10000x10x10", "control-plane cases SERVICESxENDPOINTSxPROXIES")
+	cpCases := fs.String("cp-cases", "100x2x10,1000x5x100,1000x5x1000,100x2x2000,10000x10x10", "control-plane cases SERVICESxENDPOINTSxPROXIES")
 	cpScoping := fs.String("cp-scoping", "off,on", "control-plane cases without and/or with a Sidecar scoping egress")
 	cpChanges := fs.Int("cp-changes", 3, "config changes timed per control-plane case")
+	maxRSS := fs.Int("max-rss-mb", 4096, "kill a control plane or sidecar whose RSS passes this (its case fails)")
 	sidecarSizes := fs.String("sidecar-sizes", "10,10000", "mesh sizes (services) for the sidecar RSS figure")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -92,7 +97,7 @@ func benchMain(args []string, stderr io.Writer) int {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	cfg := Config{
 		Quick: *quick, Duration: *duration, Reps: *reps, Out: *out, Tools: *toolsDir,
-		CPChanges: *cpChanges, ChangeTimeout: 2 * time.Minute, Warmup: 2 * time.Second,
+		CPChanges: *cpChanges, MaxRSSMB: *maxRSS, ChangeTimeout: 2 * time.Minute, Warmup: *warmup,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	var err error
@@ -158,7 +163,9 @@ func benchMain(args []string, stderr io.Writer) int {
 		if !set["sidecar-sizes"] {
 			cfg.SidecarSizes = []int{10, 200}
 		}
-		cfg.Warmup = 500 * time.Millisecond
+		if !set["warmup"] {
+			cfg.Warmup = 500 * time.Millisecond
+		}
 		cfg.ChangeTimeout = 30 * time.Second
 	}
 	cfg.Profile = contains(cfg.Sections, secProfile)

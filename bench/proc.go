@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -63,6 +64,31 @@ func (p *proc) exited() bool {
 	default:
 		return false
 	}
+}
+
+// guardRSS kills the process when its resident set passes limitMB: the machine is
+// shared, and a component that balloons must fail its case, not the machine. The
+// returned function reports whether it fired.
+func (p *proc) guardRSS(limitMB int) func() bool {
+	var fired atomic.Bool
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-t.C:
+				u, err := readUsage(p.pid())
+				if err == nil && u.RSSKiB > int64(limitMB)*1024 {
+					fired.Store(true)
+					_ = p.cmd.Process.Kill()
+					return
+				}
+			}
+		}
+	}()
+	return fired.Load
 }
 
 // stop sends SIGTERM, then SIGKILL after grace.
@@ -183,6 +209,12 @@ func machineShare(a, b cpuTimes) (stealPct, busyPct float64) {
 	stealPct = 100 * float64(b.steal-a.steal) / float64(d)
 	busyPct = 100 * float64(d-(b.idle-a.idle)-(b.steal-a.steal)) / float64(d)
 	return stealPct, busyPct
+}
+
+// busySeconds is the CPU time spent running anything on the machine between two
+// readings (all CPUs together).
+func busySeconds(a, b cpuTimes) float64 {
+	return float64((b.total-a.total)-(b.idle-a.idle)-(b.steal-a.steal)) / clockTicks
 }
 
 // freePort asks the kernel for an unused loopback port.

@@ -96,7 +96,8 @@ func markdown(res *Results) string {
 	}
 	fmt.Fprintf(&b, "Data plane: fortio → sidecar A → sidecar B → fortio echo server on 127.0.0.1, HTTP/1.1 keep-alive, %d B request and response bodies, "+
 		"%s per run after %s warm-up, %d repetition(s) of the interleaved set, medians shown. Latencies in ms; CPU is utime+stime seconds per 1000 requests, per proxy "+
-		"(mean of A and B); RSS is VmHWM (peak) in MB of A / B. Added = path − no proxy, same rate and connections.\n\n",
+		"(mean of A and B); RSS is VmHWM (peak) in MB of A / B. Added = path − no proxy, same rate and connections. "+
+		"Other load: CPU used during the run by processes outside it (the machine is shared), in cores.\n\n",
 		m.PayloadBytes, m.Duration, m.Warmup, m.Reps)
 
 	if len(res.DataPlane) > 0 && len(m.QPS) > 0 && len(m.Conns) > 0 {
@@ -106,11 +107,11 @@ func markdown(res *Results) string {
 				continue
 			}
 			fmt.Fprintf(&b, "## Data plane, %s, %d connections\n\n", qpsLabel(q), m.Conns[0])
-			b.WriteString("| path | rps | p50 | p90 | p99 | p99.9 | added p50 | added p99 | RSS A/B MB | CPU s/1000 req/proxy | errors | steal % (max) |\n")
-			b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+			b.WriteString("| path | rps | p50 | p90 | p99 | p99.9 | added p50 | added p99 | RSS A/B MB | CPU s/1000 req/proxy | errors | steal % (max) | other load, cores |\n")
+			b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 			for _, c := range rows {
 				if !c.OK {
-					fmt.Fprintf(&b, "| %s | not run: %s |||||||||||\n", c.Label, failed(c))
+					fmt.Fprintf(&b, "| %s | not run: %s ||||||||||||\n", c.Label, failed(c))
 					continue
 				}
 				added50, added99, rss, cpu := "—", "—", "—", "—"
@@ -119,8 +120,8 @@ func markdown(res *Results) string {
 					rss = fmt.Sprintf("%.1f / %.1f", c.PeakRSSA, c.PeakRSSB)
 					cpu = f3(c.CPUPer1000)
 				}
-				fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.2f%% | %.1f (%.1f) |\n",
-					c.Label, c.RPS, f3(c.P50), f3(c.P90), f3(c.P99), f3(c.P999), added50, added99, rss, cpu, 100*c.ErrorRate, c.StealPct, c.MaxSteal)
+				fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.2f%% | %.1f (%.1f) | %.2f |\n",
+					c.Label, c.RPS, f3(c.P50), f3(c.P90), f3(c.P99), f3(c.P999), added50, added99, rss, cpu, 100*c.ErrorRate, c.StealPct, c.MaxSteal, c.OtherCores)
 			}
 			b.WriteString("\n")
 		}
@@ -150,17 +151,20 @@ func markdown(res *Results) string {
 		b.WriteString("Simulated sidecars (one gRPC connection and SotW ADS stream each, ACKing every response) against a weft control plane child process. " +
 			"A change is a VirtualService applied through the control plane's HTTP API; ACK = when a proxy ACKed the route configuration carrying it " +
 			"(includes the 100 ms push debounce). p50/p99/last are over proxies, median over the changes. Scoped: a Sidecar limits egress to 10 services.\n\n")
-		b.WriteString("| services × endpoints | proxies | scoped | configured | connect s | ACK p50 ms | ACK p99 ms | last ACK ms | missed | CP RSS idle / connected / peak MB | CP KB per proxy | CP CPU s connect / per change | bytes per proxy initial / per change | steal % |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| services × endpoints | proxies | scoped | configured | connect s | ACK p50 ms | ACK p99 ms | last ACK ms | missed | CP RSS idle / connected / peak MB | CP KB per proxy | CP CPU s connect / per change | bytes per proxy initial / per change | steal % | note |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range res.ControlPlane {
-			if r.Error != "" && r.Connected == 0 {
-				fmt.Fprintf(&b, "| %d × %d | %d | %v | failed: %s |||||||||||\n", r.Services, r.Endpoints, r.Proxies, yes(r.Scoped), strings.ReplaceAll(r.Error, "|", "/"))
-				continue
+			note := strings.ReplaceAll(r.Error, "|", "/")
+			ack := func(v float64) string {
+				if r.Changes == 0 {
+					return "—"
+				}
+				return fmt.Sprintf("%.0f", v)
 			}
-			fmt.Fprintf(&b, "| %d × %d | %d | %s | %d | %.1f | %.0f | %.0f | %.0f | %d | %.0f / %.0f / %.0f | %.0f | %.1f / %.2f | %s / %s | %.1f |\n",
-				r.Services, r.Endpoints, r.Proxies, yes(r.Scoped), r.Connected, r.ConnectSeconds, r.ACKP50Ms, r.ACKP99Ms, r.ACKMaxMs, r.Missed,
+			fmt.Fprintf(&b, "| %d × %d | %d | %s | %d | %.1f | %s | %s | %s | %d | %.0f / %.0f / %.0f | %.0f | %.1f / %.2f | %s / %s | %.1f | %s |\n",
+				r.Services, r.Endpoints, r.Proxies, yes(r.Scoped), r.Connected, r.ConnectSeconds, ack(r.ACKP50Ms), ack(r.ACKP99Ms), ack(r.ACKMaxMs), r.Missed,
 				r.CPRSSIdleMB, r.CPRSSConnectedMB, r.CPPeakRSSMB, r.MemPerProxyKB, r.CPCPUConnectS, r.CPCPUPerChangeS,
-				bytesLabel(r.BytesInitialPerProxy), bytesLabel(r.BytesPerChangePerProxy), r.StealPct)
+				bytesLabel(r.BytesInitialPerProxy), bytesLabel(r.BytesPerChangePerProxy), r.StealPct, note)
 		}
 		b.WriteString("\n")
 	}

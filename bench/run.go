@@ -115,7 +115,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		echo.proc.stop(2 * time.Second)
 	}
 	if contains(cfg.Sections, secControl) {
-		o := cpOptions{Dir: work, Changes: cfg.CPChanges, ChangeTimeout: cfg.ChangeTimeout, ConnectTimeout: 10 * time.Minute, Log: cfg.Log}
+		o := cpOptions{Dir: work, Changes: cfg.CPChanges, ChangeTimeout: cfg.ChangeTimeout, ConnectTimeout: 10 * time.Minute, MaxRSSMB: cfg.MaxRSSMB, Log: cfg.Log}
 		for _, c := range cfg.CPCases {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -133,7 +133,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				r := runSidecarRSS(ctx, tl, work, n, scoped)
+				r := runSidecarRSS(ctx, tl, work, n, scoped, cfg.MaxRSSMB)
 				cfg.Log.Info("sidecar rss", "services", n, "scoped", scoped, "clusters", r.Clusters, "peak_mb", round(r.PeakRSSMB, 1), "err", r.Error)
 				res.Sidecar = append(res.Sidecar, r)
 			}

@@ -30,15 +30,15 @@ type SidecarRSS struct {
 }
 
 // runSidecarRSS measures one mesh size, scoped or not.
-func runSidecarRSS(ctx context.Context, t *tools, dir string, services int, scoped bool) SidecarRSS {
+func runSidecarRSS(ctx context.Context, t *tools, dir string, services int, scoped bool, maxRSSMB int) SidecarRSS {
 	r := SidecarRSS{Services: services, Scoped: scoped}
-	if err := sidecarRSSInto(ctx, t, dir, &r); err != nil {
+	if err := sidecarRSSInto(ctx, t, dir, &r, maxRSSMB); err != nil {
 		r.Error = err.Error()
 	}
 	return r
 }
 
-func sidecarRSSInto(ctx context.Context, t *tools, dir string, r *SidecarRSS) error {
+func sidecarRSSInto(ctx context.Context, t *tools, dir string, r *SidecarRSS, maxRSSMB int) error {
 	hosts := 0
 	if r.Scoped {
 		hosts = scopedHosts
@@ -47,7 +47,7 @@ func sidecarRSSInto(ctx context.Context, t *tools, dir string, r *SidecarRSS) er
 	if err := os.MkdirAll(sub, 0o755); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	cp, err := startControl(ctx, sub, meshSize{r.Services, 2}, hosts)
+	cp, err := startControl(ctx, sub, "control", meshSize{r.Services, 2}, hosts, maxRSSMB)
 	if err != nil {
 		return err
 	}
@@ -89,10 +89,17 @@ func sidecarRSSInto(ctx context.Context, t *tools, dir string, r *SidecarRSS) er
 		return err
 	}
 	defer px.stop(3 * time.Second)
+	over := px.guardRSS(maxRSSMB)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		if px.exited() {
+			if over() {
+				return fmt.Errorf("bench: sidecar killed: RSS passed the %d MB guard", maxRSSMB)
+			}
 			return fmt.Errorf("bench: sidecar exited: %s", px.tail())
+		}
+		if err := cp.err(); err != nil {
+			return err
 		}
 		if code, _ := httpGet(ctx, "http://"+admin+"/ready"); code == 200 {
 			break
