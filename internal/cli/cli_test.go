@@ -274,11 +274,8 @@ spec:
 	if code, out, errOut := weft(t, server, "apply", "-f", again); code != 0 || !strings.Contains(out, "VirtualService default/reviews applied") {
 		t.Errorf("apply of get's output: exit %d\n%s%s\ninput:\n%s", code, out, errOut, got)
 	}
-	if code, out, errOut := weft(t, server, "delete", "-f", again); code != 0 {
-		t.Errorf("delete of get's output: exit %d\n%s%s", code, out, errOut)
-	}
 
-	// delete removes what apply added.
+	// delete removes what apply added (from every file that applied it).
 	code, out, errOut = weft(t, server, "delete", "-f", vs)
 	if code != 0 || !strings.Contains(out, "VirtualService default/reviews deleted") || !strings.Contains(out, "DestinationRule default/reviews deleted") {
 		t.Errorf("delete: exit %d\n%s%s", code, out, errOut)
