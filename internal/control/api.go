@@ -195,6 +195,9 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 // kindByName accepts a kind's name in any case, its plural, or Istio's short names.
 func kindByName(s string) (config.Kind, bool) {
 	s = strings.ToLower(s)
+	// kubectl's qualified form, "gateways.gateway.networking.k8s.io", names the group:
+	// the only way to tell the Gateway API Gateway from Istio's.
+	s, group, _ := strings.Cut(s, ".")
 	short := map[string]string{"vs": "virtualservice", "dr": "destinationrule", "gw": "gateway", "se": "serviceentry",
 		"we": "workloadentry", "pa": "peerauthentication", "ap": "authorizationpolicy", "ra": "requestauthentication"}
 	if long, ok := short[s]; ok {
@@ -203,6 +206,9 @@ func kindByName(s string) (config.Kind, bool) {
 	s = strings.TrimSuffix(s, "s")
 	s = strings.TrimSuffix(s, "ie") // policies -> polic(y)
 	for _, k := range config.Kinds() {
+		if group != "" && k.Group() != group {
+			continue
+		}
 		n := strings.ToLower(k.String())
 		if n == s || strings.TrimSuffix(n, "y") == s {
 			return k, true

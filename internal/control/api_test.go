@@ -6,18 +6,13 @@ import (
 	"github.com/weft-mesh/weft/internal/config"
 )
 
-// qualifiedBug: kindByName matches the bare kind name only, and both gateway kinds are
-// named "Gateway", so the Gateway API Gateway cannot be named at all (fix: accept
-// kubectl's "plural.group" form and filter kinds by group).
-const qualifiedBug = "kubectl's plural.group form is not accepted"
-
 // TestKindByName covers the names `weft get` accepts: the kind, its plural as kubectl
 // spells it (the CRD's plural), Istio's short names, in any case.
 func TestKindByName(t *testing.T) {
 	tests := []struct {
 		names []string
 		want  config.Kind
-		bug   string // a known product bug: the case is skipped with this note
+		_     string
 	}{
 		{[]string{"VirtualService", "virtualservice", "virtualservices", "vs"}, config.KindVirtualService, ""},
 		{[]string{"DestinationRule", "destinationrules", "dr"}, config.KindDestinationRule, ""},
@@ -34,17 +29,14 @@ func TestKindByName(t *testing.T) {
 		{[]string{"TrafficSplit", "trafficsplits"}, config.KindTrafficSplit, ""},
 		// kubectl's group-qualified form names the Gateway API Gateway, which shares
 		// the bare name "Gateway" with Istio's.
-		{[]string{"gateway.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io"}, config.KindKubernetesGateway, qualifiedBug},
-		{[]string{"gateways.networking.istio.io"}, config.KindGateway, qualifiedBug},
-		{[]string{"httproutes.gateway.networking.k8s.io"}, config.KindHTTPRoute, qualifiedBug},
+		{[]string{"gateway.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io"}, config.KindKubernetesGateway, ""},
+		{[]string{"gateways.networking.istio.io"}, config.KindGateway, ""},
+		{[]string{"httproutes.gateway.networking.k8s.io"}, config.KindHTTPRoute, ""},
 	}
 	for _, tc := range tests {
 		for _, n := range tc.names {
 			t.Run(n, func(t *testing.T) {
 				got, ok := kindByName(n)
-				if tc.bug != "" && (!ok || got != tc.want) {
-					t.Skipf("known bug: %s", tc.bug)
-				}
 				if !ok || got != tc.want {
 					t.Errorf("kindByName(%q) = %v, %v; want %v", n, got.Label(), ok, tc.want.Label())
 				}

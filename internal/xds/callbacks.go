@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
+	"slices"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
 	"github.com/envoyproxy/go-control-plane/pkg/server/config"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
@@ -77,8 +80,57 @@ func (c *callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) e
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
 	// Delta needs no such rewrite: the stream's subscription already records the
 	// rejected resources as sent, so the cache finds nothing new to send.
-	_, err := c.s.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage())
+	key := streamKey{delta: true, id: id}
+	_, err := c.s.request(key, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail() != nil, req.GetErrorDetail().GetMessage())
+	if err == nil && req.GetResponseNonce() == "" && len(req.GetInitialResourceVersions()) > 0 {
+		c.s.resumed(key, req)
+	}
 	return err
+}
+
+// resumed records a Delta subscription that starts with resources the proxy already
+// holds (it reconnected): when they are the current snapshot's, the cache sends nothing
+// for them, and the proxy is in sync at the current version without a response.
+func (s *Server) resumed(key streamKey, req *discovery.DeltaDiscoveryRequest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.streams[key]
+	if !ok || st.ps == nil {
+		return
+	}
+	typeURL := req.GetTypeUrl()
+	if typeURL == "" {
+		typeURL = st.typeURL
+	}
+	snap, err := s.cache.GetSnapshot(st.ps.id)
+	if err != nil {
+		return
+	}
+	// The per-resource versions the cache's Delta answers carry. Computed here rather
+	// than with snap.ConstructVersionMap, which writes the shared snapshot unlocked.
+	want := map[string]string{}
+	for name, r := range snap.GetResources(typeURL) {
+		b, err := cache.MarshalResource(r)
+		if err != nil {
+			return
+		}
+		want[name] = cache.HashResource(b)
+	}
+	have := req.GetInitialResourceVersions()
+	names := req.GetResourceNamesSubscribe()
+	wildcard := len(names) == 0 || slices.Contains(names, "*")
+	if wildcard && !maps.Equal(want, have) {
+		return
+	}
+	for _, n := range names {
+		if n != "*" && (want[n] == "" || have[n] != want[n]) {
+			return
+		}
+	}
+	v := snap.GetVersion(typeURL)
+	ts := st.ps.typeStatus(typeURL)
+	ts.Sent, ts.Acked, ts.SentAt = v, v, time.Now()
+	ts.Nacked, ts.Error = "", ""
 }
 
 func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {

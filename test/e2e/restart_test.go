@@ -432,19 +432,12 @@ services:
 	startControl("weft control (2)")
 	for _, sc := range sidecars {
 		var after map[string]string
-		var known error
 		if err := rsWait(90*time.Second, func() (err error) {
 			after, err = syncedVersions(weft, api, sc.id)
-			if rsKnownBug(sc, err) {
-				known, err = err, nil
-			}
 			return err
-		}); err != nil || known != nil {
-			if err == nil {
-				err = known
-			}
+		}); err != nil {
 			// Not fatal: what the proxy holds and serves is checked next.
-			rsSyncError(t, sc, "within 90s of the restart", err)
+			t.Errorf("%s: proxy-status not SYNCED within 90s of the restart: %v", sc.name, err)
 		}
 		for typ, v := range sc.before {
 			if after != nil && after[typ] != v {
@@ -478,48 +471,19 @@ services:
 	rsWriteConfig(t, configDir, "web.yaml", rsVirtualService("two"))
 	for _, sc := range sidecars {
 		rsEventually(t, 30*time.Second, sc.name+": the edited rule", sc.wantEpoch("two"))
-		var known error
 		if err := rsWait(30*time.Second, func() error {
 			v, err := syncedVersions(weft, api, sc.id)
 			if err == nil && v["RDS"] == sc.before["RDS"] {
 				err = fmt.Errorf("RDS version still %s", v["RDS"])
 			}
-			if rsKnownBug(sc, err) {
-				known, err = err, nil
-			}
 			return err
-		}); err != nil || known != nil {
-			if err == nil {
-				err = known
-			}
-			rsSyncError(t, sc, "after the edit", err)
+		}); err != nil {
+			t.Errorf("%s: proxy-status not SYNCED after the edit: %v", sc.name, err)
 		}
 	}
 	if served.Load() == 0 {
 		t.Error("the web workload served nothing")
 	}
-}
-
-// knownBugDeltaResume: a Delta proxy that reconnects holding the current resources is
-// sent nothing for EDS (go-control-plane answers only changes, and an unchanged named
-// subscription gets no response), so internal/xds never records EDS as sent and
-// `weft proxy-status` shows it "NOT SENT" although the proxy is in sync. The fix is in
-// internal/xds (record a resumed Delta subscription whose initial_resource_versions
-// match the snapshot as sent and ACKed); set this to false with it.
-const knownBugDeltaResume = true
-
-func rsKnownBug(sc *rsSidecar, err error) bool {
-	return knownBugDeltaResume && sc.delta && err != nil && err.Error() == "EDS NOT SENT"
-}
-
-// rsSyncError reports a proxy-status that is not SYNCED, except the known Delta bug.
-func rsSyncError(t *testing.T, sc *rsSidecar, when string, err error) {
-	t.Helper()
-	if rsKnownBug(sc, err) {
-		t.Logf("KNOWN BUG (knownBugDeltaResume): %s: proxy-status %s: %v", sc.name, when, err)
-		return
-	}
-	t.Errorf("%s: proxy-status not SYNCED %s: %v", sc.name, when, err)
 }
 
 // rsSidecar is a client workload's sidecar and the workload's HTTP client.
