@@ -39,7 +39,9 @@ import (
 // other on Delta) while ~500 requests a second flow through both; every 500 ms both
 // proxies get new leaf certificates (new keys, new serials) and only SDS changes, as a
 // CA's renewal does. The client's cluster closes each upstream connection after a few
-// requests, so handshakes keep happening across every rotation.
+// requests, so handshakes keep happening across every rotation. It runs with HTTP/1.1
+// and with HTTP/2 (ALPN h2, as Istio's inbound chains offer it) between the proxies, the
+// two at once.
 //
 // It proves: zero failed requests; the server side saw several of the client's
 // certificates (each client generation has its own URI SAN below the SPIFFE ID the
@@ -47,6 +49,19 @@ import (
 // proxies' admin /config_dump?resource=dynamic_active_secrets show the last pushed
 // serials.
 func TestCertificateRotationUnderLoad(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		name := "http1"
+		if h2 {
+			name = "http2"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rotationUnderLoad(t, h2)
+		})
+	}
+}
+
+func rotationUnderLoad(t *testing.T, h2 bool) {
 	const (
 		loadFor   = 6 * time.Second
 		rotate    = 500 * time.Millisecond
@@ -99,6 +114,14 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 		CommonTlsContext:         common(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: clientID + "/"}}),
 		RequireClientCertificate: wrapBool(true),
 	})}}
+	if h2 {
+		var d tlsv3.DownstreamTlsContext
+		if err := inbound.FilterChains[0].TransportSocket.GetTypedConfig().UnmarshalTo(&d); err != nil {
+			t.Fatal(err)
+		}
+		d.CommonTlsContext.AlpnProtocols = []string{"h2", "http/1.1"}
+		inbound.FilterChains[0].TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: anyOf(t, &d)}
+	}
 	server := rotationNode{
 		listeners: []types.Resource{inbound},
 		routes:    []types.Resource{routeConfig("inbound-routes", prefixRoute("/", "app"))},
@@ -107,18 +130,23 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	}
 
 	// The client sidecar: outbound plaintext listener, cluster to the server sidecar with
-	// mTLS expecting serverID, and a new upstream connection every 20 requests.
+	// mTLS expecting serverID, and a new upstream connection (HTTP/2: a GOAWAY) every 20
+	// requests.
 	up := edsCluster("reviews")
 	up.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: anyOf(t, &tlsv3.UpstreamTlsContext{
 		CommonTlsContext: common(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: serverID}}),
 		Sni:              "outbound_.9080_._.reviews.default.svc.cluster.local",
 	})}}
+	explicit := &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+		ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+	}
+	if h2 {
+		explicit.ProtocolConfig = &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}
+	}
 	up.TypedExtensionProtocolOptions = map[string]*anypb.Any{
 		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": anyOf(t, &upstreamhttpv3.HttpProtocolOptions{
 			CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{MaxRequestsPerConnection: wrapperspb.UInt32(20)},
-			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
-			}},
+			UpstreamProtocolOptions:   &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: explicit},
 		}),
 	}
 	client := rotationNode{
@@ -208,7 +236,7 @@ rotation:
 		}
 	}
 	seenMu.Unlock()
-	t.Logf("%d requests in %v (%.0f/s), %d failed; %d rotations; the server saw %d client certificates",
+	t.Logf("h2=%v: %d requests in %v (%.0f/s), %d failed; %d rotations; the server saw %d client certificates", h2,
 		ok.Load()+failed.Load(), loadFor, float64(ok.Load()+failed.Load())/loadFor.Seconds(), failed.Load(), pushes, generations)
 	if failed.Load() > 0 {
 		t.Fatalf("%d of %d requests failed across %d certificate rotations; first: %q", failed.Load(), ok.Load()+failed.Load(), pushes, firstErrs)
