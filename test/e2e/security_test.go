@@ -700,6 +700,32 @@ func TestSecurityBookinfoAuthorization(t *testing.T) {
 		t.Fatalf("weft tls-check sleep reviews: %q does not name the policy", line)
 	}
 
+	// A path rule holds against the spellings an application reads as the same path.
+	m.write("deny-admin.yaml", `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: details-no-admin, namespace: default}
+spec:
+  selector: {matchLabels: {app: details}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin", "/admin/*"]}}]
+`)
+	m.eventually(10*time.Second, "DENY /admin in force", func() error {
+		if r := m.from("sleep", "GET", "http://details:9080/admin"); r.code != http.StatusForbidden {
+			return fmt.Errorf("GET /admin: %v", r)
+		}
+		return nil
+	})
+	for _, p := range []string{"/admin/", "/admin/x", "//admin", "/x/../admin", "/./admin", "/%61dmin", "/admin?x=1", "/x/..%2Fadmin", "/admin/./"} {
+		if r := m.from("sleep", "GET", "http://details:9080"+p); r.code != http.StatusForbidden {
+			t.Errorf("DENY paths /admin: GET %s: %v, want 403", p, r)
+		}
+	}
+	if r := m.from("sleep", "GET", "http://details:9080/administrator"); r.code != 200 {
+		t.Errorf("GET /administrator (not /admin): %v, want 200", r)
+	}
+	m.remove("deny-admin.yaml")
+
 	m.remove("authz.yaml")
 	m.eventually(10*time.Second, "sleep allowed without the policy", func() error {
 		if r := m.from("sleep", "GET", "http://reviews:9080/reviews/0"); r.err != nil || r.code != 200 {
@@ -937,6 +963,29 @@ spec:
 		return nil
 	})
 
+	// CUSTOM delegates to an external authorizer weft does not have: what its rules
+	// match is denied, the rest passes.
+	m.write("custom.yaml", `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz, namespace: default}
+spec:
+  selector: {matchLabels: {app: details}}
+  action: CUSTOM
+  provider: {name: my-ext-authz}
+  rules:
+  - to: [{operation: {paths: ["/custom/*"]}}]
+`)
+	m.eventually(10*time.Second, "CUSTOM without an authorizer denies its matches", func() error {
+		if r := m.from("sleep", "GET", "http://details:9080/custom/x"); r.code != http.StatusForbidden {
+			return fmt.Errorf("GET /custom/x: %v, want 403", r)
+		}
+		return nil
+	})
+	if r := m.from("sleep", "GET", "http://details:9080/other"); r.code != 200 {
+		t.Fatalf("GET /other under the CUSTOM policy: %v, want 200", r)
+	}
+	m.remove("custom.yaml")
+
 	// A key Istio does not know is rejected where it is read, with its field path.
 	m.write("bogus.yaml", `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -956,10 +1005,19 @@ spec:
 	})
 	m.remove("bogus.yaml")
 
-	// A JWKS that cannot be fetched: a closed port on loopback.
+	// The JWKS served over HTTP here: the proxy fetches it and a valid token passes, so
+	// the 401s below are the JWKS being unreachable, not remote keys never working.
 	j := newSecJWT(t)
-	closed := secFreePort(t)
-	m.write("jwt.yaml", secRequestAuthn(fmt.Sprintf("jwksUri: http://127.0.0.1:%d/jwks.json", closed)))
+	jwksLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwksSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, j.jwks)
+	})}
+	go func() { _ = jwksSrv.Serve(jwksLn) }()
+	t.Cleanup(func() { _ = jwksSrv.Close() })
 	call := func(token string) secResult {
 		if token == "" {
 			return m.from("sleep", "GET", "http://details:9080/jwt")
@@ -967,6 +1025,20 @@ spec:
 		return m.from("sleep", "GET", "http://details:9080/jwt", "Authorization", "Bearer "+token)
 	}
 	valid := j.token(j.key, secClaims(nil))
+	m.write("jwt.yaml", secRequestAuthn(fmt.Sprintf("jwksUri: http://%s/jwks.json", jwksLn.Addr())))
+	m.eventually(15*time.Second, "token verified with the fetched JWKS", func() error {
+		if r := call(valid); r.code != 200 {
+			return fmt.Errorf("token: %v, want 200", r)
+		}
+		if r := call(j.token(j.other, secClaims(nil))); r.code != http.StatusUnauthorized {
+			return fmt.Errorf("bad signature: %v, want 401", r)
+		}
+		return nil
+	})
+
+	// A JWKS that cannot be fetched: a closed port on loopback.
+	closed := secFreePort(t)
+	m.write("jwt.yaml", secRequestAuthn(fmt.Sprintf("jwksUri: http://127.0.0.1:%d/jwks.json", closed)))
 	m.eventually(15*time.Second, "token rejected with the JWKS unreachable", func() error {
 		if r := call(valid); r.code != http.StatusUnauthorized {
 			return fmt.Errorf("token: %v, want 401", r)
