@@ -13,3 +13,9 @@ demo:
 # Runs every test tier that runs on one machine, installing what they need.
 test:
 	./hack/test.sh
+
+# Runs the side-by-side benchmark harness (about 25 minutes; BENCHFLAGS=-quick for a
+# smoke run) and writes bench/results: see BENCHMARKS.md.
+.PHONY: bench
+bench:
+	$(GO) run ./bench $(BENCHFLAGS)

@@ -50,7 +50,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := Config{
-		Quick: true, Duration: 2 * time.Second, Warmup: 300 * time.Millisecond, Reps: 1,
+		Quick: true, Duration: 2 * time.Second, Warmup: 300 * time.Millisecond, Pacing: "jitter", Reps: 1,
 		QPS: []int{1000}, Conns: []int{4}, Paths: []string{"direct", "weft"},
 		Out: out, Work: t.TempDir(), Tools: toolsDir,
 		Sections: []string{secDataPlane, secControl, secSidecar},

@@ -225,7 +225,7 @@ func (e *dpEnv) runOne(ctx context.Context, c dpCell, rep int, prof *profileRun)
 		target = fmt.Sprintf("127.0.0.1:%d", port)
 	}
 	if e.cfg.Warmup > 0 {
-		w, err := fortioLoad(ctx, e.tools.Fortio, target, c.path.GRPC, c.qps, c.conns, e.cfg.Warmup, filepath.Join(dir, "warmup.json"))
+		w, err := fortioLoad(ctx, e.tools.Fortio, target, c.path.GRPC, c.qps, c.conns, e.cfg.Warmup, e.cfg.Pacing, filepath.Join(dir, "warmup.json"))
 		if err != nil || w.ok() == 0 {
 			run.Error = fmt.Sprintf("warm-up failed: %v %v", err, e.sidecarLogs(sc))
 			return run
@@ -240,7 +240,7 @@ func (e *dpEnv) runOne(ctx context.Context, c dpCell, rep int, prof *profileRun)
 	run.Load1 = load1()
 	t0 := readCPUTimes()
 	start := time.Now()
-	r, err := fortioLoad(ctx, e.tools.Fortio, target, c.path.GRPC, c.qps, c.conns, e.cfg.Duration, filepath.Join(dir, "fortio.json"))
+	r, err := fortioLoad(ctx, e.tools.Fortio, target, c.path.GRPC, c.qps, c.conns, e.cfg.Duration, e.cfg.Pacing, filepath.Join(dir, "fortio.json"))
 	t1 := readCPUTimes()
 	elapsed := time.Since(start).Seconds()
 	run.StealPct, run.BusyPct = machineShare(t0, t1)

@@ -56,10 +56,21 @@ func (r *fortioResult) pct(p float64) float64 {
 
 // fortioLoad runs one fortio load against target (a URL, or host:port for gRPC) and
 // returns its figures. -r 0.00001 gives 10 µs histogram buckets, fine enough on loopback.
-func fortioLoad(ctx context.Context, bin, target string, grpc bool, qps, conns int, d time.Duration, jsonPath string) (*fortioResult, error) {
+//
+// pacing is how the connections' requests are spread in time at a fixed rate: "jitter"
+// (Istio's runner: ±10% random on each wait, so the connections drift apart), "uniform"
+// (fortio spreads the connections' start evenly) or "none" (every connection fires at the
+// same instants: bursts of -c requests).
+func fortioLoad(ctx context.Context, bin, target string, grpc bool, qps, conns int, d time.Duration, pacing, jsonPath string) (*fortioResult, error) {
 	args := []string{"load", "-qps", strconv.Itoa(qps), "-c", strconv.Itoa(conns), "-t", d.String(),
 		"-payload-size", strconv.Itoa(payloadSize), "-r", "0.00001", "-p", "50,90,99,99.9",
 		"-json", jsonPath, "-quiet", "-loglevel", "error"}
+	switch pacing {
+	case "jitter":
+		args = append(args, "-jitter")
+	case "uniform":
+		args = append(args, "-uniform")
+	}
 	if grpc {
 		args = append(args, "-grpc", "-ping")
 	}

@@ -40,6 +40,7 @@ type Config struct {
 	Quick    bool
 	Duration time.Duration // each measured data-plane run
 	Warmup   time.Duration // discarded load before each measured run
+	Pacing   string        // fortio pacing at a fixed rate: jitter (default), uniform, none
 	Reps     int
 	QPS      []int // 0 = as fast as possible
 	Conns    []int // the first is the main figure; the others run on CoreConnsPaths
@@ -75,6 +76,7 @@ func benchMain(args []string, stderr io.Writer) int {
 	quick := fs.Bool("quick", false, "smoke run: short durations, one repetition, small control-plane cases")
 	duration := fs.Duration("duration", 30*time.Second, "length of each measured data-plane run")
 	warmup := fs.Duration("warmup", 2*time.Second, "discarded load before each measured run")
+	pacing := fs.String("pacing", "uniform", "how fortio spreads requests at a fixed rate: uniform (evenly spaced, like an open-loop constant-rate client), jitter (±10% per wait), none (synchronized bursts of -conns requests)")
 	reps := fs.Int("reps", 2, "repetitions of the whole interleaved set of paths")
 	qps := fs.String("qps", "1000,0", "request rates, comma-separated; 0 = maximum throughput")
 	conns := fs.String("conns", "16,4,64", "connection counts; the first is the main figure")
@@ -97,7 +99,7 @@ func benchMain(args []string, stderr io.Writer) int {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	cfg := Config{
 		Quick: *quick, Duration: *duration, Reps: *reps, Out: *out, Tools: *toolsDir,
-		CPChanges: *cpChanges, MaxRSSMB: *maxRSS, ChangeTimeout: 2 * time.Minute, Warmup: *warmup,
+		CPChanges: *cpChanges, MaxRSSMB: *maxRSS, ChangeTimeout: 2 * time.Minute, Warmup: *warmup, Pacing: *pacing,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	var err error
@@ -111,6 +113,12 @@ func benchMain(args []string, stderr io.Writer) int {
 	}
 	if cfg.SidecarSizes, err = parseInts("sidecar-sizes", *sidecarSizes, 1); err != nil {
 		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	switch cfg.Pacing {
+	case "jitter", "uniform", "none":
+	default:
+		fmt.Fprintf(stderr, "bench: -pacing: %q: want jitter, uniform or none\n", cfg.Pacing)
 		return 2
 	}
 	cfg.Paths = splitList(*paths)

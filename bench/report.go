@@ -95,10 +95,10 @@ func markdown(res *Results) string {
 		b.WriteString("**Quick (smoke) run: figures are not comparable to a full run.**\n\n")
 	}
 	fmt.Fprintf(&b, "Data plane: fortio → sidecar A → sidecar B → fortio echo server on 127.0.0.1, HTTP/1.1 keep-alive, %d B request and response bodies, "+
-		"%s per run after %s warm-up, %d repetition(s) of the interleaved set, medians shown. Latencies in ms; CPU is utime+stime seconds per 1000 requests, per proxy "+
+		"fortio pacing %q at fixed rates, %s per run after %s warm-up, %d repetition(s) of the interleaved set, medians shown. Latencies in ms; CPU is utime+stime seconds per 1000 requests, per proxy "+
 		"(mean of A and B); RSS is VmHWM (peak) in MB of A / B. Added = path − no proxy, same rate and connections. "+
 		"Other load: CPU used during the run by processes outside it (the machine is shared), in cores.\n\n",
-		m.PayloadBytes, m.Duration, m.Warmup, m.Reps)
+		m.PayloadBytes, m.Pacing, m.Duration, m.Warmup, m.Reps)
 
 	if len(res.DataPlane) > 0 && len(m.QPS) > 0 && len(m.Conns) > 0 {
 		for _, q := range m.QPS {

@@ -38,6 +38,7 @@ type Meta struct {
 	Quick        bool              `json:"quick"`
 	Duration     string            `json:"duration"`
 	Warmup       string            `json:"warmup"`
+	Pacing       string            `json:"pacing"`
 	Reps         int               `json:"reps"`
 	QPS          []int             `json:"qps"`
 	Conns        []int             `json:"conns"`
@@ -173,7 +174,7 @@ func writeResults(res *Results, cfg Config) error {
 func machineMeta(cfg Config) Meta {
 	m := Meta{
 		Start: time.Now(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Quick: cfg.Quick,
-		Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(), Reps: cfg.Reps, QPS: cfg.QPS, Conns: cfg.Conns,
+		Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(), Pacing: cfg.Pacing, Reps: cfg.Reps, QPS: cfg.QPS, Conns: cfg.Conns,
 		Paths: cfg.Paths, PayloadBytes: payloadSize,
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
