@@ -39,9 +39,10 @@ import (
 // other on Delta) while ~500 requests a second flow through both; every 500 ms both
 // proxies get new leaf certificates (new keys, new serials) and only SDS changes, as a
 // CA's renewal does. The client's cluster closes each upstream connection after a few
-// requests, so handshakes keep happening across every rotation. It runs with HTTP/1.1
-// and with HTTP/2 (ALPN h2, as Istio's inbound chains offer it) between the proxies, the
-// two at once.
+// requests, so handshakes keep happening across every rotation. It runs with HTTP/1.1,
+// and with HTTP/2 (ALPN h2, as Istio's inbound chains offer it) between the proxies
+// while the mesh also moves to a new root CA; the two at once (the default -parallel on
+// two cores).
 //
 // It proves: zero failed requests; the server side saw several of the client's
 // certificates (each client generation has its own URI SAN below the SPIFFE ID the
@@ -49,19 +50,21 @@ import (
 // proxies' admin /config_dump?resource=dynamic_active_secrets show the last pushed
 // serials.
 func TestCertificateRotationUnderLoad(t *testing.T) {
-	for _, h2 := range []bool{false, true} {
-		name := "http1"
-		if h2 {
-			name = "http2"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		h2, rollover bool
+	}{{"http1", false, false}, {"http2-root-rollover", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rotationUnderLoad(t, h2)
+			rotationUnderLoad(t, tc.h2, tc.rollover)
 		})
 	}
 }
 
-func rotationUnderLoad(t *testing.T, h2 bool) {
+// rotationUnderLoad runs the test; rollover moves the mesh to a new root CA on the way,
+// as an operator replacing its CA does: both roots trusted, then leaves of the new
+// one, then the old root dropped (each step applied by both proxies before the next).
+func rotationUnderLoad(t *testing.T, h2, rollover bool) {
 	const (
 		loadFor   = 6 * time.Second
 		rotate    = 500 * time.Millisecond
@@ -72,6 +75,8 @@ func rotationUnderLoad(t *testing.T, h2 bool) {
 	)
 	cp := startControlPlane(t, "127.0.0.1:0")
 	ca := tlstest.NewCA(t, "rotation root")
+	newCA := tlstest.NewCA(t, "rotation root 2")
+	issuer, trusted := ca, []*tlstest.CA{ca}
 
 	// The app records the client identities the server sidecar forwards.
 	app := startBackend(t, "reviews")
@@ -158,15 +163,32 @@ func rotationUnderLoad(t *testing.T, h2 bool) {
 
 	// gen issues generation n of both leaves and pushes them (SDS only).
 	var lastServer, lastClient *tlstest.Leaf
+	var serverAdmin, clientAdmin string
 	gen := func(n int) {
-		lastServer = ca.Issue(t, tlstest.Opts{URIs: []string{serverID}})
-		lastClient = ca.Issue(t, tlstest.Opts{URIs: []string{fmt.Sprintf("%s/rotation/%d", clientID, n)}})
-		server.push(t, cp, serverNode, n, lastServer, ca)
-		client.push(t, cp, nodeID, n, lastClient, ca)
+		if rollover {
+			switch n {
+			case 3:
+				trusted = []*tlstest.CA{ca, newCA}
+			case 5:
+				issuer = newCA
+			case 7:
+				trusted = []*tlstest.CA{newCA}
+			}
+		}
+		lastServer = issuer.Issue(t, tlstest.Opts{URIs: []string{serverID}})
+		lastClient = issuer.Issue(t, tlstest.Opts{URIs: []string{fmt.Sprintf("%s/rotation/%d", clientID, n)}})
+		server.push(t, cp, serverNode, n, lastServer, trusted...)
+		client.push(t, cp, nodeID, n, lastClient, trusted...)
+		if n == 0 {
+			return
+		}
+		for _, admin := range []string{serverAdmin, clientAdmin} {
+			eventually(t, 5*time.Second, func() error { return secretsVersion(admin, fmt.Sprintf("sds-%d", n)) })
+		}
 	}
 	gen(0)
-	serverAdmin := runRotationProxy(t, cp, serverNode, false)
-	clientAdmin := runRotationProxy(t, cp, nodeID, true)
+	serverAdmin = runRotationProxy(t, cp, serverNode, false)
+	clientAdmin = runRotationProxy(t, cp, nodeID, true)
 
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true, Proxy: nil}}
 	url := fmt.Sprintf("http://127.0.0.1:%d/reviews/0", outPort)
@@ -236,7 +258,7 @@ rotation:
 		}
 	}
 	seenMu.Unlock()
-	t.Logf("h2=%v: %d requests in %v (%.0f/s), %d failed; %d rotations; the server saw %d client certificates", h2,
+	t.Logf("h2=%v rollover=%v: %d requests in %v (%.0f/s), %d failed; %d rotations; the server saw %d client certificates", h2, rollover,
 		ok.Load()+failed.Load(), loadFor, float64(ok.Load()+failed.Load())/loadFor.Seconds(), failed.Load(), pushes, generations)
 	if failed.Load() > 0 {
 		t.Fatalf("%d of %d requests failed across %d certificate rotations; first: %q", failed.Load(), ok.Load()+failed.Load(), pushes, firstErrs)
@@ -277,7 +299,7 @@ type rotationNode struct {
 // push sets the node's snapshot with the config at version "1" and the secrets at
 // version "sds-n", so the server sends only SDS when n changes (what a CA renewal
 // changes).
-func (r rotationNode) push(t *testing.T, cp *controlPlane, node string, n int, leaf *tlstest.Leaf, ca *tlstest.CA) {
+func (r rotationNode) push(t *testing.T, cp *controlPlane, node string, n int, leaf *tlstest.Leaf, roots ...*tlstest.CA) {
 	t.Helper()
 	snap := &cachev3.Snapshot{}
 	snap.Resources[types.Listener] = cachev3.NewResources("1", r.listeners)
@@ -285,7 +307,7 @@ func (r rotationNode) push(t *testing.T, cp *controlPlane, node string, n int, l
 	snap.Resources[types.Cluster] = cachev3.NewResources("1", r.clusters)
 	snap.Resources[types.Endpoint] = cachev3.NewResources("1", r.endpoints)
 	snap.Resources[types.Secret] = cachev3.NewResources(fmt.Sprintf("sds-%d", n), []types.Resource{
-		tlstest.CertSecret("default", leaf), tlstest.CASecret("ROOTCA", ca),
+		tlstest.CertSecret("default", leaf), tlstest.CASecret("ROOTCA", roots...),
 	})
 	if err := cp.cache.SetSnapshot(context.Background(), node, snap); err != nil {
 		t.Fatalf("set snapshot: %v", err)
@@ -332,9 +354,25 @@ func runRotationProxy(t *testing.T, cp *controlPlane, node string, delta bool) s
 	return "http://" + admin
 }
 
-// dumpedSerial reads the serial of the leaf in secret name from the proxy's admin
-// /config_dump?resource=dynamic_active_secrets.
-func dumpedSerial(admin, name string) (*big.Int, error) {
+// secretsVersion checks that the proxy's admin shows every dynamic secret at version.
+func secretsVersion(admin, version string) error {
+	d, err := dumpSecrets(admin)
+	if err != nil {
+		return err
+	}
+	if len(d) == 0 {
+		return fmt.Errorf("no dynamic secrets")
+	}
+	for _, s := range d {
+		if s.GetVersionInfo() != version {
+			return fmt.Errorf("secret %q at version %q, want %q", s.GetName(), s.GetVersionInfo(), version)
+		}
+	}
+	return nil
+}
+
+// dumpSecrets reads the proxy's admin /config_dump?resource=dynamic_active_secrets.
+func dumpSecrets(admin string) ([]*adminv3.SecretsConfigDump_DynamicSecret, error) {
 	resp, err := http.Get(admin + "/config_dump?resource=dynamic_active_secrets")
 	if err != nil {
 		return nil, err
@@ -348,11 +386,25 @@ func dumpedSerial(admin, name string) (*big.Int, error) {
 	if err := protojson.Unmarshal(body, &d); err != nil {
 		return nil, fmt.Errorf("config_dump: %w", err)
 	}
+	var out []*adminv3.SecretsConfigDump_DynamicSecret
 	for _, a := range d.GetConfigs() {
-		var ds adminv3.SecretsConfigDump_DynamicSecret
-		if err := a.UnmarshalTo(&ds); err != nil {
+		ds := new(adminv3.SecretsConfigDump_DynamicSecret)
+		if err := a.UnmarshalTo(ds); err != nil {
 			return nil, fmt.Errorf("config_dump: %w", err)
 		}
+		out = append(out, ds)
+	}
+	return out, nil
+}
+
+// dumpedSerial reads the serial of the leaf in secret name from the proxy's admin
+// /config_dump?resource=dynamic_active_secrets.
+func dumpedSerial(admin, name string) (*big.Int, error) {
+	secrets, err := dumpSecrets(admin)
+	if err != nil {
+		return nil, err
+	}
+	for _, ds := range secrets {
 		if ds.GetName() != name {
 			continue
 		}
@@ -373,5 +425,5 @@ func dumpedSerial(admin, name string) (*big.Int, error) {
 		}
 		return cert.SerialNumber, nil
 	}
-	return nil, fmt.Errorf("config_dump has no dynamic secret %q: %s", name, body)
+	return nil, fmt.Errorf("config_dump has no dynamic secret %q", name)
 }
