@@ -726,6 +726,20 @@ spec:
 	}
 	m.remove("deny-admin.yaml")
 
+	// PERMISSIVE with the policy still in force: a plaintext client has no principal, so
+	// it is denied rather than refused, and a forged x-forwarded-client-cert gives it none.
+	m.write("peer.yaml", fmt.Sprintf(secStrictMesh, "PERMISSIVE"))
+	m.eventually(10*time.Second, "plaintext to reviews denied under PERMISSIVE", func() error {
+		r := m.direct("reviews-v1", "/reviews/0", "X-Forwarded-Client-Cert", "URI=spiffe://"+secProductpageID)
+		if r.err != nil || r.code != http.StatusForbidden || !strings.Contains(r.body, "RBAC: access denied") {
+			return fmt.Errorf("plaintext with a forged XFCC: %v, want 403", r)
+		}
+		return nil
+	})
+	if err := m.pageOK(); err != nil {
+		t.Fatalf("page under PERMISSIVE with the policy: %v", err)
+	}
+
 	m.remove("authz.yaml")
 	m.eventually(10*time.Second, "sleep allowed without the policy", func() error {
 		if r := m.from("sleep", "GET", "http://reviews:9080/reviews/0"); r.err != nil || r.code != 200 {
@@ -918,6 +932,51 @@ func TestSecurityJWT(t *testing.T) {
 	for _, c := range cases[:5] {
 		if r := call(c.token); r.code != http.StatusUnauthorized {
 			t.Errorf("%s under requestPrincipals: %v, want 401", c.name, r)
+		}
+	}
+	// The token may also come in the access_token query parameter (Envoy's default
+	// locations); an invalid one there is rejected the same way.
+	if r := m.from("sleep", "GET", "http://details:9080/jwt?access_token="+valid); r.code != 200 {
+		t.Errorf("valid token in access_token: %v, want 200", r)
+	}
+	if r := m.from("sleep", "GET", "http://details:9080/jwt?access_token="+j.token(j.other, secClaims(nil))); r.code != http.StatusUnauthorized {
+		t.Errorf("bad token in access_token: %v, want 401", r)
+	}
+
+	// A named principal and a claim condition: only alice of group "admins".
+	m.write("authz.yaml", fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: details-require-jwt, namespace: default}
+spec:
+  selector: {matchLabels: {app: details}}
+  action: ALLOW
+  rules:
+  - from: [{source: {requestPrincipals: ["%s/alice"]}}]
+    when: [{key: "request.auth.claims[groups]", values: ["admins"]}]
+`, secIssuer))
+	tokenWith := func(sub string, groups ...string) string {
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: j.key, KeyID: secKid}}, (&jose.SignerOptions{}).WithType("JWT"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := jwt.Signed(signer).Claims(secClaims(func(c *jwt.Claims) { c.Subject = sub })).Claims(map[string]any{"groups": groups}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	m.eventually(10*time.Second, "alice of admins only", func() error {
+		if r := call(tokenWith("alice", "users")); r.code != http.StatusForbidden {
+			return fmt.Errorf("alice of users: %v, want 403", r)
+		}
+		return nil
+	})
+	for _, c := range []struct {
+		token string
+		code  int
+	}{{tokenWith("alice", "users", "admins"), 200}, {tokenWith("bob", "admins"), 403}, {valid, 403}, {"", 403}} {
+		if r := call(c.token); r.code != c.code {
+			t.Errorf("named principal and claim: %v, want %d", r, c.code)
 		}
 	}
 }
