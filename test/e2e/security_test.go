@@ -942,6 +942,15 @@ func TestSecurityJWT(t *testing.T) {
 	if r := m.from("sleep", "GET", "http://details:9080/jwt?access_token="+j.token(j.other, secClaims(nil))); r.code != http.StatusUnauthorized {
 		t.Errorf("bad token in access_token: %v, want 401", r)
 	}
+	// Every token a request carries must verify (Envoy's rule since envoyproxy/envoy#12089):
+	// a valid one in one place must not carry an invalid one in another to the app.
+	forged := j.token(j.other, secClaims(func(c *jwt.Claims) { c.Subject = "admin" }))
+	if r := m.from("sleep", "GET", "http://details:9080/jwt?access_token="+valid, "Authorization", "Bearer "+forged); r.code != http.StatusUnauthorized {
+		t.Errorf("valid token in access_token, forged one in Authorization: %v, want 401", r)
+	}
+	if r := m.from("sleep", "GET", "http://details:9080/jwt?access_token="+forged, "Authorization", "Bearer "+valid); r.code != http.StatusUnauthorized {
+		t.Errorf("forged token in access_token, valid one in Authorization: %v, want 401", r)
+	}
 
 	// A named principal and a claim condition: only alice of group "admins".
 	m.write("authz.yaml", fmt.Sprintf(`apiVersion: security.istio.io/v1

@@ -167,8 +167,11 @@ func (f *found) outcome() (status, int) {
 func (c *config) eval(q *requirement, toks []found) status {
 	switch q.kind {
 	case rProvider:
+		// Every token at the provider's locations must verify, not just one (Envoy's
+		// authenticator since envoyproxy/envoy#12089): otherwise a valid token in one
+		// place carries a forged one in another to the upstream, which may read that one.
 		p := c.providers[q.provider]
-		fail, other := stMissing, false
+		fail, ok, other := stMissing, false, false
 		for i := range toks {
 			f := &toks[i]
 			if !p.reads(f.loc) {
@@ -178,28 +181,39 @@ func (c *config) eval(q *requirement, toks []found) status {
 			if st == stOK {
 				cd := f.cand(q.provider)
 				if cd == nil {
-					other = true // a token of another issuer at a shared location
-					continue
-				}
-				st = cd.st
-				if q.audiences != nil && cd.base == stOK {
-					st = stOK
-					if !audienceIn(q.audiences, f.jwt.aud) {
-						st = stAudienceNotAllowed
+					// A token of another issuer at a shared location: it does not
+					// satisfy this provider, and it must verify under its own.
+					if st, _ = f.outcome(); st == stOK {
+						other = true
+						continue
+					}
+				} else {
+					st = cd.st
+					if q.audiences != nil && cd.base == stOK {
+						st = stOK
+						if !audienceIn(q.audiences, f.jwt.aud) {
+							st = stAudienceNotAllowed
+						}
 					}
 				}
 			}
 			if st == stOK {
-				return stOK
+				ok = true
+				continue
 			}
 			if fail == stMissing {
 				fail = st
 			}
 		}
-		if fail == stMissing && other {
+		switch {
+		case fail != stMissing:
+			return fail
+		case ok:
+			return stOK
+		case other:
 			return stUnknownIssuer
 		}
-		return fail
+		return stMissing
 	case rAny:
 		fail := stMissing
 		for _, k := range q.kids {
