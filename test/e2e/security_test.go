@@ -404,7 +404,7 @@ func secDo(c *http.Client, method, target string, hdr ...string) secResult {
 		return secResult{err: err}
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
+		req.Header.Add(hdr[i], hdr[i+1])
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -950,6 +950,16 @@ func TestSecurityJWT(t *testing.T) {
 	}
 	if r := m.from("sleep", "GET", "http://details:9080/jwt?access_token="+forged, "Authorization", "Bearer "+valid); r.code != http.StatusUnauthorized {
 		t.Errorf("forged token in access_token, valid one in Authorization: %v, want 401", r)
+	}
+	// The same for a second value at one location (an app may read the last one).
+	if r := m.from("sleep", "GET", "http://details:9080/jwt", "Authorization", "Bearer "+valid, "Authorization", "Bearer "+forged); r.code != http.StatusUnauthorized {
+		t.Errorf("two Authorization headers, the second forged: %v, want 401", r)
+	}
+	if r := m.from("sleep", "GET", "http://details:9080/jwt?access_token="+valid+"&access_token="+forged); r.code != http.StatusUnauthorized {
+		t.Errorf("two access_token parameters, the second forged: %v, want 401", r)
+	}
+	if r := m.from("sleep", "GET", "http://details:9080/jwt?access_token="+valid, "Authorization", "Basic dXNlcjpwYXNz"); r.code != 200 {
+		t.Errorf("Basic credentials beside a valid token: %v, want 200 (not a bearer token)", r)
 	}
 
 	// A named principal and a claim condition: only alice of group "admins".

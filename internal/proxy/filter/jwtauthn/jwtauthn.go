@@ -15,6 +15,7 @@
 package jwtauthn
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -314,31 +315,36 @@ func (c *config) verify(r *http.Request, rt *root) []found {
 	var toks []found
 	now := time.Now()
 	ctx := r.Context()
+	var buf [2]string
 	for _, li := range rt.locs {
-		raw := extract(r, &c.locs[li])
-		if raw == "" {
-			continue
+		for _, raw := range extract(r, &c.locs[li], buf[:0]) {
+			toks = c.verifyOne(ctx, toks, li, raw, rt, now)
 		}
-		f := found{loc: li, raw: raw}
-		if f.jwt, f.st = parseJWT(raw); f.st == stOK {
-			for i, p := range c.providers {
-				if !rt.providers[i] || !p.reads(li) || (p.issuer != "" && p.issuer != f.jwt.iss) {
-					continue
-				}
-				cd := cand{prov: i, base: p.check(f.jwt, now, func() (*keySet, bool) { return p.keys.get(ctx) })}
-				cd.st = cd.base
-				if cd.st == stOK && !p.audienceAllowed(f.jwt.aud) {
-					cd.st = stAudienceNotAllowed
-				}
-				f.cands = append(f.cands, cd)
-			}
-			if len(f.cands) == 0 {
-				f.st = stUnknownIssuer
-			}
-		}
-		toks = append(toks, f)
 	}
 	return toks
+}
+
+// verifyOne parses one token read at location li and verifies it under every provider
+// of the requirement that reads li and accepts its issuer.
+func (c *config) verifyOne(ctx context.Context, toks []found, li int, raw string, rt *root, now time.Time) []found {
+	f := found{loc: li, raw: raw}
+	if f.jwt, f.st = parseJWT(raw); f.st == stOK {
+		for i, p := range c.providers {
+			if !rt.providers[i] || !p.reads(li) || (p.issuer != "" && p.issuer != f.jwt.iss) {
+				continue
+			}
+			cd := cand{prov: i, base: p.check(f.jwt, now, func() (*keySet, bool) { return p.keys.get(ctx) })}
+			cd.st = cd.base
+			if cd.st == stOK && !p.audienceAllowed(f.jwt.aud) {
+				cd.st = stAudienceNotAllowed
+			}
+			f.cands = append(f.cands, cd)
+		}
+		if len(f.cands) == 0 {
+			f.st = stUnknownIssuer
+		}
+	}
+	return append(toks, f)
 }
 
 // apply does what verified tokens ask (remove the token, forward the payload, copy

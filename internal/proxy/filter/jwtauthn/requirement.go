@@ -265,8 +265,11 @@ func (p *provider) reads(loc int) bool {
 	return false
 }
 
-// extract reads the token at a location; "" when there is none.
-func extract(r *http.Request, l *location) string {
+// extract appends the tokens at a location to dst: every value of the header (that has
+// the prefix), of the query parameter and of the cookie, not only the first. Each one is
+// verified, because the upstream may read any of them (Envoy checks every value of a
+// header since 1.28); with forward set they all reach it.
+func extract(r *http.Request, l *location, dst []string) []string {
 	switch l.kind {
 	case locHeader:
 		for _, v := range r.Header[l.name] {
@@ -277,22 +280,25 @@ func extract(r *http.Request, l *location) string {
 				v = v[len(l.prefix):]
 			}
 			if v = strings.TrimSpace(v); v != "" {
-				return v
+				dst = append(dst, v)
 			}
 		}
 	case locParam:
-		v, _ := queryValue(r.URL.RawQuery, l.name)
-		return v
+		dst = queryValues(r.URL.RawQuery, l.name, dst)
 	case locCookie:
-		if c, err := r.Cookie(l.name); err == nil {
-			return c.Value
+		if _, err := r.Cookie(l.name); err == nil {
+			for _, c := range r.CookiesNamed(l.name) {
+				dst = append(dst, c.Value)
+			}
 		}
 	}
-	return ""
+	return dst
 }
 
-// queryValue returns the first value of a query parameter without parsing the whole query.
-func queryValue(raw, name string) (string, bool) {
+// queryValues appends the values of a query parameter to dst without parsing the whole
+// query. A value whose percent-encoding is broken is kept as it is, so it fails
+// verification rather than pass as no token.
+func queryValues(raw, name string, dst []string) []string {
 	for raw != "" {
 		var kv string
 		kv, raw, _ = strings.Cut(raw, "&")
@@ -306,15 +312,15 @@ func queryValue(raw, name string) (string, bool) {
 			}
 		}
 		if strings.ContainsAny(v, "%+") {
-			uv, err := url.QueryUnescape(v)
-			if err != nil {
-				return "", false
+			if uv, err := url.QueryUnescape(v); err == nil {
+				v = uv
 			}
-			v = uv
 		}
-		return v, true
+		if v != "" {
+			dst = append(dst, v)
+		}
 	}
-	return "", false
+	return dst
 }
 
 // removeToken takes a verified token out of the request when the provider does not
