@@ -520,6 +520,11 @@ func TestSecurityMutualTLS(t *testing.T) {
 	if got := m.echoed(m.from("sleep", "GET", "http://details:9080/from-sleep")).Headers.Get("X-Forwarded-Client-Cert"); !strings.Contains(got, "URI=spiffe://"+secSleepID) {
 		t.Fatalf("PERMISSIVE: sleep -> details: x-forwarded-client-cert %q, want the caller's SPIFFE ID %s", got, secSleepID)
 	}
+	// An application cannot pass another identity off through its own sidecar: the
+	// x-forwarded-client-cert it sends is dropped there, the server sidecar sets the peer's.
+	if got := m.echoed(m.from("sleep", "GET", "http://details:9080/forge", "X-Forwarded-Client-Cert", "URI=spiffe://"+secProductpageID)).Headers.Get("X-Forwarded-Client-Cert"); got != "URI=spiffe://"+secSleepID {
+		t.Fatalf("sleep sending a forged x-forwarded-client-cert: details saw %q, want only %s", got, "URI=spiffe://"+secSleepID)
+	}
 	// productpage's own call to details (made by rendering the page) arrives with
 	// productpage's identity.
 	m.eventually(10*time.Second, "productpage's identity at details", func() error {
@@ -585,6 +590,25 @@ spec:
 	if r := m.direct("reviews-v1", "/reviews/0"); r.err == nil {
 		t.Fatalf("plaintext to reviews-v1 with only details PERMISSIVE: %v, want refused", r)
 	}
+	// Port level over workload level: STRICT for the workload, DISABLE on 9080.
+	m.write("details-peer.yaml", `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: details, namespace: default}
+spec:
+  selector: {matchLabels: {app: details}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {9080: {mode: DISABLE}}
+`)
+	m.eventually(10*time.Second, "port-level DISABLE", func() error {
+		if r := m.direct("details-v1", "/port-disable"); r.err != nil || r.code != 200 {
+			return fmt.Errorf("plaintext to details-v1:9080: %v", r)
+		}
+		// The client side sees DISABLE at the server and sends plaintext (auto mTLS).
+		if got := m.echoed(m.from("sleep", "GET", "http://details:9080/port-disable")).Headers.Get("X-Forwarded-Client-Cert"); got != "" {
+			return fmt.Errorf("sleep -> details with DISABLE on 9080 still mTLS: %q", got)
+		}
+		return m.pageOK()
+	})
 	m.remove("details-peer.yaml")
 	m.eventually(10*time.Second, "details STRICT again", func() error {
 		if r := m.direct("details-v1", "/health"); r.err == nil {
