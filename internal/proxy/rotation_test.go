@@ -263,7 +263,9 @@ rotation:
 	if failed.Load() > 0 {
 		t.Fatalf("%d of %d requests failed across %d certificate rotations; first: %q", failed.Load(), ok.Load()+failed.Load(), pushes, firstErrs)
 	}
-	if ok.Load() < 500 {
+	// The rate depends on the machine; what matters is that requests ran throughout
+	// the rotations, which the certificate count below checks.
+	if ok.Load() < 100 {
 		t.Fatalf("only %d requests ran: the load did not happen", ok.Load())
 	}
 	if len(unexpected) > 0 {
