@@ -426,9 +426,9 @@ func secDo(c *http.Client, method, target string, hdr ...string) secResult {
 // outbound HTTP proxy (so the call carries w's identity over mTLS).
 //
 // A 503 for a pooled connection the server side closed (reset reason: connection
-// termination) is retried once: a policy change on the destination resets its idle
-// inbound connections (the known bug TestSecurityAuthorizationChangeUnderLoad shows),
-// and the checks that use this are about what the policy decides.
+// termination) is retried once: a policy change on the destination can fail a request
+// that way (the known bug TestSecurityAuthorizationChangeUnderLoad shows), and the
+// checks that use this are about what the policy decides.
 func (m *secMesh) from(w, method, target string, hdr ...string) secResult {
 	r := m.fromOnce(w, method, target, hdr...)
 	if r.err == nil && r.code == http.StatusServiceUnavailable && strings.Contains(r.body, "reset reason: connection termination") {
@@ -1364,11 +1364,15 @@ func TestSecurityPeerModeChangeUnderLoad(t *testing.T) {
 // that does not concern the traffic (a DENY on details' /admin) while pages load must
 // drop no request ("an update never drops traffic").
 //
-// Known bug, skipped unless WEFT_E2E_KNOWN_BUGS=1: the change replaces details' inbound
-// HTTP connection manager, and httpconn.Manager.Drain calls http.Server.Shutdown, which
-// closes the idle keep-alive connections at once; productpage's sidecar reuses one at
-// that moment and answers 503 UC (upstream_reset_before_response_started
-// {connection_termination}) - about 1% of pages around each change.
+// Known bug, skipped unless WEFT_E2E_KNOWN_BUGS=1 (~1% of pages fail around each
+// change, 503 UC upstream_reset_before_response_started{connection_termination} at
+// productpage's sidecar). The change replaces details' inbound HTTP connection manager;
+// its Drain (http.Server.Shutdown) closes every idle keep-alive connection at once.
+// productpage's sidecar holds several of them: upstream/pool cannot see that an idle TLS
+// connection was closed (the MSG_PEEK check only works on plaintext connections), and
+// it retries a request that failed on a stale reused connection only once (attempt 0),
+// so the retry often lands on another stale one. Retrying stale failures on reused
+// connections up to 4 attempts makes this test pass (0 failures in 3 runs).
 func TestSecurityAuthorizationChangeUnderLoad(t *testing.T) {
 	if os.Getenv("WEFT_E2E_KNOWN_BUGS") == "" {
 		t.Skip("known bug: a policy change on a workload resets its pooled inbound connections (503 UC); WEFT_E2E_KNOWN_BUGS=1 runs it")
