@@ -327,6 +327,10 @@ func (p *Pool) ActiveConnections() int64 { return p.cxActive.Load() }
 // emptyUA suppresses net/http's default User-Agent: a proxy sends what it received.
 var emptyUA = []string{""}
 
+// maxStaleAttempts bounds how often a replayable request is sent again after landing
+// on a kept-alive connection the server had already closed.
+const maxStaleAttempts = 4
+
 // RoundTrip sends req on a connection of the pool, opening one when none has room and
 // the breakers allow. req.URL.Host should carry the authority (req.Host is used when
 // empty); the address dialled is the pool's. The response body must be read to EOF or
@@ -365,9 +369,12 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp, err := pc.h1.roundTrip(req, pc.requests.Load() > 1)
 			if err != nil {
 				p.h1Done(pc)
-				if attempt == 0 && errors.Is(err, errStale) && replayable(req) {
+				if attempt < maxStaleAttempts-1 && errors.Is(err, errStale) && replayable(req) {
 					// The server closed the kept-alive connection just before
-					// the request went out: it never saw it; send it again.
+					// the request went out: it never saw it; send it again. A
+					// server that drains closes all its idle connections at
+					// once, so the next idle one may be stale too: try a few,
+					// as Go's own HTTP client does, then a fresh connection.
 					if l.AcquireRequest() {
 						continue
 					}
