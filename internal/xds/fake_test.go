@@ -383,4 +383,3 @@ func metricValue(t *testing.T, s *Server, name string, want map[string]string) f
 	}
 	return sum
 }
-

@@ -114,13 +114,13 @@ func TestPrometheusResponseCodeTags(t *testing.T) {
 		t.Fatalf("re-lookup with tags in another order: %d, want the same counter (7)", c.Value())
 	}
 	for flat, want := range map[string]int64{
-		"cluster." + istioCluster + ".upstream_rq_200":     7,
-		"cluster." + istioCluster + ".upstream_rq_503":     2,
-		"cluster.a.upstream_rq_200":                        1,
-		"cluster." + istioCluster + ".upstream_rq_2xx":     7,
-		"http.outbound_0.0.0.0_9080.downstream_rq_2xx":     9,
-		"cluster." + istioCluster + ".upstream_rq_total":   9,
-		"server.live":                                      1,
+		"cluster." + istioCluster + ".upstream_rq_200":   7,
+		"cluster." + istioCluster + ".upstream_rq_503":   2,
+		"cluster.a.upstream_rq_200":                      1,
+		"cluster." + istioCluster + ".upstream_rq_2xx":   7,
+		"http.outbound_0.0.0.0_9080.downstream_rq_2xx":   9,
+		"cluster." + istioCluster + ".upstream_rq_total": 9,
+		"server.live": 1,
 		"cluster." + istioCluster + ".upstream_rq_5xx":     2,
 		"cluster." + istioCluster + ".upstream_rq_per_try": -1,
 	} {
