@@ -28,7 +28,7 @@ func latencyChart(res *Results) ([]byte, error) {
 	}
 	const (
 		scale   = 2 // font pixels per glyph pixel
-		left    = 170
+		left    = 200
 		right   = 90
 		top     = 60
 		rowH    = 44

@@ -70,7 +70,11 @@ type DPResult struct {
 	MaxSteal    float64 `json:"max_steal_pct"` // worst run
 	BusyPct     float64 `json:"busy_pct"`
 	OtherCores  float64 `json:"other_cores"` // median
-	OK          bool    `json:"ok"`          // at least one run without error
+	// Upstream connections each weft sidecar opened per run (median): with keep-alive,
+	// about the client's connection count; more is connection churn.
+	UpstreamCxA float64 `json:"upstream_cx_a,omitempty"`
+	UpstreamCxB float64 `json:"upstream_cx_b,omitempty"`
+	OK          bool    `json:"ok"` // at least one run without error
 }
 
 func (r *DPResult) key() string { return cellKey(r.Name, r.QPS, r.Conns) }
@@ -303,7 +307,7 @@ func load1() float64 {
 func summarize(cells []*DPResult) {
 	by := map[string]*DPResult{}
 	for _, c := range cells {
-		var rps, p50, p90, p99, p999, ra, rb, ca, cb, steal, busy, other []float64
+		var rps, p50, p90, p99, p999, ra, rb, ca, cb, steal, busy, other, ua, ub []float64
 		var reqs, errs int64
 		c.MaxSteal = 0
 		for _, r := range c.Runs {
@@ -314,6 +318,9 @@ func summarize(cells []*DPResult) {
 			rps, p50, p90, p99, p999 = append(rps, r.RPS), append(p50, r.P50), append(p90, r.P90), append(p99, r.P99), append(p999, r.P999)
 			steal, busy, other = append(steal, r.StealPct), append(busy, r.BusyPct), append(other, r.OtherCores)
 			c.MaxSteal = maxf(c.MaxSteal, r.StealPct)
+			if r.UpstreamCxA > 0 {
+				ua, ub = append(ua, float64(r.UpstreamCxA)), append(ub, float64(r.UpstreamCxB))
+			}
 			reqs += r.Requests
 			errs += r.Errors
 			if r.A != nil && r.B != nil {
@@ -326,6 +333,7 @@ func summarize(cells []*DPResult) {
 		c.CPUPer1000A, c.CPUPer1000B = median(ca), median(cb)
 		c.CPUPer1000 = (c.CPUPer1000A + c.CPUPer1000B) / 2
 		c.StealPct, c.BusyPct, c.OtherCores = median(steal), median(busy), median(other)
+		c.UpstreamCxA, c.UpstreamCxB = median(ua), median(ub)
 		if reqs > 0 {
 			c.ErrorRate = float64(errs) / float64(reqs)
 		}

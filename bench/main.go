@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,6 +56,8 @@ type Config struct {
 	ChangeTimeout time.Duration
 	SidecarSizes  []int // mesh sizes (services) for the sidecar RSS figure
 	Profile       bool
+	// Merge keeps the sections not run from the results.json already in Out.
+	Merge bool
 	// MaxRSSMB: a control plane or sidecar whose RSS passes it is killed and its case
 	// fails (the machine is shared).
 	MaxRSSMB int
@@ -87,6 +90,8 @@ func benchMain(args []string, stderr io.Writer) int {
 	cpCases := fs.String("cp-cases", "100x2x10,1000x5x100,1000x5x1000,100x2x2000,10000x10x10", "control-plane cases SERVICESxENDPOINTSxPROXIES")
 	cpScoping := fs.String("cp-scoping", "off,on", "control-plane cases without and/or with a Sidecar scoping egress")
 	cpChanges := fs.Int("cp-changes", 3, "config changes timed per control-plane case")
+	render := fs.Bool("render", false, "only re-write results.md and latency.png from the results.json in -out")
+	merge := fs.Bool("merge", false, "keep the sections not run from the results.json already in -out (re-run one section)")
 	maxRSS := fs.Int("max-rss-mb", 4096, "kill a control plane or sidecar whose RSS passes this (its case fails)")
 	sidecarSizes := fs.String("sidecar-sizes", "10,10000", "mesh sizes (services) for the sidecar RSS figure")
 	if err := fs.Parse(args); err != nil {
@@ -99,7 +104,7 @@ func benchMain(args []string, stderr io.Writer) int {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	cfg := Config{
 		Quick: *quick, Duration: *duration, Reps: *reps, Out: *out, Tools: *toolsDir,
-		CPChanges: *cpChanges, MaxRSSMB: *maxRSS, ChangeTimeout: 2 * time.Minute, Warmup: *warmup, Pacing: *pacing,
+		CPChanges: *cpChanges, MaxRSSMB: *maxRSS, ChangeTimeout: 2 * time.Minute, Warmup: *warmup, Pacing: *pacing, Merge: *merge,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	var err error
@@ -178,6 +183,22 @@ func benchMain(args []string, stderr io.Writer) int {
 	}
 	cfg.Profile = contains(cfg.Sections, secProfile)
 
+	if *render {
+		dir := cfg.Out
+		if dir == "" {
+			root, err := repoRoot(context.Background())
+			if err != nil {
+				fmt.Fprintln(stderr, err)
+				return 1
+			}
+			dir = filepath.Join(root, "bench", "results")
+		}
+		if err := Render(dir); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := Run(ctx, cfg)

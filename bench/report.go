@@ -91,13 +91,17 @@ func markdown(res *Results) string {
 		}
 	}
 	fmt.Fprintf(&b, "Tools: %s; %s.\n\n", strings.Join(vs, "; "), m.GoVersion)
+	for _, r := range m.Rerun {
+		fmt.Fprintf(&b, "Re-run later into these results: %s.\n\n", r)
+	}
 	if m.Quick {
 		b.WriteString("**Quick (smoke) run: figures are not comparable to a full run.**\n\n")
 	}
 	fmt.Fprintf(&b, "Data plane: fortio → sidecar A → sidecar B → fortio echo server on 127.0.0.1, HTTP/1.1 keep-alive, %d B request and response bodies, "+
 		"fortio pacing %q at fixed rates, %s per run after %s warm-up, %d repetition(s) of the interleaved set, medians shown. Latencies in ms; CPU is utime+stime seconds per 1000 requests, per proxy "+
 		"(mean of A and B); RSS is VmHWM (peak) in MB of A / B. Added = path − no proxy, same rate and connections. "+
-		"Other load: CPU used during the run by processes outside it (the machine is shared), in cores.\n\n",
+		"Other load: CPU used during the run by processes outside it (the machine is shared), in cores. "+
+		"Weft upstream conns: connections each weft sidecar opened in the run (warm-up included); with keep-alive it would be about the client's connection count.\n\n",
 		m.PayloadBytes, m.Pacing, m.Duration, m.Warmup, m.Reps)
 
 	if len(res.DataPlane) > 0 && len(m.QPS) > 0 && len(m.Conns) > 0 {
@@ -107,11 +111,11 @@ func markdown(res *Results) string {
 				continue
 			}
 			fmt.Fprintf(&b, "## Data plane, %s, %d connections\n\n", qpsLabel(q), m.Conns[0])
-			b.WriteString("| path | rps | p50 | p90 | p99 | p99.9 | added p50 | added p99 | RSS A/B MB | CPU s/1000 req/proxy | errors | steal % (max) | other load, cores |\n")
-			b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+			b.WriteString("| path | rps | p50 | p90 | p99 | p99.9 | added p50 | added p99 | RSS A/B MB | CPU s/1000 req/proxy | errors | steal % (max) | other load, cores | weft upstream conns A/B |\n")
+			b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 			for _, c := range rows {
 				if !c.OK {
-					fmt.Fprintf(&b, "| %s | not run: %s ||||||||||||\n", c.Label, failed(c))
+					fmt.Fprintf(&b, "| %s | not run: %s |||||||||||||\n", c.Label, failed(c))
 					continue
 				}
 				added50, added99, rss, cpu := "—", "—", "—", "—"
@@ -120,8 +124,12 @@ func markdown(res *Results) string {
 					rss = fmt.Sprintf("%.1f / %.1f", c.PeakRSSA, c.PeakRSSB)
 					cpu = f3(c.CPUPer1000)
 				}
-				fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.2f%% | %.1f (%.1f) | %.2f |\n",
-					c.Label, c.RPS, f3(c.P50), f3(c.P90), f3(c.P99), f3(c.P999), added50, added99, rss, cpu, 100*c.ErrorRate, c.StealPct, c.MaxSteal, c.OtherCores)
+				ucx := "—"
+				if c.UpstreamCxA > 0 {
+					ucx = fmt.Sprintf("%.0f / %.0f", c.UpstreamCxA, c.UpstreamCxB)
+				}
+				fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.2f%% | %.1f (%.1f) | %.2f | %s |\n",
+					c.Label, c.RPS, f3(c.P50), f3(c.P90), f3(c.P99), f3(c.P999), added50, added99, rss, cpu, 100*c.ErrorRate, c.StealPct, c.MaxSteal, c.OtherCores, ucx)
 			}
 			b.WriteString("\n")
 		}
@@ -171,13 +179,13 @@ func markdown(res *Results) string {
 	if len(res.Sidecar) > 0 {
 		b.WriteString("## Sidecar memory by mesh size\n\n")
 		b.WriteString("One real weft-proxy (GOMAXPROCS=1) configured by the control plane over ADS; mesh of N services × 2 endpoints; no traffic.\n\n")
-		b.WriteString("| services in mesh | scoped | clusters held | ready s | peak RSS MB | RSS MB |\n|---|---|---|---|---|---|\n")
+		b.WriteString("| services in mesh | scoped | clusters held | ready s | peak RSS MB | RSS MB | note |\n|---|---|---|---|---|---|---|\n")
 		for _, r := range res.Sidecar {
 			if r.Error != "" {
-				fmt.Fprintf(&b, "| %d | %s | failed: %s ||||\n", r.Services, yes(r.Scoped), strings.ReplaceAll(r.Error, "|", "/"))
+				fmt.Fprintf(&b, "| %d | %s | — | not ready | %.1f | %.1f | %s |\n", r.Services, yes(r.Scoped), r.PeakRSSMB, r.RSSMB, strings.ReplaceAll(r.Error, "|", "/"))
 				continue
 			}
-			fmt.Fprintf(&b, "| %d | %s | %d | %.1f | %.1f | %.1f |\n", r.Services, yes(r.Scoped), r.Clusters, r.ReadySeconds, r.PeakRSSMB, r.RSSMB)
+			fmt.Fprintf(&b, "| %d | %s | %d | %.1f | %.1f | %.1f | |\n", r.Services, yes(r.Scoped), r.Clusters, r.ReadySeconds, r.PeakRSSMB, r.RSSMB)
 		}
 		b.WriteString("\n")
 	}

@@ -44,8 +44,10 @@ type Meta struct {
 	Conns        []int             `json:"conns"`
 	Paths        []string          `json:"paths"`
 	PayloadBytes int               `json:"payload_bytes"`
-	StealPct     float64           `json:"steal_pct"` // over the whole run
-	BusyPct      float64           `json:"busy_pct"`
+	// Rerun lists sections re-run later into these results (-merge), with when.
+	Rerun    []string `json:"rerun,omitempty"`
+	StealPct float64  `json:"steal_pct"` // over the whole run
+	BusyPct  float64  `json:"busy_pct"`
 }
 
 // Run does the sections of cfg and writes results.json, results.md and latency.png
@@ -142,6 +144,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	res.Meta.End = time.Now()
 	res.Meta.StealPct, res.Meta.BusyPct = machineShare(t0, readCPUTimes())
+	if cfg.Merge {
+		if err := mergePrevious(res, cfg); err != nil {
+			return nil, err
+		}
+	}
 	if err := writeResults(res, cfg); err != nil {
 		return nil, err
 	}
@@ -225,4 +232,61 @@ func gitCommit(ctx context.Context, dir string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// mergePrevious keeps, from the results.json already in the output directory, every
+// section this run did not do: one section can be re-run without the others.
+func mergePrevious(res *Results, cfg Config) error {
+	b, err := os.ReadFile(filepath.Join(res.Dir, "results.json"))
+	if err != nil {
+		return fmt.Errorf("bench: -merge: %w", err)
+	}
+	var old Results
+	if err := json.Unmarshal(b, &old); err != nil {
+		return fmt.Errorf("bench: -merge: %w", err)
+	}
+	ran := func(s string) bool { return contains(cfg.Sections, s) }
+	note := fmt.Sprintf("%s at %s (steal %.1f%%)", strings.Join(cfg.Sections, "+"), res.Meta.Start.UTC().Format("2006-01-02 15:04 UTC"), res.Meta.StealPct)
+	if !ran(secDataPlane) {
+		res.DataPlane = old.DataPlane
+		versions := res.Meta.Versions
+		res.Meta = old.Meta
+		for k, v := range versions {
+			if res.Meta.Versions[k] == "" {
+				res.Meta.Versions[k] = v
+			}
+		}
+		res.Meta.Rerun = append(res.Meta.Rerun, note)
+	}
+	if !ran(secControl) {
+		res.ControlPlane = old.ControlPlane
+	}
+	if !ran(secSidecar) {
+		res.Sidecar = old.Sidecar
+	}
+	if !ran(secProfile) {
+		res.Profile = old.Profile
+	}
+	for k, v := range old.Skipped {
+		if _, ok := res.Skipped[k]; !ok {
+			res.Skipped[k] = v
+		}
+	}
+	return nil
+}
+
+// Render re-writes results.md and latency.png from dir/results.json (medians are
+// recomputed from the runs), so a change to the report needs no new measurement.
+func Render(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return fmt.Errorf("bench: render: %w", err)
+	}
+	res := new(Results)
+	if err := json.Unmarshal(b, res); err != nil {
+		return fmt.Errorf("bench: render: %w", err)
+	}
+	res.Dir = dir
+	summarize(res.DataPlane)
+	return writeResults(res, Config{})
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -84,7 +85,7 @@ func sidecarRSSInto(ctx context.Context, t *tools, dir string, r *SidecarRSS, ma
 	}
 	start := time.Now()
 	px, err := startProc("sidecar", filepath.Join(sub, "sidecar.log"), []string{"GOMAXPROCS=1"}, t.WeftProxy, "-c", file,
-		"--health-address", "-", "--stats-address", "-", "--log-level", "warn", "--drain-timeout", "200ms")
+		"--health-address", "-", "--stats-address", "-", "--log-level", "info", "--drain-timeout", "200ms")
 	if err != nil {
 		return err
 	}
@@ -105,7 +106,11 @@ func sidecarRSSInto(ctx context.Context, t *tools, dir string, r *SidecarRSS, ma
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("bench: sidecar not ready after 3m: %s", px.tail())
+			// Its memory so far is still a figure; the reason is its last logged error.
+			if u, err := readUsage(px.pid()); err == nil {
+				r.PeakRSSMB, r.RSSMB = mb(u.HWMKiB), mb(u.RSSKiB)
+			}
+			return fmt.Errorf("bench: sidecar not ready after 3m: %s", lastError(px.tail()))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -144,4 +149,15 @@ func clusterCount(ctx context.Context, admin string) int {
 		return -1
 	}
 	return len(v.A) + len(v.B)
+}
+
+// lastError is the last log line that carries an error, else the last line.
+func lastError(log string) string {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "error=") || strings.Contains(lines[i], "level=ERROR") {
+			return lines[i]
+		}
+	}
+	return lines[len(lines)-1]
 }
