@@ -8,6 +8,7 @@ package cors
 import (
 	"bufio"
 	"fmt"
+	"github.com/weft-mesh/weft/internal/proxy/matcher"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -105,7 +106,7 @@ func (p percent) hit() bool {
 
 // policy is one compiled CorsPolicy.
 type policy struct {
-	origins        []stringMatcher
+	origins        []matcher.String
 	allowAll       bool // a matcher accepts the literal "*", as Envoy checks
 	methods        string
 	headers        string
@@ -133,11 +134,11 @@ func compile(m *corsv3.CorsPolicy) (*policy, error) {
 		shadow:  runtimePercent(m.GetShadowEnabled(), 0),
 	}
 	for i, sm := range m.GetAllowOriginStringMatch() {
-		c, err := compileStringMatcher(sm)
+		c, err := matcher.CompileString(sm)
 		if err != nil {
 			return nil, fmt.Errorf("cors: allow_origin_string_match[%d]: %w", i, err)
 		}
-		if c.match("*") {
+		if c.Match("*") {
 			p.allowAll = true
 		}
 		p.origins = append(p.origins, c)
@@ -153,7 +154,7 @@ func (p *policy) allows(origin string) bool {
 		return true
 	}
 	for i := range p.origins {
-		if p.origins[i].match(origin) {
+		if p.origins[i].Match(origin) {
 			return true
 		}
 	}

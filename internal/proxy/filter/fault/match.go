@@ -2,22 +2,22 @@ package fault
 
 import (
 	"fmt"
+	"github.com/weft-mesh/weft/internal/proxy/matcher"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 )
 
 // headerMatcher is a compiled envoy.config.route.v3.HeaderMatcher. The fault filter only
-// needs the request-header forms Istio and Envoy users write; this is kept local because
-// the filter API has no shared matcher package yet.
+// needs the request-header forms Istio and Envoy users write; string values use the
+// shared internal/proxy/matcher.
 type headerMatcher struct {
 	name          string // canonical MIME header key
 	present       *bool  // present_match
-	str           *stringMatcher
+	str           *matcher.String
 	rng           *[2]int64 // range_match [start, end)
 	invert        bool
 	missingAsNone bool // treat_missing_header_as_empty
@@ -42,22 +42,22 @@ func compileHeaderMatcher(m *routev3.HeaderMatcher) (headerMatcher, error) {
 		p := s.PresentMatch
 		hm.present = &p
 	case *routev3.HeaderMatcher_ExactMatch:
-		hm.str = &stringMatcher{kind: matchExact, s: s.ExactMatch}
+		hm.str = &matcher.String{Kind: matcher.Exact, S: s.ExactMatch}
 	case *routev3.HeaderMatcher_PrefixMatch:
-		hm.str = &stringMatcher{kind: matchPrefix, s: s.PrefixMatch}
+		hm.str = &matcher.String{Kind: matcher.Prefix, S: s.PrefixMatch}
 	case *routev3.HeaderMatcher_SuffixMatch:
-		hm.str = &stringMatcher{kind: matchSuffix, s: s.SuffixMatch}
+		hm.str = &matcher.String{Kind: matcher.Suffix, S: s.SuffixMatch}
 	case *routev3.HeaderMatcher_ContainsMatch:
-		hm.str = &stringMatcher{kind: matchContains, s: s.ContainsMatch}
+		hm.str = &matcher.String{Kind: matcher.Contains, S: s.ContainsMatch}
 	case *routev3.HeaderMatcher_SafeRegexMatch:
 		var re *regexp.Regexp
-		re, err = compileRegex(s.SafeRegexMatch.GetRegex())
-		hm.str = &stringMatcher{kind: matchRegex, re: re}
+		re, err = matcher.CompileRegex(s.SafeRegexMatch.GetRegex())
+		hm.str = &matcher.String{Kind: matcher.Regex, Re: re}
 	case *routev3.HeaderMatcher_RangeMatch:
 		hm.rng = &[2]int64{s.RangeMatch.GetStart(), s.RangeMatch.GetEnd()}
 	case *routev3.HeaderMatcher_StringMatch:
-		var sm stringMatcher
-		sm, err = compileStringMatcher(s.StringMatch)
+		var sm matcher.String
+		sm, err = matcher.CompileString(s.StringMatch)
 		hm.str = &sm
 	default:
 		err = fmt.Errorf("unsupported header match %T", s)
@@ -93,7 +93,7 @@ func (m *headerMatcher) match(h http.Header) bool {
 		n, err := strconv.ParseInt(v, 10, 64)
 		r = err == nil && n >= m.rng[0] && n < m.rng[1]
 	} else {
-		r = m.str.match(v)
+		r = m.str.Match(v)
 	}
 	return r != m.invert
 }
@@ -105,80 +105,4 @@ func matchAll(ms []headerMatcher, h http.Header) bool {
 		}
 	}
 	return true
-}
-
-type matchKind uint8
-
-const (
-	matchExact matchKind = iota
-	matchPrefix
-	matchSuffix
-	matchContains
-	matchRegex
-)
-
-// stringMatcher is a compiled envoy.type.matcher.v3.StringMatcher.
-type stringMatcher struct {
-	kind       matchKind
-	s          string
-	ignoreCase bool
-	re         *regexp.Regexp
-}
-
-func compileStringMatcher(m *matcherv3.StringMatcher) (stringMatcher, error) {
-	sm := stringMatcher{ignoreCase: m.GetIgnoreCase()}
-	switch p := m.GetMatchPattern().(type) {
-	case *matcherv3.StringMatcher_Exact:
-		sm.kind, sm.s = matchExact, p.Exact
-	case *matcherv3.StringMatcher_Prefix:
-		sm.kind, sm.s = matchPrefix, p.Prefix
-	case *matcherv3.StringMatcher_Suffix:
-		sm.kind, sm.s = matchSuffix, p.Suffix
-	case *matcherv3.StringMatcher_Contains:
-		sm.kind, sm.s = matchContains, p.Contains
-	case *matcherv3.StringMatcher_SafeRegex:
-		re, err := compileRegex(p.SafeRegex.GetRegex())
-		if err != nil {
-			return sm, err
-		}
-		sm.kind, sm.re = matchRegex, re
-	default:
-		return sm, fmt.Errorf("string_match: unsupported pattern %T", p)
-	}
-	if sm.ignoreCase {
-		sm.s = strings.ToLower(sm.s)
-	}
-	return sm, nil
-}
-
-// compileRegex anchors the pattern: Envoy's safe_regex must match the whole value.
-func compileRegex(expr string) (*regexp.Regexp, error) {
-	re, err := regexp.Compile(`^(?:` + expr + `)$`)
-	if err != nil {
-		return nil, fmt.Errorf("safe_regex %q: %w", expr, err)
-	}
-	return re, nil
-}
-
-func (m *stringMatcher) match(v string) bool {
-	switch m.kind {
-	case matchRegex:
-		return m.re.MatchString(v)
-	case matchExact:
-		if m.ignoreCase {
-			return strings.EqualFold(v, m.s)
-		}
-		return v == m.s
-	}
-	if m.ignoreCase {
-		v = strings.ToLower(v)
-	}
-	switch m.kind {
-	case matchPrefix:
-		return strings.HasPrefix(v, m.s)
-	case matchSuffix:
-		return strings.HasSuffix(v, m.s)
-	default:
-		return strings.Contains(v, m.s)
-	}
 }
