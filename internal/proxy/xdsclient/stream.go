@@ -24,12 +24,19 @@ type session struct {
 	dstr  grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]
 }
 
+// MaxResponseBytes bounds one xDS response the client accepts (256 MiB).
+const MaxResponseBytes = 256 << 20
+
 // runStream dials, opens one ADS stream and serves it until it fails or ctx ends.
 // healthy reports whether the server answered at least once (resets the backoff).
 func (c *Client) runStream(ctx context.Context) (healthy bool, err error) {
 	// A fresh ClientConn per attempt: the reconnect pace is this client's backoff, not
 	// grpc's own (whose default grows to 120s), and DNS is resolved again each time.
-	conn, err := grpc.NewClient(c.cfg.Target, c.cfg.DialOpts...)
+	// gRPC's default 4 MB receive limit is smaller than a full CDS response in a large
+	// mesh (8.3 MB for 10,000 services): the proxy would retry forever. Envoy's own limit
+	// for xDS is effectively unbounded; the caller's options can still lower it.
+	opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes))}, c.cfg.DialOpts...)
+	conn, err := grpc.NewClient(c.cfg.Target, opts...)
 	if err != nil {
 		return false, err
 	}
