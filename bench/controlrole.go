@@ -9,7 +9,9 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/weft-mesh/weft/internal/config"
 	"github.com/weft-mesh/weft/internal/control"
@@ -21,6 +23,55 @@ import (
 // benchmark; "control" serves a weft control plane over a generated mesh (the
 // control-plane cases run it as a child process, so its CPU and RSS are its own).
 const roleEnv = "WEFT_BENCH_ROLE"
+
+// profileEnv, when set in the harness's environment (children inherit it), makes each
+// control plane child write a CPU profile of its whole life to <value>-<pid>.cpu and a
+// heap profile at exit to <value>-<pid>.heap (and every 2 s to <value>-<pid>-NNN.heap),
+// for `go tool pprof`.
+const profileEnv = "WEFT_BENCH_CP_PROFILE"
+
+// profileControl starts the CPU profile; the returned func stops it and writes the heap
+// profile.
+func profileControl(prefix string) (func(), error) {
+	base := fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	f, err := os.Create(base + ".cpu")
+	if err != nil {
+		return nil, fmt.Errorf("bench: cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bench: cpu profile: %w", err)
+	}
+	// Heap profiles every 2 s as well, so the one at a given phase (all connected, a
+	// change) can be read, not only the one at exit.
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if h, err := os.Create(fmt.Sprintf("%s-%03d.heap", base, i)); err == nil {
+				_ = pprof.Lookup("heap").WriteTo(h, 0)
+				h.Close()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		pprof.StopCPUProfile()
+		f.Close()
+		h, err := os.Create(base + ".heap")
+		if err != nil {
+			return
+		}
+		defer h.Close()
+		_ = pprof.Lookup("heap").WriteTo(h, 0)
+	}, nil
+}
 
 // benchNS is the namespace of the generated mesh.
 const benchNS = "bench"
@@ -90,6 +141,14 @@ func serveControl(args []string, stdout io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if path := os.Getenv(profileEnv); path != "" {
+		stop, err := profileControl(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer stop()
+	}
 	s, err := control.New(control.Options{
 		XDSAddress: *xdsAddr, APIAddress: *apiAddr, Log: log,
 		Sources: []registry.Source{generatedMesh(meshSize{*services, *endpoints})},

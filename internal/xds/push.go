@@ -86,6 +86,7 @@ func (s *Server) pushLoop() {
 // pushAll regenerates every connected proxy, GOMAXPROCS (Workers) at a time.
 func (s *Server) pushAll(p pendingPush) {
 	start := time.Now()
+	s.encodings.rotate()
 	s.mu.Lock()
 	list := make([]*proxyState, 0, len(s.proxies))
 	for _, ps := range s.proxies {
@@ -176,7 +177,7 @@ func (s *Server) generateAndSet(ps *proxyState, p *node.Proxy) error {
 	if err != nil {
 		return fmt.Errorf("xds: proxy %q: generate: %w", ps.id, err)
 	}
-	snap, versions, err := buildSnapshot(res)
+	snap, versions, err := buildSnapshotMemo(res, s.encodings)
 	if err != nil {
 		return fmt.Errorf("xds: proxy %q: generated config: %w", ps.id, err)
 	}

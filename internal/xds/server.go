@@ -79,14 +79,15 @@ type Options struct {
 // Server is the ADS server. Create it with New, attach it to a grpc.Server with
 // Register, call Push when the mesh state changes, Close when done.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	cache   cache.SnapshotCache
-	xds     serverv3.Server
-	ctx     context.Context
-	cancel  context.CancelFunc
-	sem     chan struct{} // bounds concurrent Generate calls
-	metrics *metrics
+	opts      Options
+	log       *slog.Logger
+	cache     cache.SnapshotCache
+	xds       serverv3.Server
+	ctx       context.Context
+	cancel    context.CancelFunc
+	sem       chan struct{} // bounds concurrent Generate calls
+	metrics   *metrics
+	encodings *encodingMemo // resource encodings shared by proxies and responses
 
 	mu      sync.Mutex
 	proxies map[string]*proxyState // by node id, while connected or within the grace period
@@ -128,6 +129,7 @@ func New(opts Options) *Server {
 		cancel:     cancel,
 		sem:        make(chan struct{}, opts.Workers),
 		metrics:    newMetrics(),
+		encodings:  newEncodingMemo(),
 		proxies:    map[string]*proxyState{},
 		streams:    map[streamKey]*streamState{},
 		pushNotify: make(chan struct{}, 1),

@@ -8,11 +8,14 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // baseTypes are always in a snapshot, empty if the generator returned none: a proxy's
@@ -51,31 +54,165 @@ func ShortName(typeURL string) string {
 }
 
 // Version is the content version of one type's resources: the first 8 bytes (hex) of
-// a SHA-256 over every resource's name and deterministic proto encoding, in name
-// order. Equal resources give equal versions in every process, so a push that does not
-// change a type sends nothing for it and control plane replicas agree.
+// a SHA-256 over every resource's name and digest (the SHA-256 of its deterministic
+// proto encoding), in name order. Equal resources give equal versions in every process,
+// so a push that does not change a type sends nothing for it and control plane
+// replicas agree.
 func Version(items []types.Resource) (string, error) {
-	sorted := sortedByName(items)
+	v, _, err := version(items, nil)
+	return v, err
+}
+
+// version is Version with each resource's encoding taken from memo when it has it; it
+// also returns the encoded resources, in items' order.
+func version(items []types.Resource, memo *encodingMemo) (string, []*encoded, error) {
+	out := make([]*encoded, len(items))
+	for i, r := range items {
+		e, err := memo.encode(r)
+		if err != nil {
+			return "", nil, fmt.Errorf("resource[%d] %q: marshal: %w", i, cache.GetResourceName(r), err)
+		}
+		out[i] = e
+	}
+	order := make([]int, len(out))
+	for i := range order {
+		order[i] = i
+	}
+	if !slices.IsSortedFunc(out, func(a, b *encoded) int { return strings.Compare(a.name, b.name) }) {
+		slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(out[a].name, out[b].name) })
+	}
 	h := sha256.New()
 	var n [8]byte
-	mo := proto.MarshalOptions{Deterministic: true}
-	var buf []byte
-	for i, r := range sorted {
-		name := cache.GetResourceName(r)
-		b, err := mo.MarshalAppend(buf[:0], r)
-		if err != nil {
-			return "", fmt.Errorf("resource[%d] %q: marshal: %w", i, name, err)
-		}
-		buf = b
-		// Length prefixes keep (name, bytes) boundaries unambiguous.
-		binary.BigEndian.PutUint64(n[:], uint64(len(name)))
+	for _, i := range order {
+		e := out[i]
+		// Length prefixes keep (name, digest) boundaries unambiguous.
+		binary.BigEndian.PutUint64(n[:], uint64(len(e.name)))
 		h.Write(n[:])
-		h.Write([]byte(name))
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		h.Write(n[:])
-		h.Write(b)
+		h.Write([]byte(e.name))
+		h.Write(e.digest[:])
 	}
-	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+	return hex.EncodeToString(h.Sum(nil)[:8]), out, nil
+}
+
+// encoded is a resource as the snapshot cache holds it: its deterministic encoding,
+// carried as the unknown fields of an empty message, so that go-control-plane's
+// marshal of it for every response to every proxy is a copy of the bytes instead of a
+// walk over the proto (the response's Any takes its type URL from the request, not from
+// the message). GetName gives the cache the resource's name.
+type encoded struct {
+	*emptypb.Empty
+	name   string
+	digest [sha256.Size]byte
+}
+
+// GetName implements go-control-plane's types.ResourceWithName.
+func (e *encoded) GetName() string { return e.name }
+
+func encode(r types.Resource) (*encoded, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	e := &encoded{Empty: &emptypb.Empty{}, name: cache.GetResourceName(r), digest: sha256.Sum256(b)}
+	e.Empty.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
+	return e, nil
+}
+
+// encodingMemo remembers resource encodings by resource identity. Generators hand the
+// same resource (pointer) to many proxies (a class of sidecars shares its outbound
+// clusters, endpoints and routes), and resources are never changed once returned, so
+// one marshal and hash serves every proxy, every response and every later push that
+// reuses it, and the bytes are held once. It also shares a type's whole resource map
+// among proxies whose version of the type is equal. Entries live for two generations:
+// rotate (at each push) drops what the previous push did not use again, so the memo
+// holds about the live configuration, not every resource ever generated.
+type encodingMemo struct {
+	mu       sync.Mutex
+	cur, old map[types.Resource]*encoded
+	// maps of cache.Resources by type and version, same generations.
+	curRes, oldRes map[resKey]cache.Resources
+}
+
+type resKey struct {
+	typ     types.ResponseType
+	version string
+}
+
+// encodingMemoMax bounds a generation (many connects between pushes).
+const encodingMemoMax = 1 << 20
+
+func newEncodingMemo() *encodingMemo {
+	return &encodingMemo{cur: map[types.Resource]*encoded{}, curRes: map[resKey]cache.Resources{}}
+}
+
+// rotate starts a new generation.
+func (m *encodingMemo) rotate() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rotateLocked()
+}
+
+func (m *encodingMemo) rotateLocked() {
+	m.old, m.cur = m.cur, make(map[types.Resource]*encoded, len(m.cur))
+	m.oldRes, m.curRes = m.curRes, make(map[resKey]cache.Resources, len(m.curRes))
+}
+
+// encode returns r's encoding. A nil memo encodes it every time.
+func (m *encodingMemo) encode(r types.Resource) (*encoded, error) {
+	if m == nil {
+		return encode(r)
+	}
+	m.mu.Lock()
+	e := m.cur[r]
+	if e == nil {
+		if e = m.old[r]; e != nil {
+			m.cur[r] = e
+		}
+	}
+	m.mu.Unlock()
+	if e != nil {
+		return e, nil
+	}
+	e, err := encode(r)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if len(m.cur) >= encodingMemoMax {
+		m.rotateLocked()
+	}
+	m.cur[r] = e
+	m.mu.Unlock()
+	return e, nil
+}
+
+// resources returns the cache's resource map of one type and version: the one already
+// made for another proxy when there is one, else one made of items.
+func (m *encodingMemo) resources(rt types.ResponseType, v string, items []*encoded) cache.Resources {
+	k := resKey{rt, v}
+	if m != nil {
+		m.mu.Lock()
+		r, ok := m.curRes[k]
+		if !ok {
+			if r, ok = m.oldRes[k]; ok {
+				m.curRes[k] = r
+			}
+		}
+		m.mu.Unlock()
+		if ok {
+			return r
+		}
+	}
+	r := cache.Resources{Version: v, Items: make(map[string]types.ResourceWithTTL, len(items))}
+	for _, e := range items {
+		r.Items[e.name] = types.ResourceWithTTL{Resource: e}
+	}
+	if m != nil {
+		m.mu.Lock()
+		m.curRes[k] = r
+		m.mu.Unlock()
+	}
+	return r
 }
 
 func sortedByName(items []types.Resource) []types.Resource {
@@ -94,6 +231,12 @@ func cmpName(a, b types.Resource) int {
 // buildSnapshot checks a generator's output and makes the cache snapshot, with one
 // version per type.
 func buildSnapshot(res Resources) (*cache.Snapshot, map[string]string, error) {
+	return buildSnapshotMemo(res, nil)
+}
+
+// buildSnapshotMemo is buildSnapshot with resource encodings (and whole resource maps)
+// from memo. The snapshot holds the encodings (see encoded), not the resources.
+func buildSnapshotMemo(res Resources, memo *encodingMemo) (*cache.Snapshot, map[string]string, error) {
 	snap := &cache.Snapshot{}
 	versions := make(map[string]string, len(baseTypes)+len(res))
 	typeURLs := slices.Sorted(maps.Keys(res))
@@ -126,12 +269,12 @@ func buildSnapshot(res Resources) (*cache.Snapshot, map[string]string, error) {
 			}
 			seen[name] = true
 		}
-		v, err := Version(items)
+		v, enc, err := version(items, memo)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s %w", ShortName(typeURL), err)
 		}
 		versions[typeURL] = v
-		snap.Resources[rt] = cache.NewResources(v, items)
+		snap.Resources[rt] = memo.resources(rt, v, enc)
 	}
 	return snap, versions, nil
 }

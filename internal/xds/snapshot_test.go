@@ -1,13 +1,17 @@
 package xds
 
 import (
+	"bytes"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestVersion(t *testing.T) {
@@ -106,5 +110,70 @@ func TestBenchBuildSnapshotTwin(t *testing.T) {
 	r := testing.Benchmark(func(b *testing.B) { benchBuildSnapshot(b, 1) })
 	if r.N == 0 {
 		t.Fatal("benchmark did not run")
+	}
+}
+
+// TestEncoded: what the snapshot cache holds marshals to the resource's own bytes (what
+// every response carries) and names the resource, and the memo shares one encoding,
+// and one resource map, among the proxies given the same resources.
+func TestEncoded(t *testing.T) {
+	a := edsCluster("a")
+	want, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	memo := newEncodingMemo()
+	e1, err := memo.encode(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := cache.MarshalResource(e1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("encoded marshals to %x, want %x", got, want)
+	}
+	if n := cache.GetResourceName(e1); n != "a" {
+		t.Errorf("name %q, want a", n)
+	}
+	var back cluster.Cluster
+	if err := proto.Unmarshal(got, &back); err != nil || !proto.Equal(&back, a) {
+		t.Errorf("decoded %v (%v), want %v", &back, err, a)
+	}
+	if e2, _ := memo.encode(a); e2 != e1 {
+		t.Errorf("same resource encoded twice")
+	}
+	// Survives one rotation (used by the last push), not two.
+	memo.rotate()
+	if e3, _ := memo.encode(a); e3 != e1 {
+		t.Errorf("encoding lost after one rotation")
+	}
+	memo.rotate()
+	memo.rotate()
+	if e4, _ := memo.encode(a); e4 == e1 {
+		t.Errorf("encoding kept after two rotations without use")
+	}
+
+	res := Resources{resource.ClusterType: {a, edsCluster("b")}}
+	s1, v1, err := buildSnapshotMemo(res, memo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, v2, err := buildSnapshotMemo(Resources{resource.ClusterType: {a, res[resource.ClusterType][1]}}, memo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1[resource.ClusterType] != v2[resource.ClusterType] {
+		t.Fatalf("versions differ")
+	}
+	rt := types.Cluster
+	m1, m2 := s1.Resources[rt].Items, s2.Resources[rt].Items
+	if len(m1) != 2 || reflect.ValueOf(m1).Pointer() != reflect.ValueOf(m2).Pointer() {
+		t.Errorf("equal types of two proxies: resource maps not shared (%d resources)", len(m1))
+	}
+	// The memo changes nothing in the versions.
+	if _, v3, _ := buildSnapshot(res); v3[resource.ClusterType] != v1[resource.ClusterType] {
+		t.Errorf("memo changed the version")
 	}
 }

@@ -6,7 +6,10 @@ package gen
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -34,6 +37,11 @@ type SecretSource interface {
 type Generator struct {
 	snap    atomic.Pointer[snapshot.Snapshot]
 	Secrets SecretSource
+
+	// classes caches the current snapshot's per-class outbound configuration (see
+	// class.go); replaced when a Generate sees a newer snapshot.
+	classMu sync.Mutex
+	classes *classCache
 }
 
 var _ xds.Generator = (*Generator)(nil)
@@ -62,11 +70,18 @@ func (g *Generator) Generate(p *node.Proxy) (xds.Resources, error) {
 		listeners []*listenerv3.Listener
 		routes    []*routev3.RouteConfiguration
 	)
+	var endpoints []*endpointv3.ClusterLoadAssignment
 	switch p.Type {
 	case node.Sidecar:
-		clusters = cluster.Sidecar(s, p)
+		sh := g.classCache(s).sidecar(p)
+		inbound := cluster.SidecarInbound(s, p)
+		clusters = append(slices.Clip(sh.clusters), inbound...)
 		listeners = listener.Sidecar(s, p)
-		routes = append(route.Outbound(s, p), route.Inbound(s, p)...)
+		routes = append(slices.Clip(sh.routes), route.Inbound(s, p)...)
+		endpoints = slices.Clip(sh.endpoints)
+		if hasEDS(inbound) {
+			endpoints = append(endpoints, cluster.Endpoints(s, p, inbound)...)
+		}
 	case node.Router:
 		clusters = cluster.Gateway(s, p)
 		listeners = listener.Gateway(s, p)
@@ -78,7 +93,9 @@ func (g *Generator) Generate(p *node.Proxy) (xds.Resources, error) {
 	default:
 		return nil, fmt.Errorf("gen: proxy %s: unknown type %q", p.ID, p.Type)
 	}
-	endpoints := cluster.Endpoints(s, p, clusters)
+	if p.Type != node.Sidecar {
+		endpoints = cluster.Endpoints(s, p, clusters)
+	}
 
 	out := xds.Resources{
 		resourcev3.ClusterType:  sortedByName(clusters, func(c *clusterv3.Cluster) string { return c.GetName() }),
@@ -97,11 +114,34 @@ func (g *Generator) Generate(p *node.Proxy) (xds.Resources, error) {
 	return out, nil
 }
 
+// classCache is the class cache of s, a new one when s is newer than the last one's.
+func (g *Generator) classCache(s *snapshot.Snapshot) *classCache {
+	g.classMu.Lock()
+	defer g.classMu.Unlock()
+	if g.classes == nil || g.classes.snap != s {
+		g.classes = newClassCache(s)
+	}
+	return g.classes
+}
+
+func hasEDS(cs []*clusterv3.Cluster) bool {
+	for _, c := range cs {
+		if c.GetType() == clusterv3.Cluster_EDS {
+			return true
+		}
+	}
+	return false
+}
+
+// sortedByName copies in, sorted by name, into a new list; in itself may be shared and
+// is not modified.
 func sortedByName[T types.Resource](in []T, name func(T) string) []types.Resource {
-	sort.SliceStable(in, func(i, j int) bool { return name(in[i]) < name(in[j]) })
 	out := make([]types.Resource, len(in))
 	for i, r := range in {
 		out[i] = r
+	}
+	if !slices.IsSortedFunc(in, func(a, b T) int { return strings.Compare(name(a), name(b)) }) {
+		sort.SliceStable(out, func(i, j int) bool { return name(out[i].(T)) < name(out[j].(T)) })
 	}
 	return out
 }

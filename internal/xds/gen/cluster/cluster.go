@@ -50,13 +50,32 @@ const (
 // serves, BlackHoleCluster and PassthroughCluster (and InboundPassthroughCluster in
 // Redirect mode). Sorted by name.
 func Sidecar(s *snapshot.Snapshot, p *node.Proxy) []*clusterv3.Cluster {
+	out := append(SidecarShared(s, p), SidecarInbound(s, p)...)
+	sortClusters(out)
+	return out
+}
+
+// SidecarShared is the part of Sidecar that does not depend on the workload the proxy
+// stands for: the outbound clusters, BlackHoleCluster and the passthrough clusters. It
+// reads only the proxy's type, namespace, interception mode, IP family and the labels
+// that selectors in the snapshot name (see internal/xds/gen's class key), so proxies
+// alike in those get equal output. Sorted by name.
+func SidecarShared(s *snapshot.Snapshot, p *node.Proxy) []*clusterv3.Cluster {
 	b := newBuilder(s, p)
 	out := b.outbound()
-	out = append(out, b.inbound()...)
 	out = append(out, blackHole(), b.passthrough(names.PassthroughCluster))
 	if p.Interception != node.Explicit {
 		out = append(out, b.passthrough(names.InboundPassthroughCluster))
 	}
+	sortClusters(out)
+	return out
+}
+
+// SidecarInbound is the workload's part of Sidecar: its "inbound|<port>||" clusters.
+// It needs no scope, so it skips newBuilder's walk over every service.
+func SidecarInbound(s *snapshot.Snapshot, p *node.Proxy) []*clusterv3.Cluster {
+	b := &builder{s: s, p: p}
+	out := b.inbound()
 	sortClusters(out)
 	return out
 }

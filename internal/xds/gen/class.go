@@ -1,0 +1,189 @@
+package gen
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weft-mesh/weft/internal/node"
+	"github.com/weft-mesh/weft/internal/snapshot"
+	"github.com/weft-mesh/weft/internal/xds/gen/cluster"
+	"github.com/weft-mesh/weft/internal/xds/gen/route"
+)
+
+// A sidecar's outbound configuration (its outbound clusters, their endpoints, its
+// outbound route configurations) is most of its size and depends on little of the
+// proxy: its type, namespace, interception mode, IP family, and the values of the labels
+// some selector in the snapshot names (Sidecar and DestinationRule workloadSelectors,
+// VirtualService sourceLabels, DestinationRule failoverPriority). Proxies alike in
+// those form a class; the class's output is built once per snapshot and the same
+// resources (pointers) are handed to every member, so a push over a thousand sidecars
+// of one namespace builds the outbound side once, and the xDS server's per-resource
+// digests and the proxies' snapshots share it instead of holding a copy each.
+//
+// What a builder reads from the proxy is listed by the builders (cluster.SidecarShared,
+// route.Outbound, cluster.Endpoints); classKey must name all of it.
+
+// classKey identifies a class of sidecars for one snapshot.
+type classKey struct {
+	typ          node.Type
+	namespace    string
+	interception node.Interception
+	ipv6         bool
+	// labels: "k=v\x00" for every selector-named label the proxy has, in key order.
+	labels string
+}
+
+// shared is one class's outbound configuration. Its slices are never modified: callers
+// copy them before appending.
+type shared struct {
+	once      sync.Once
+	clusters  []*clusterv3.Cluster
+	endpoints []*endpointv3.ClusterLoadAssignment
+	routes    []*routev3.RouteConfiguration
+	err       any // a builder panic, re-raised in every member's Generate
+}
+
+// classCache holds the classes of one snapshot; a new snapshot starts a new cache, so
+// nothing outlives the snapshot it was built from (one pointer comparison per Generate).
+type classCache struct {
+	snap *snapshot.Snapshot
+	// labelKeys: every label key a selector or failoverPriority of snap names, sorted.
+	labelKeys []string
+
+	mu      sync.Mutex
+	classes map[classKey]*shared
+}
+
+func newClassCache(s *snapshot.Snapshot) *classCache {
+	return &classCache{snap: s, labelKeys: selectorLabelKeys(s), classes: map[classKey]*shared{}}
+}
+
+func (c *classCache) key(p *node.Proxy) classKey {
+	k := classKey{typ: p.Type, namespace: p.Namespace, interception: p.Interception,
+		ipv6: p.IP.Is6() && !p.IP.Is4In6()}
+	if len(c.labelKeys) > 0 && len(p.Labels) > 0 {
+		var b strings.Builder
+		for _, lk := range c.labelKeys {
+			if v, ok := p.Labels[lk]; ok {
+				b.WriteString(lk)
+				b.WriteByte('=')
+				b.WriteString(v)
+				b.WriteByte(0)
+			}
+		}
+		k.labels = b.String()
+	}
+	return k
+}
+
+// sidecar returns p's class's outbound configuration, building it on first use. Members
+// asking while it is built wait for it rather than build it again.
+func (c *classCache) sidecar(p *node.Proxy) *shared {
+	k := c.key(p)
+	c.mu.Lock()
+	sh := c.classes[k]
+	if sh == nil {
+		sh = &shared{}
+		c.classes[k] = sh
+	}
+	c.mu.Unlock()
+	sh.once.Do(func() {
+		defer func() {
+			if r := recover(); r != nil {
+				sh.err = r
+			}
+		}()
+		// Built for a representative that carries only what the key names, so the
+		// output cannot depend on anything else by accident.
+		rep := &node.Proxy{ID: p.ID, Type: p.Type, Namespace: p.Namespace, Interception: p.Interception,
+			DNSDomain: p.DNSDomain, Labels: map[string]string{}}
+		if k.ipv6 {
+			rep.IP = netip.IPv6Loopback()
+		} else {
+			rep.IP = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		}
+		for _, lk := range c.labelKeys {
+			if v, ok := p.Labels[lk]; ok {
+				rep.Labels[lk] = v
+			}
+		}
+		s := c.snap
+		sh.clusters = cluster.SidecarShared(s, rep)
+		sh.endpoints = cluster.Endpoints(s, rep, sh.clusters)
+		sh.routes = route.Outbound(s, rep)
+	})
+	if sh.err != nil {
+		panic(sh.err)
+	}
+	return sh
+}
+
+// selectorLabelKeys lists the label keys whose values can change a sidecar's outbound
+// configuration: those of Sidecar and DestinationRule workload selectors,
+// VirtualService match sourceLabels, and DestinationRule failoverPriority entries.
+func selectorLabelKeys(s *snapshot.Snapshot) []string {
+	keys := map[string]bool{}
+	add := func(m map[string]string) {
+		for k := range m {
+			keys[k] = true
+		}
+	}
+	for _, sc := range s.Sidecars {
+		add(sc.Spec.GetWorkloadSelector().GetLabels())
+	}
+	for _, dr := range s.DestinationRules {
+		add(dr.Spec.GetWorkloadSelector().GetMatchLabels())
+		failoverKeys(dr.Spec.GetTrafficPolicy(), keys)
+		for _, ss := range dr.Spec.GetSubsets() {
+			failoverKeys(ss.GetTrafficPolicy(), keys)
+		}
+	}
+	for _, vs := range s.VirtualServices {
+		for _, h := range vs.Spec.GetHttp() {
+			for _, m := range h.GetMatch() {
+				add(m.GetSourceLabels())
+			}
+		}
+		for _, t := range vs.Spec.GetTcp() {
+			for _, m := range t.GetMatch() {
+				add(m.GetSourceLabels())
+			}
+		}
+		for _, t := range vs.Spec.GetTls() {
+			for _, m := range t.GetMatch() {
+				add(m.GetSourceLabels())
+			}
+		}
+	}
+	out := make([]string, 0, len(keys))
+	for k := range keys {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// failoverKeys adds the label keys of every failoverPriority in a traffic policy (its
+// own load balancer and its port-level ones).
+func failoverKeys(tp *networking.TrafficPolicy, keys map[string]bool) {
+	if tp == nil {
+		return
+	}
+	lbs := []*networking.LoadBalancerSettings{tp.GetLoadBalancer()}
+	for _, pl := range tp.GetPortLevelSettings() {
+		lbs = append(lbs, pl.GetLoadBalancer())
+	}
+	for _, lb := range lbs {
+		for _, l := range lb.GetLocalityLbSetting().GetFailoverPriority() {
+			k, _, _ := strings.Cut(l, "=")
+			keys[k] = true
+		}
+	}
+}
