@@ -24,7 +24,6 @@ import (
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -81,7 +80,7 @@ type Options struct {
 type Server struct {
 	opts      Options
 	log       *slog.Logger
-	cache     cache.SnapshotCache
+	cache     *sotwCache
 	xds       serverv3.Server
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -135,11 +134,11 @@ func New(opts Options) *Server {
 		pushNotify: make(chan struct{}, 1),
 		loopDone:   make(chan struct{}),
 	}
-	// ads=false: the cache answers a request for named resources with the named subset
-	// of the snapshot. With ads=true it would hold back any response whose request does
-	// not name every resource of the type in the snapshot, which never happens for
-	// proxyless gRPC clients (they ask for one listener by name).
-	s.cache = cache.NewSnapshotCache(false, cache.IDHash{}, gcpLogger{log})
+	// The cache answers a request for named resources with the named subset of the
+	// snapshot (go-control-plane's ads=false): with ads=true it would hold back any
+	// response whose request does not name every resource of the type in the snapshot,
+	// which never happens for proxyless gRPC clients (they ask for one listener by name).
+	s.cache = newSotwCache(gcpLogger{log})
 	s.xds = serverv3.NewServer(ctx, s.cache, &callbacks{s}, withLogger(gcpLogger{log}))
 	go s.pushLoop()
 	return s

@@ -15,6 +15,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -54,7 +55,7 @@ func ShortName(typeURL string) string {
 }
 
 // Version is the content version of one type's resources: the first 8 bytes (hex) of
-// a SHA-256 over every resource's name and digest (the SHA-256 of its deterministic
+// a SHA-256 over every resource's digest (the SHA-256 of its name and deterministic
 // proto encoding), in name order. Equal resources give equal versions in every process,
 // so a push that does not change a type sends nothing for it and control plane
 // replicas agree.
@@ -64,35 +65,25 @@ func Version(items []types.Resource) (string, error) {
 }
 
 // version is Version with each resource's encoding taken from memo when it has it; it
-// also returns the encoded resources, in items' order.
+// also returns the encoded resources, sorted by name.
 func version(items []types.Resource, memo *encodingMemo) (string, []*encoded, error) {
-	out := make([]*encoded, len(items))
-	for i, r := range items {
-		e, err := memo.encode(r)
-		if err != nil {
-			return "", nil, fmt.Errorf("resource[%d] %q: marshal: %w", i, cache.GetResourceName(r), err)
-		}
-		out[i] = e
+	out, err := memo.encodeAll(items)
+	if err != nil {
+		return "", nil, err
 	}
-	order := make([]int, len(out))
-	for i := range order {
-		order[i] = i
+	if !slices.IsSortedFunc(out, cmpEncoded) {
+		slices.SortStableFunc(out, cmpEncoded)
 	}
-	if !slices.IsSortedFunc(out, func(a, b *encoded) int { return strings.Compare(a.name, b.name) }) {
-		slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(out[a].name, out[b].name) })
-	}
+	// Each digest covers its resource's name and bytes; in name order, the digests
+	// identify the set.
 	h := sha256.New()
-	var n [8]byte
-	for _, i := range order {
-		e := out[i]
-		// Length prefixes keep (name, digest) boundaries unambiguous.
-		binary.BigEndian.PutUint64(n[:], uint64(len(e.name)))
-		h.Write(n[:])
-		h.Write([]byte(e.name))
+	for _, e := range out {
 		h.Write(e.digest[:])
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8]), out, nil
 }
+
+func cmpEncoded(a, b *encoded) int { return strings.Compare(a.name, b.name) }
 
 // encoded is a resource as the snapshot cache holds it: its deterministic encoding,
 // carried as the unknown fields of an empty message, so that go-control-plane's
@@ -102,7 +93,10 @@ func version(items []types.Resource, memo *encodingMemo) (string, []*encoded, er
 type encoded struct {
 	*emptypb.Empty
 	name   string
-	digest [sha256.Size]byte
+	digest [sha256.Size]byte // of the name and the encoding
+	// any is the resource as a response carries it, shared by every response (the
+	// bytes are the Empty's unknown fields, not a copy).
+	any *anypb.Any
 }
 
 // GetName implements go-control-plane's types.ResourceWithName.
@@ -113,7 +107,17 @@ func encode(r types.Resource) (*encoded, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &encoded{Empty: &emptypb.Empty{}, name: cache.GetResourceName(r), digest: sha256.Sum256(b)}
+	name := cache.GetResourceName(r)
+	h := sha256.New()
+	var n [8]byte
+	// Length prefixes keep (name, bytes) boundaries unambiguous.
+	binary.BigEndian.PutUint64(n[:], uint64(len(name)))
+	h.Write(n[:])
+	h.Write([]byte(name))
+	h.Write(b)
+	e := &encoded{Empty: &emptypb.Empty{}, name: name,
+		any: &anypb.Any{TypeUrl: resource.APITypePrefix + string(r.ProtoReflect().Descriptor().FullName()), Value: b}}
+	h.Sum(e.digest[:0])
 	e.Empty.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
 	return e, nil
 }
@@ -129,20 +133,19 @@ func encode(r types.Resource) (*encoded, error) {
 type encodingMemo struct {
 	mu       sync.Mutex
 	cur, old map[types.Resource]*encoded
-	// maps of cache.Resources by type and version, same generations.
-	curRes, oldRes map[resKey]cache.Resources
+	// each type's resources by type and version, same generations.
+	curRes, oldRes map[resKey]*typeResources
 }
 
 type resKey struct {
-	typ     types.ResponseType
-	version string
+	typeURL, version string
 }
 
 // encodingMemoMax bounds a generation (many connects between pushes).
 const encodingMemoMax = 1 << 20
 
 func newEncodingMemo() *encodingMemo {
-	return &encodingMemo{cur: map[types.Resource]*encoded{}, curRes: map[resKey]cache.Resources{}}
+	return &encodingMemo{cur: map[types.Resource]*encoded{}, curRes: map[resKey]*typeResources{}}
 }
 
 // rotate starts a new generation.
@@ -154,42 +157,75 @@ func (m *encodingMemo) rotate() {
 
 func (m *encodingMemo) rotateLocked() {
 	m.old, m.cur = m.cur, make(map[types.Resource]*encoded, len(m.cur))
-	m.oldRes, m.curRes = m.curRes, make(map[resKey]cache.Resources, len(m.curRes))
+	m.oldRes, m.curRes = m.curRes, make(map[resKey]*typeResources, len(m.curRes))
 }
 
-// encode returns r's encoding. A nil memo encodes it every time.
+// encode returns r's encoding (see encodeAll).
 func (m *encodingMemo) encode(r types.Resource) (*encoded, error) {
-	if m == nil {
-		return encode(r)
-	}
-	m.mu.Lock()
-	e := m.cur[r]
-	if e == nil {
-		if e = m.old[r]; e != nil {
-			m.cur[r] = e
-		}
-	}
-	m.mu.Unlock()
-	if e != nil {
-		return e, nil
-	}
-	e, err := encode(r)
+	out, err := m.encodeAll([]types.Resource{r})
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	if len(m.cur) >= encodingMemoMax {
-		m.rotateLocked()
-	}
-	m.cur[r] = e
-	m.mu.Unlock()
-	return e, nil
+	return out[0], nil
 }
 
-// resources returns the cache's resource map of one type and version: the one already
-// made for another proxy when there is one, else one made of items.
-func (m *encodingMemo) resources(rt types.ResponseType, v string, items []*encoded) cache.Resources {
-	k := resKey{rt, v}
+// encodeAll returns the encodings of items, in items' order: from the memo when it
+// has them (one lock for the whole list), else encoded and remembered. A nil memo
+// encodes every time.
+func (m *encodingMemo) encodeAll(items []types.Resource) ([]*encoded, error) {
+	out := make([]*encoded, len(items))
+	missing := 0
+	if m != nil {
+		m.mu.Lock()
+		for i, r := range items {
+			e := m.cur[r]
+			if e == nil {
+				if e = m.old[r]; e != nil {
+					m.cur[r] = e
+				}
+			}
+			if e == nil {
+				missing++
+			}
+			out[i] = e
+		}
+		m.mu.Unlock()
+	} else {
+		missing = len(items)
+	}
+	if missing == 0 {
+		return out, nil
+	}
+	for i, r := range items {
+		if out[i] != nil {
+			continue
+		}
+		e, err := encode(r)
+		if err != nil {
+			return nil, fmt.Errorf("resource[%d] %q: marshal: %w", i, cache.GetResourceName(r), err)
+		}
+		out[i] = e
+	}
+	if m != nil {
+		m.mu.Lock()
+		if len(m.cur)+missing > encodingMemoMax {
+			m.rotateLocked()
+		}
+		for i, r := range items {
+			if _, ok := m.cur[r]; !ok {
+				m.cur[r] = out[i]
+			}
+		}
+		m.mu.Unlock()
+	}
+	return out, nil
+}
+
+// typeResources returns the resources of one type and version as the SotW cache
+// serves them: the one already made for another proxy when there is one, else one made
+// of items (sorted by name).
+func (m *encodingMemo) typeResources(typeURL string, v string, items []*encoded) *typeResources {
+	k := resKey{typeURL, v}
 	if m != nil {
 		m.mu.Lock()
 		r, ok := m.curRes[k]
@@ -203,10 +239,7 @@ func (m *encodingMemo) resources(rt types.ResponseType, v string, items []*encod
 			return r
 		}
 	}
-	r := cache.Resources{Version: v, Items: make(map[string]types.ResourceWithTTL, len(items))}
-	for _, e := range items {
-		r.Items[e.name] = types.ResourceWithTTL{Resource: e}
-	}
+	r := newTypeResources(typeURL, v, items)
 	if m != nil {
 		m.mu.Lock()
 		m.curRes[k] = r
@@ -228,16 +261,16 @@ func cmpName(a, b types.Resource) int {
 	return strings.Compare(cache.GetResourceName(a), cache.GetResourceName(b))
 }
 
-// buildSnapshot checks a generator's output and makes the cache snapshot, with one
+// buildSnapshot checks a generator's output and makes the proxy's snapshot, with one
 // version per type.
-func buildSnapshot(res Resources) (*cache.Snapshot, map[string]string, error) {
+func buildSnapshot(res Resources) (*proxySnapshot, map[string]string, error) {
 	return buildSnapshotMemo(res, nil)
 }
 
-// buildSnapshotMemo is buildSnapshot with resource encodings (and whole resource maps)
-// from memo. The snapshot holds the encodings (see encoded), not the resources.
-func buildSnapshotMemo(res Resources, memo *encodingMemo) (*cache.Snapshot, map[string]string, error) {
-	snap := &cache.Snapshot{}
+// buildSnapshotMemo is buildSnapshot with resource encodings (and whole types) from
+// memo. The snapshot holds the encodings (see encoded), not the resources.
+func buildSnapshotMemo(res Resources, memo *encodingMemo) (*proxySnapshot, map[string]string, error) {
+	snap := &proxySnapshot{types: make(map[string]*typeResources, len(baseTypes)+len(res))}
 	versions := make(map[string]string, len(baseTypes)+len(res))
 	typeURLs := slices.Sorted(maps.Keys(res))
 	for _, t := range baseTypes {
@@ -274,7 +307,7 @@ func buildSnapshotMemo(res Resources, memo *encodingMemo) (*cache.Snapshot, map[
 			return nil, nil, fmt.Errorf("%s %w", ShortName(typeURL), err)
 		}
 		versions[typeURL] = v
-		snap.Resources[rt] = memo.resources(rt, v, enc)
+		snap.types[typeURL] = memo.typeResources(typeURL, v, enc)
 	}
 	return snap, versions, nil
 }

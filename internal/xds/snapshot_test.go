@@ -3,7 +3,6 @@ package xds
 import (
 	"bytes"
 	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -69,8 +68,8 @@ func TestBuildSnapshot(t *testing.T) {
 				if versions[typ] == "" || snap.GetVersion(typ) != versions[typ] {
 					t.Errorf("%s: version %q, snapshot %q", ShortName(typ), versions[typ], snap.GetVersion(typ))
 				}
-				if want := len(tc.res[typ]); len(snap.GetResources(typ)) != want {
-					t.Errorf("%s: %d resources, want %d", ShortName(typ), len(snap.GetResources(typ)), want)
+				if want := len(tc.res[typ]); len(snap.types[typ].items) != want || len(snap.cacheSnapshot().GetResources(typ)) != want {
+					t.Errorf("%s: %d resources, want %d", ShortName(typ), len(snap.types[typ].items), want)
 				}
 			}
 		})
@@ -167,10 +166,12 @@ func TestEncoded(t *testing.T) {
 	if v1[resource.ClusterType] != v2[resource.ClusterType] {
 		t.Fatalf("versions differ")
 	}
-	rt := types.Cluster
-	m1, m2 := s1.Resources[rt].Items, s2.Resources[rt].Items
-	if len(m1) != 2 || reflect.ValueOf(m1).Pointer() != reflect.ValueOf(m2).Pointer() {
-		t.Errorf("equal types of two proxies: resource maps not shared (%d resources)", len(m1))
+	m1, m2 := s1.types[resource.ClusterType], s2.types[resource.ClusterType]
+	if len(m1.items) != 2 || m1 != m2 {
+		t.Errorf("equal types of two proxies: resources not shared (%d resources)", len(m1.items))
+	}
+	if cur, _ := memo.encode(a); m1.anys[0] != cur.any || !bytes.Equal(m1.anys[0].GetValue(), want) || m1.anys[0].GetTypeUrl() != resource.ClusterType {
+		t.Errorf("response Any %v is not the shared encoding", m1.anys[0])
 	}
 	// The memo changes nothing in the versions.
 	if _, v3, _ := buildSnapshot(res); v3[resource.ClusterType] != v1[resource.ClusterType] {
