@@ -1,5 +1,6 @@
 // Command weft-proxy is weft's data plane: a sidecar and gateway proxy configured over
-// Envoy xDS v3. See internal/proxy.
+// Envoy xDS v3. See internal/proxy. The garbage-collector flags are taken here (gc.go)
+// because they set process-wide runtime state before the proxy starts.
 package main
 
 import (
@@ -8,4 +9,4 @@ import (
 	"github.com/weft-mesh/weft/internal/proxy"
 )
 
-func main() { os.Exit(proxy.Main(os.Args[1:])) }
+func main() { os.Exit(run(os.Args[1:], os.Stderr, proxy.Main)) }
