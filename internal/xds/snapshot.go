@@ -284,27 +284,28 @@ func buildSnapshotMemo(res Resources, memo *encodingMemo) (*proxySnapshot, map[s
 		if rt == types.UnknownType {
 			return nil, nil, fmt.Errorf("type %q: not an xDS resource type", typeURL)
 		}
-		want := strings.TrimPrefix(typeURL, resource.APITypePrefix)
-		seen := make(map[string]bool, len(items))
+		want := protoreflect.FullName(strings.TrimPrefix(typeURL, resource.APITypePrefix))
 		for i, r := range items {
 			if r == nil {
 				return nil, nil, fmt.Errorf("%s resource[%d]: nil", ShortName(typeURL), i)
 			}
-			if got := string(r.ProtoReflect().Descriptor().FullName()); got != want {
+			if got := r.ProtoReflect().Descriptor().FullName(); got != want {
 				return nil, nil, fmt.Errorf("%s resource[%d]: is a %s, want %s", ShortName(typeURL), i, got, want)
 			}
-			name := cache.GetResourceName(r)
-			if name == "" {
-				return nil, nil, fmt.Errorf("%s resource[%d]: name is empty", ShortName(typeURL), i)
-			}
-			if seen[name] {
-				return nil, nil, fmt.Errorf("%s resource %q: name is not unique", ShortName(typeURL), name)
-			}
-			seen[name] = true
 		}
 		v, enc, err := version(items, memo)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s %w", ShortName(typeURL), err)
+		}
+		// enc is sorted by name: an empty name comes first, duplicates side by side.
+		if len(enc) > 0 && enc[0].name == "" {
+			i := slices.IndexFunc(items, func(r types.Resource) bool { return cache.GetResourceName(r) == "" })
+			return nil, nil, fmt.Errorf("%s resource[%d]: name is empty", ShortName(typeURL), i)
+		}
+		for i := 1; i < len(enc); i++ {
+			if enc[i].name == enc[i-1].name {
+				return nil, nil, fmt.Errorf("%s resource %q: name is not unique", ShortName(typeURL), enc[i].name)
+			}
 		}
 		versions[typeURL] = v
 		snap.types[typeURL] = memo.typeResources(typeURL, v, enc)

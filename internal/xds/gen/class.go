@@ -6,9 +6,7 @@ import (
 	"strings"
 	"sync"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weft-mesh/weft/internal/node"
@@ -40,13 +38,13 @@ type classKey struct {
 	labels string
 }
 
-// shared is one class's outbound configuration. Its slices are never modified: callers
-// copy them before appending.
+// shared is one class's outbound configuration, each list sorted by name. Its lists are
+// never modified: they go to the xDS server as they are, or merged into new ones.
 type shared struct {
 	once      sync.Once
-	clusters  []*clusterv3.Cluster
-	endpoints []*endpointv3.ClusterLoadAssignment
-	routes    []*routev3.RouteConfiguration
+	clusters  []types.Resource
+	endpoints []types.Resource
+	routes    []types.Resource
 	err       any // a builder panic, re-raised in every member's Generate
 }
 
@@ -115,9 +113,10 @@ func (c *classCache) sidecar(p *node.Proxy) *shared {
 			}
 		}
 		s := c.snap
-		sh.clusters = cluster.SidecarShared(s, rep)
-		sh.endpoints = cluster.Endpoints(s, rep, sh.clusters)
-		sh.routes = route.Outbound(s, rep)
+		cs := cluster.SidecarShared(s, rep)
+		sh.clusters = sortedByName(cs, clusterName)
+		sh.endpoints = sortedByName(cluster.Endpoints(s, rep, cs), claName)
+		sh.routes = sortedByName(route.Outbound(s, rep), routeName)
 	})
 	if sh.err != nil {
 		panic(sh.err)

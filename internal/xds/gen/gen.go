@@ -17,6 +17,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/weft-mesh/weft/internal/node"
@@ -69,18 +70,23 @@ func (g *Generator) Generate(p *node.Proxy) (xds.Resources, error) {
 		clusters  []*clusterv3.Cluster
 		listeners []*listenerv3.Listener
 		routes    []*routev3.RouteConfiguration
+		out       xds.Resources
 	)
-	var endpoints []*endpointv3.ClusterLoadAssignment
 	switch p.Type {
 	case node.Sidecar:
+		// The class's outbound resources, shared, merged with the workload's own; a type
+		// with nothing of the workload's (usually EDS) is the class's list itself.
 		sh := g.classCache(s).sidecar(p)
 		inbound := cluster.SidecarInbound(s, p)
-		clusters = append(slices.Clip(sh.clusters), inbound...)
-		listeners = listener.Sidecar(s, p)
-		routes = append(slices.Clip(sh.routes), route.Inbound(s, p)...)
-		endpoints = slices.Clip(sh.endpoints)
+		eps := sh.endpoints
 		if hasEDS(inbound) {
-			endpoints = append(endpoints, cluster.Endpoints(s, p, inbound)...)
+			eps = mergeByName(eps, sortedByName(cluster.Endpoints(s, p, inbound), claName))
+		}
+		out = xds.Resources{
+			resourcev3.ClusterType:  mergeByName(sh.clusters, sortedByName(inbound, clusterName)),
+			resourcev3.ListenerType: sortedByName(listener.Sidecar(s, p), listenerName),
+			resourcev3.RouteType:    mergeByName(sh.routes, sortedByName(route.Inbound(s, p), routeName)),
+			resourcev3.EndpointType: eps,
 		}
 	case node.Router:
 		clusters = cluster.Gateway(s, p)
@@ -94,14 +100,12 @@ func (g *Generator) Generate(p *node.Proxy) (xds.Resources, error) {
 		return nil, fmt.Errorf("gen: proxy %s: unknown type %q", p.ID, p.Type)
 	}
 	if p.Type != node.Sidecar {
-		endpoints = cluster.Endpoints(s, p, clusters)
-	}
-
-	out := xds.Resources{
-		resourcev3.ClusterType:  sortedByName(clusters, func(c *clusterv3.Cluster) string { return c.GetName() }),
-		resourcev3.ListenerType: sortedByName(listeners, func(l *listenerv3.Listener) string { return l.GetName() }),
-		resourcev3.RouteType:    sortedByName(routes, func(r *routev3.RouteConfiguration) string { return r.GetName() }),
-		resourcev3.EndpointType: sortedByName(endpoints, func(e *endpointv3.ClusterLoadAssignment) string { return e.GetClusterName() }),
+		out = xds.Resources{
+			resourcev3.ClusterType:  sortedByName(clusters, clusterName),
+			resourcev3.ListenerType: sortedByName(listeners, listenerName),
+			resourcev3.RouteType:    sortedByName(routes, routeName),
+			resourcev3.EndpointType: sortedByName(cluster.Endpoints(s, p, clusters), claName),
+		}
 	}
 	// A proxy with its own CA agent holds its key: never send it one.
 	if g.Secrets != nil && !p.CAAgent {
@@ -131,6 +135,32 @@ func hasEDS(cs []*clusterv3.Cluster) bool {
 		}
 	}
 	return false
+}
+
+func clusterName(c *clusterv3.Cluster) string            { return c.GetName() }
+func listenerName(l *listenerv3.Listener) string         { return l.GetName() }
+func routeName(r *routev3.RouteConfiguration) string     { return r.GetName() }
+func claName(e *endpointv3.ClusterLoadAssignment) string { return e.GetClusterName() }
+
+// mergeByName merges two lists sorted by name into a new one; a (shared) itself when
+// b is empty.
+func mergeByName(a, b []types.Resource) []types.Resource {
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]types.Resource, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		if cachev3.GetResourceName(b[j]) < cachev3.GetResourceName(a[i]) {
+			out = append(out, b[j])
+			j++
+		} else {
+			out = append(out, a[i])
+			i++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
 }
 
 // sortedByName copies in, sorted by name, into a new list; in itself may be shared and

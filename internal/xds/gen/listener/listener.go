@@ -73,20 +73,20 @@ func sidecar(s *snapshot.Snapshot, p *node.Proxy, sec InboundSecurity) []*listen
 	if p.Type != node.Sidecar {
 		return nil
 	}
-	sc := route.NewScope(s, p)
 	var out []*listenerv3.Listener
 	if p.Interception == node.Explicit {
-		out = explicit(sc, sec)
+		// The Explicit listeners name no service (one HTTP proxy listener with RDS, the
+		// inbound ones): no scope to compute, which for a large mesh is most of the cost.
+		out = explicit(s, p, sec)
 	} else {
-		out = redirect(sc, sec)
+		out = redirect(route.NewScope(s, p), sec)
 	}
 	sortListeners(out)
 	return out
 }
 
 // explicit builds an Explicit-mode sidecar's listeners.
-func explicit(sc *route.Scope, sec InboundSecurity) []*listenerv3.Listener {
-	s, p := sc.Snapshot(), sc.Proxy()
+func explicit(s *snapshot.Snapshot, p *node.Proxy, sec InboundSecurity) []*listenerv3.Listener {
 	ip := "127.0.0.1"
 	if p.IP.IsValid() {
 		ip = p.IP.String()
