@@ -6,6 +6,9 @@
 package snapshot
 
 import (
+	"maps"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -68,6 +71,10 @@ type Snapshot struct {
 	AuthorizationPolicies  []Config[*security.AuthorizationPolicy]
 	RequestAuthentications []Config[*security.RequestAuthentication]
 
+	// inServices, inInstances: Build's input lists, as given, for Unchanged.
+	inServices  []*registry.Service
+	inInstances []*registry.Instance
+
 	byHost    map[string][]*registry.Service // hostname -> services (one per namespace)
 	instances map[instKey][]*registry.Instance
 	byAddr    map[string][]*registry.Instance // address -> instances (the workload's ports)
@@ -113,6 +120,8 @@ func Build(in Input) *Snapshot {
 		byHost:                 map[string][]*registry.Service{},
 		instances:              map[instKey][]*registry.Instance{},
 		byAddr:                 map[string][]*registry.Instance{},
+		inServices:             slices.Clone(in.Services),
+		inInstances:            slices.Clone(in.Instances),
 	}
 	if s.Mesh.TrustDomain == "" {
 		s.Mesh.TrustDomain = "cluster.local"
@@ -216,4 +225,64 @@ func Visible(exportTo []string, owner, ns string) bool {
 		}
 	}
 	return false
+}
+
+// Parts name groups of a snapshot's inputs, for Unchanged.
+type Parts uint32
+
+const (
+	// PartRegistry: the mesh config, the registry's services and instances, and the
+	// ServiceEntries and WorkloadEntries (which become services and instances).
+	PartRegistry Parts = 1 << iota
+	PartVirtualServices
+	PartDestinationRules
+	PartGateways
+	PartSidecars
+	PartPeerAuthentications
+	PartAuthorizationPolicies
+	PartRequestAuthentications
+)
+
+// Unchanged reports whether s and o were built from the same inputs in parts: the same
+// objects, in the same order. Inputs are never modified once given to Build, so the
+// same objects mean the same content, and what a generator computed from those parts
+// of o holds for s: a push after a VirtualService change need not rebuild what only
+// reads the registry and DestinationRules. False when unsure (nil, other objects of
+// equal content).
+func (s *Snapshot) Unchanged(o *Snapshot, parts Parts) bool {
+	if s == nil || o == nil {
+		return false
+	}
+	if s == o {
+		return true
+	}
+	if parts&PartRegistry != 0 {
+		if !reflect.DeepEqual(s.Mesh, o.Mesh) || !slices.Equal(s.inServices, o.inServices) ||
+			!slices.Equal(s.inInstances, o.inInstances) ||
+			!sameConfigs(s.ServiceEntries, o.ServiceEntries) || !sameConfigs(s.WorkloadEntries, o.WorkloadEntries) {
+			return false
+		}
+	}
+	return (parts&PartVirtualServices == 0 || sameConfigs(s.VirtualServices, o.VirtualServices)) &&
+		(parts&PartDestinationRules == 0 || sameConfigs(s.DestinationRules, o.DestinationRules)) &&
+		(parts&PartGateways == 0 || sameConfigs(s.Gateways, o.Gateways)) &&
+		(parts&PartSidecars == 0 || sameConfigs(s.Sidecars, o.Sidecars)) &&
+		(parts&PartPeerAuthentications == 0 || sameConfigs(s.PeerAuthentications, o.PeerAuthentications)) &&
+		(parts&PartAuthorizationPolicies == 0 || sameConfigs(s.AuthorizationPolicies, o.AuthorizationPolicies)) &&
+		(parts&PartRequestAuthentications == 0 || sameConfigs(s.RequestAuthentications, o.RequestAuthentications))
+}
+
+// sameConfigs: the same specs under the same names, in the same order.
+func sameConfigs[T comparable](a, b []Config[T]) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := &a[i], &b[i]
+		if x.Spec != y.Spec || x.Name != y.Name || x.Namespace != y.Namespace || x.CreationIndex != y.CreationIndex ||
+			!maps.Equal(x.Labels, y.Labels) || !maps.Equal(x.Annotations, y.Annotations) {
+			return false
+		}
+	}
+	return true
 }

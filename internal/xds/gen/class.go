@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	networking "istio.io/api/networking/v1alpha3"
@@ -42,6 +43,7 @@ type classKey struct {
 // never modified: they go to the xDS server as they are, or merged into new ones.
 type shared struct {
 	once      sync.Once
+	built     atomic.Bool // once has run without a panic
 	clusters  []types.Resource
 	endpoints []types.Resource
 	routes    []types.Resource
@@ -52,6 +54,9 @@ type shared struct {
 // nothing outlives the snapshot it was built from (one pointer comparison per Generate).
 type classCache struct {
 	snap *snapshot.Snapshot
+	// prev is the cache of the snapshot before (its own prev dropped): a class whose
+	// cluster inputs did not change takes its clusters and endpoints from there.
+	prev *classCache
 	// labelKeys: every label key a selector or failoverPriority of snap names, sorted.
 	labelKeys []string
 
@@ -59,8 +64,44 @@ type classCache struct {
 	classes map[classKey]*shared
 }
 
-func newClassCache(s *snapshot.Snapshot) *classCache {
-	return &classCache{snap: s, labelKeys: selectorLabelKeys(s), classes: map[classKey]*shared{}}
+func newClassCache(s *snapshot.Snapshot, prev *classCache) *classCache {
+	if prev != nil {
+		prev.mu.Lock()
+		prev.prev = nil
+		prev.mu.Unlock()
+	}
+	return &classCache{snap: s, prev: prev, labelKeys: selectorLabelKeys(s), classes: map[classKey]*shared{}}
+}
+
+// clusterParts are the snapshot inputs outbound clusters and endpoints read.
+// VirtualServices only count with Sidecar resources (their destinations widen a
+// Sidecar's egress scope): see unchangedClusters.
+const clusterParts = snapshot.PartRegistry | snapshot.PartDestinationRules | snapshot.PartPeerAuthentications |
+	snapshot.PartSidecars
+
+// reusable returns the previous snapshot's build of class k when its clusters and
+// endpoints hold for this snapshot too, else nil.
+func (c *classCache) reusable(k classKey) *shared {
+	c.mu.Lock()
+	prev := c.prev
+	c.mu.Unlock()
+	if prev == nil {
+		return nil
+	}
+	parts := clusterParts
+	if len(c.snap.Sidecars) > 0 {
+		parts |= snapshot.PartVirtualServices
+	}
+	if !c.snap.Unchanged(prev.snap, parts) {
+		return nil
+	}
+	prev.mu.Lock()
+	sh := prev.classes[k]
+	prev.mu.Unlock()
+	if sh == nil || !sh.built.Load() {
+		return nil
+	}
+	return sh
 }
 
 func (c *classCache) key(p *node.Proxy) classKey {
@@ -113,10 +154,16 @@ func (c *classCache) sidecar(p *node.Proxy) *shared {
 			}
 		}
 		s := c.snap
-		cs := cluster.SidecarShared(s, rep)
-		sh.clusters = sortedByName(cs, clusterName)
-		sh.endpoints = sortedByName(cluster.Endpoints(s, rep, cs), claName)
+		if old := c.reusable(k); old != nil {
+			// The same resources (pointers) as last push: nothing to build or encode.
+			sh.clusters, sh.endpoints = old.clusters, old.endpoints
+		} else {
+			cs := cluster.SidecarShared(s, rep)
+			sh.clusters = sortedByName(cs, clusterName)
+			sh.endpoints = sortedByName(cluster.Endpoints(s, rep, cs), claName)
+		}
 		sh.routes = sortedByName(route.Outbound(s, rep), routeName)
+		sh.built.Store(true)
 	})
 	if sh.err != nil {
 		panic(sh.err)

@@ -123,7 +123,7 @@ func (g *Generator) classCache(s *snapshot.Snapshot) *classCache {
 	g.classMu.Lock()
 	defer g.classMu.Unlock()
 	if g.classes == nil || g.classes.snap != s {
-		g.classes = newClassCache(s)
+		g.classes = newClassCache(s, g.classes)
 	}
 	return g.classes
 }
