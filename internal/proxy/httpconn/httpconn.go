@@ -10,6 +10,7 @@
 package httpconn
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -112,6 +113,13 @@ type Manager struct {
 	accessLog         AccessLogger
 
 	conns sync.Map // net.Conn -> *listener.Conn, for ConnContext
+
+	// HTTP/1.1 is served by weft's codec (h1.go); net/http's server keeps HTTP/2.
+	h1             h1server
+	http1, http2   bool // the codecs the config allows
+	idleTimeout    time.Duration
+	headersTimeout time.Duration
+	maxHeaderBytes int
 
 	rqTotal, rqActive                  *stats.Counter
 	rq1xx, rq2xx, rq3xx, rq4xx, rq5xx  *stats.Counter
@@ -245,8 +253,8 @@ func (f *Factory) buildFilters(list []*hcmv3.HttpFilter) (filter.Handler, error)
 	return h, nil
 }
 
-// ServeConn implements listener.NetworkFilter. The connection is served by the
-// manager's http.Server; ServeConn returns at once.
+// ServeConn implements listener.NetworkFilter; it returns at once. HTTP/1.1 goes to
+// weft's codec, HTTP/2 (ALPN h2, or the h2c preface in plaintext) to net/http's server.
 func (m *Manager) ServeConn(ctx context.Context, c *listener.Conn) {
 	var nc net.Conn = c
 	// net/http serves HTTP/2 over TLS only for a *tls.Conn it can see; the metadata
@@ -254,20 +262,54 @@ func (m *Manager) ServeConn(ctx context.Context, c *listener.Conn) {
 	if c.TLS {
 		nc = c.Conn
 	}
-	m.conns.Store(nc, c)
 	m.cxTotal.Inc()
+	switch {
+	case c.ALPN == "h2" || !m.http1:
+		m.serveH2(c, nc)
+	case c.TLS || c.ALPN == "http/1.1" || !m.http2:
+		go m.serveH1(c, nc, nil)
+	default:
+		// Plaintext of unknown protocol: h2c prior knowledge or HTTP/1.
+		go m.detect(c, nc)
+	}
+}
+
+func (m *Manager) serveH2(c *listener.Conn, nc net.Conn) {
+	m.conns.Store(nc, c)
 	if !m.ln.push(nc) {
 		m.conns.Delete(nc)
 		_ = nc.Close()
 	}
 }
 
-// Drain implements listener.NetworkFilter: idle connections close now, HTTP/1.1
-// connections close after their current request, HTTP/2 connections get GOAWAY.
+func (m *Manager) detect(c *listener.Conn, nc net.Conn) {
+	br := bufio.NewReaderSize(nc, h1BufSize)
+	_ = nc.SetReadDeadline(time.Now().Add(m.idleTimeout))
+	h2, err := isH2Preface(br)
+	if err != nil {
+		_ = nc.Close()
+		return
+	}
+	if h2 {
+		_ = nc.SetReadDeadline(time.Time{})
+		m.serveH2(c, &prefixConn{Conn: nc, r: br})
+		return
+	}
+	m.serveH1(c, nc, br)
+}
+
+// Drain implements listener.NetworkFilter: HTTP/1.1 connections close after their
+// current request (answered with Connection: close) or, when idle, after a short
+// grace; HTTP/2 connections get GOAWAY.
 func (m *Manager) Drain(ctx context.Context) error {
+	h1err := make(chan error, 1)
+	go func() { h1err <- m.drainH1(ctx) }()
 	err := m.server.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		_ = m.server.Close()
+	}
+	if e := <-h1err; err == nil {
+		err = e
 	}
 	return err
 }
@@ -305,6 +347,7 @@ func (m *Manager) newServer(cfg *hcmv3.HttpConnectionManager) *http.Server {
 		p.SetUnencryptedHTTP2(true)
 	}
 	s.Protocols = &p
+	m.http1, m.http2 = p.HTTP1(), p.HTTP2()
 	if d := cfg.GetCommonHttpProtocolOptions().GetIdleTimeout(); d != nil {
 		s.IdleTimeout = d.AsDuration()
 	} else {
@@ -317,6 +360,10 @@ func (m *Manager) newServer(cfg *hcmv3.HttpConnectionManager) *http.Server {
 		s.MaxHeaderBytes = int(kb.GetValue()) * 1024
 	} else {
 		s.MaxHeaderBytes = 60 * 1024 // Envoy's default max_request_headers_kb
+	}
+	m.idleTimeout, m.headersTimeout, m.maxHeaderBytes = s.IdleTimeout, s.ReadHeaderTimeout, s.MaxHeaderBytes
+	if m.idleTimeout <= 0 {
+		m.idleTimeout = 100 * 365 * 24 * time.Hour // 0 disables it, as in Envoy
 	}
 	h2 := &http.HTTP2Config{}
 	if o := cfg.GetHttp2ProtocolOptions(); o != nil {

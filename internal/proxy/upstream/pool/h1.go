@@ -8,13 +8,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 )
 
-// h1conn is one HTTP/1.1 connection: a request is written and its response read on
-// the caller's goroutine (a request with a body is written from a second goroutine so
-// an early response is read while the body still flows). No goroutine lives on an idle
+// h1conn is one HTTP/1.1 connection, spoken with weft's codec (internal/proxy/h1): a
+// request is written and its response read on the caller's goroutine, head and small
+// body in one write (a large or chunked body is written from a second goroutine so an
+// early response is read while the body still flows). No goroutine lives on an idle
 // connection; a connection the server closed while idle is noticed when it is taken
 // (peeker) or, failing that, by one retry of a replayable request.
 type h1conn struct {
@@ -22,6 +26,7 @@ type h1conn struct {
 	nc   net.Conn
 	br   *bufio.Reader
 	bw   *bufio.Writer
+	rd   h1.Reader
 	tls  bool // a peek cannot tell TLS records from a close
 	peek peeker
 	busy atomic.Bool
@@ -65,6 +70,14 @@ func (c *h1conn) close() {
 // server had closed it while idle, and a replayable request may go again.
 var errStale = errors.New("upstream: reused connection closed by the server")
 
+// inlineBodyMax is the largest request body written on the caller's goroutine, in
+// one write with the head. A larger or unknown-length body is written from a second
+// goroutine, so an early response (413, 401) is read while the body still flows; a
+// small one fits the socket buffers even when the server answers without reading it.
+const inlineBodyMax = 64 << 10
+
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // roundTrip sends req and reads the response head; the response body reads from the
 // connection and hands it back to the pool at its end.
 func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, error) {
@@ -81,11 +94,14 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 		return nil, err
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
+	chunked := h1.WriteRequestHead(c.bw, req, hasBody)
 	var written chan error
-	if hasBody {
+	if hasBody && (chunked || req.ContentLength > inlineBodyMax) {
 		written = make(chan error, 1)
 		go func() {
-			err := req.Write(c.bw)
+			bp := bodyBufs.Get().(*[]byte)
+			err := h1.CopyBody(c.bw, req.Body, chunked, req.ContentLength, req.Trailer, *bp)
+			bodyBufs.Put(bp)
 			if err == nil {
 				err = c.bw.Flush()
 			}
@@ -96,21 +112,25 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 			written <- err
 		}()
 	} else {
-		err := req.Write(c.bw)
+		var err error
+		if hasBody {
+			err = h1.CopyKnown(c.bw, req.Body, req.ContentLength)
+		}
 		if err == nil {
 			err = c.bw.Flush()
 		}
 		if err != nil {
-			if reused {
+			if reused && !hasBody {
 				err = fmt.Errorf("%w: %w", errStale, err)
 			}
 			return fail(err)
 		}
 	}
 	var resp *http.Response
+	var body *h1.Body
 	for {
 		var err error
-		resp, err = http.ReadResponse(c.br, req)
+		resp, body, err = c.rd.ReadResponse(c.br, req.Method)
 		if err != nil {
 			if written != nil {
 				// Do not wait for the writer: it may be blocked reading the
@@ -134,18 +154,20 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 		}
 		break
 	}
+	resp.Request = req
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// The connection now carries the upgraded protocol; it leaves the pool with
 		// the response (Body is read-write, as net/http's).
 		resp.Body = &upgraded{c: c, stop: stop}
 		return resp, nil
 	}
-	b := &h1body{c: c, rc: resp.Body, ctx: ctx, stop: stop, written: written, keep: !resp.Close && !req.Close}
-	if resp.Body == http.NoBody {
+	b := &h1body{c: c, ctx: ctx, stop: stop, written: written, keep: !resp.Close && !req.Close}
+	if body == nil {
 		b.finish(true)
 		resp.Body = http.NoBody
 		return resp, nil
 	}
+	b.rc = body
 	resp.Body = b
 	return resp, nil
 }

@@ -1,0 +1,237 @@
+package h1
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/http"
+)
+
+// ErrBodyMalformed is a chunked body that breaks the framing.
+var ErrBodyMalformed = errors.New("h1: malformed chunked body")
+
+// maxTrailerBytes bounds a chunked body's trailer section.
+const maxTrailerBytes = 16 << 10
+
+// Body reads a message body off the connection's reader: Content-Length bytes, or
+// chunked (trailers go to Trailer), or everything up to the close. The final bytes come
+// with io.EOF, so a proxy hands the connection back before it writes them on.
+type Body struct {
+	br        *bufio.Reader
+	hr        *headerReader
+	remaining int64 // Content-Length bytes left, or the current chunk's
+	chunked   bool
+	toClose   bool // delimited by the connection's close
+	inChunk   bool
+	done      bool
+	err       error
+	// Trailer receives a chunked body's trailer fields; nil drops them.
+	Trailer http.Header
+	before  func()
+	onDone  func()
+}
+
+// Before sets f to run once before the body's first read (the server's 100 Continue).
+func (b *Body) Before(f func()) { b.before = f }
+
+// OnDone sets f to run when the body has been read to its end.
+func (b *Body) OnDone(f func()) { b.onDone = f }
+
+func (b *Body) markDone() {
+	b.done = true
+	if f := b.onDone; f != nil {
+		b.onDone = nil
+		f()
+	}
+}
+
+// Done reports whether the body was read to its end (the message's framing is
+// intact, so the connection can carry the next message).
+func (b *Body) Done() bool { return b.done }
+
+// Remaining is how many Content-Length bytes are unread; -1 for other framings.
+func (b *Body) Remaining() int64 {
+	if b.chunked || b.toClose {
+		return -1
+	}
+	return b.remaining
+}
+
+// Buffered reports whether every remaining byte of a Content-Length body is already in
+// the reader's buffer: writing it on cannot block on the peer.
+func (b *Body) Buffered() bool {
+	return !b.chunked && !b.toClose && (b.done || int64(b.br.Buffered()) >= b.remaining)
+}
+
+func (b *Body) Read(p []byte) (int, error) {
+	if b.before != nil {
+		f := b.before
+		b.before = nil
+		f()
+	}
+	if b.done {
+		return 0, io.EOF
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	switch {
+	case b.toClose:
+		n, err := b.br.Read(p)
+		if err == io.EOF {
+			b.markDone()
+		} else if err != nil {
+			b.err = err
+		}
+		return n, err
+	case b.chunked:
+		return b.readChunked(p)
+	}
+	if int64(len(p)) > b.remaining {
+		p = p[:b.remaining]
+	}
+	n, err := b.br.Read(p)
+	b.remaining -= int64(n)
+	if b.remaining == 0 {
+		b.markDone()
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *Body) readChunked(p []byte) (int, error) {
+	for !b.inChunk {
+		if err := b.nextChunk(); err != nil {
+			return 0, b.fail(err)
+		}
+		if b.done {
+			return 0, io.EOF
+		}
+	}
+	if int64(len(p)) > b.remaining {
+		p = p[:b.remaining]
+	}
+	n, err := b.br.Read(p)
+	b.remaining -= int64(n)
+	if b.remaining == 0 {
+		b.inChunk = false
+		if err := b.chunkEnd(); err != nil {
+			return n, b.fail(err)
+		}
+		// Look ahead for the last chunk when its bytes are here already, so the
+		// final data comes with io.EOF.
+		if b.br.Buffered() >= 5 {
+			if peek, _ := b.br.Peek(3); peek[0] == '0' && (peek[1] == '\r' || peek[1] == '\n' || peek[1] == ';') {
+				if err := b.nextChunk(); err != nil {
+					return n, b.fail(err)
+				}
+				if b.done {
+					return n, io.EOF
+				}
+			}
+		}
+		return n, nil
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return n, b.fail(err)
+	}
+	return n, nil
+}
+
+func (b *Body) fail(err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	b.err = err
+	return err
+}
+
+// nextChunk reads a chunk-size line; a zero size reads the trailer section and ends the
+// body.
+func (b *Body) nextChunk() error {
+	n := 4096
+	line, err := readLine(b.br, &n)
+	if err != nil {
+		return err
+	}
+	if i := indexByte(line, ';'); i >= 0 {
+		line = line[:i] // chunk extensions are ignored
+	}
+	line = trimOWS(line)
+	if len(line) == 0 || len(line) > 15 {
+		return ErrBodyMalformed
+	}
+	var size int64
+	for _, c := range line {
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'f':
+			d = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return ErrBodyMalformed
+		}
+		size = size<<4 | int64(d)
+	}
+	if size > 0 {
+		b.remaining, b.inChunk = size, true
+		return nil
+	}
+	limit := maxTrailerBytes
+	h, err := b.hr.readHeader(b.br, &limit)
+	if err != nil {
+		return err
+	}
+	if b.Trailer != nil {
+		for k, vs := range h {
+			b.Trailer[k] = append(b.Trailer[k], vs...)
+		}
+	}
+	b.markDone()
+	return nil
+}
+
+// chunkEnd reads the CRLF after a chunk's data.
+func (b *Body) chunkEnd() error {
+	c, err := b.br.ReadByte()
+	if err != nil {
+		return err
+	}
+	if c == '\r' {
+		if c, err = b.br.ReadByte(); err != nil {
+			return err
+		}
+	}
+	if c != '\n' {
+		return ErrBodyMalformed
+	}
+	return nil
+}
+
+// Close does not touch the connection: whoever owns it decides, from Done, whether it
+// may carry another message.
+func (b *Body) Close() error { return nil }
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,230 @@
+// Package h1 is the proxy's HTTP/1.1 codec: the parsing and writing of request and
+// response heads and bodies on the hot path, for the connection manager's HTTP/1.1
+// server (internal/proxy/httpconn) and the upstream HTTP/1.1 pool
+// (internal/proxy/upstream/pool). It exists because net/http, correct as it is, spends
+// on every request what a proxy cannot afford: a background read per request on the
+// server side, separate writes for a request's head and body on the client side, a
+// goroutine per request body, and some 20 allocations to parse a head. The codec keeps
+// net/http's types (http.Request, http.Response, http.Header) so the filters and the
+// router see exactly what they saw before, and keeps its rules on what a message may
+// contain (RFC 9112): header names are tokens, values carry no control characters,
+// Content-Length is one number, Transfer-Encoding is chunked or nothing, and a message
+// with both is refused, as Envoy refuses it by default.
+package h1
+
+import (
+	"bufio"
+	"errors"
+	"net/http"
+	"net/textproto"
+)
+
+// Errors a malformed message yields; the server answers them with 400 (or 431 for
+// ErrHeaderTooLarge).
+var (
+	ErrHeaderTooLarge = errors.New("h1: header section too large")
+	ErrMalformed      = errors.New("h1: malformed header")
+	ErrLineTooLong    = errors.New("h1: line too long")
+)
+
+// field is one parsed header line before the map is built.
+type field struct {
+	key        string
+	start, end int // value bytes in the value buffer
+}
+
+// headerReader parses header sections. It is reused by one connection for all its
+// messages, so its buffers grow once.
+type headerReader struct {
+	fields []field
+	vals   []byte
+}
+
+// readHeader reads header lines up to the empty line that ends the section into a new
+// http.Header. max bounds the section's bytes; *n is decremented by what was read.
+// Values of all fields share one string; keys are canonical (net/http's form) and
+// interned for the common ones, so a typical head costs three allocations: the map,
+// the value slices and the value string.
+func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error) {
+	hr.fields = hr.fields[:0]
+	hr.vals = hr.vals[:0]
+	var kbuf [64]byte
+	for {
+		line, err := readLine(br, n)
+		if err != nil {
+			return nil, err
+		}
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			// obs-fold: RFC 9112 section 5.2 lets a server reject it; folding
+			// is a known smuggling vector.
+			return nil, ErrMalformed
+		}
+		colon := -1
+		for i, b := range line {
+			if b == ':' {
+				colon = i
+				break
+			}
+		}
+		if colon <= 0 {
+			return nil, ErrMalformed
+		}
+		key, ok := canonicalKey(line[:colon], kbuf[:0])
+		if !ok {
+			// Also catches "Name :" (whitespace before the colon), which RFC 9112
+			// section 5.1 says a server must reject.
+			return nil, ErrMalformed
+		}
+		v := trimOWS(line[colon+1:])
+		if !validValue(v) {
+			return nil, ErrMalformed
+		}
+		start := len(hr.vals)
+		hr.vals = append(hr.vals, v...)
+		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals)})
+	}
+	h := make(http.Header, len(hr.fields))
+	if len(hr.fields) == 0 {
+		return h, nil
+	}
+	all := string(hr.vals)
+	slots := make([]string, len(hr.fields))
+	for i, f := range hr.fields {
+		v := all[f.start:f.end]
+		if prev, dup := h[f.key]; dup {
+			h[f.key] = append(prev, v)
+			continue
+		}
+		slots[i] = v
+		h[f.key] = slots[i : i+1 : i+1]
+	}
+	return h, nil
+}
+
+// readLine returns one line without its CRLF (a bare LF is accepted, as net/http and
+// Envoy accept it). The slice is valid until the next read from br.
+func readLine(br *bufio.Reader, n *int) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		// A line longer than the read buffer (a large cookie or token): gather
+		// it, within the section's limit.
+		long := append([]byte(nil), line...)
+		for err == bufio.ErrBufferFull {
+			if len(long) > *n {
+				return nil, ErrHeaderTooLarge
+			}
+			line, err = br.ReadSlice('\n')
+			long = append(long, line...)
+		}
+		line = long
+	}
+	if err != nil {
+		return nil, err
+	}
+	*n -= len(line)
+	if *n < 0 {
+		return nil, ErrHeaderTooLarge
+	}
+	line = line[:len(line)-1]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, nil
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// validValue reports whether a field value has no control characters but HTAB.
+func validValue(v []byte) bool {
+	for _, b := range v {
+		if (b < ' ' && b != '\t') || b == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalKey returns the canonical form of a header name (as
+// textproto.CanonicalMIMEHeaderKey writes it) and whether the name is a valid token.
+// Common names come from a table without allocating.
+func canonicalKey(name []byte, buf []byte) (string, bool) {
+	upper := true
+	for _, b := range name {
+		if !isToken(b) {
+			return "", false
+		}
+		if upper && 'a' <= b && b <= 'z' {
+			b -= 'a' - 'A'
+		} else if !upper && 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		buf = append(buf, b)
+		upper = b == '-'
+	}
+	if k, ok := commonKeys[string(buf)]; ok { // no allocation: map lookup by []byte
+		return k, true
+	}
+	return string(buf), true
+}
+
+// isToken reports whether b may appear in a header name (RFC 9110 tchar).
+func isToken(b byte) bool { return b < 128 && tokenTable[b] }
+
+var tokenTable = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// commonKeys interns the header names a mesh sees on most requests.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges",
+		"Access-Control-Allow-Origin", "Age", "Allow", "Authorization", "Cache-Control",
+		"Connection", "Content-Disposition", "Content-Encoding", "Content-Language",
+		"Content-Length", "Content-Range", "Content-Type", "Cookie", "Date", "Etag",
+		"Expect", "Expires", "Forwarded", "From", "Host", "If-Match", "If-Modified-Since",
+		"If-None-Match", "If-Range", "If-Unmodified-Since", "Keep-Alive", "Last-Modified",
+		"Link", "Location", "Origin", "Pragma", "Proxy-Authorization", "Proxy-Connection",
+		"Range", "Referer", "Retry-After", "Server", "Set-Cookie", "Te", "Trailer",
+		"Transfer-Encoding", "Upgrade", "User-Agent", "Vary", "Via", "Www-Authenticate",
+		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Client-Cert",
+		"X-Request-Id", "X-Real-Ip", "Traceparent", "Tracestate", "Baggage",
+		"X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags", "B3",
+		"X-Ot-Span-Context", "X-Cloud-Trace-Context", "Grpc-Timeout", "Grpc-Status",
+		"Grpc-Message", "Grpc-Encoding", "Grpc-Accept-Encoding",
+		"X-Envoy-Upstream-Service-Time", "X-Envoy-Expected-Rq-Timeout-Ms",
+		"X-Envoy-Attempt-Count", "X-Envoy-Decorator-Operation", "X-Envoy-Peer-Metadata",
+		"X-Envoy-Peer-Metadata-Id", "X-Envoy-Original-Path", "X-Envoy-Internal",
+		"X-Envoy-Retry-On", "X-Envoy-Max-Retries", "X-Envoy-Upstream-Rq-Timeout-Ms",
+		"X-Envoy-Original-Dst-Host", "X-Http-Method-Override", "Strict-Transport-Security",
+		"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Accept",
+		"Sec-Websocket-Protocol", "Sec-Websocket-Extensions", "Idempotency-Key",
+	} {
+		if c := textproto.CanonicalMIMEHeaderKey(k); c != k {
+			panic("h1: common key not canonical: " + k)
+		}
+		m[k] = k
+	}
+	return m
+}()

@@ -1,0 +1,407 @@
+package h1
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// ProtocolError is a request the server must refuse with Status.
+type ProtocolError struct {
+	Status int
+	Reason string
+}
+
+func (e *ProtocolError) Error() string { return "h1: " + e.Reason }
+
+func badRequest(reason string) error {
+	return &ProtocolError{Status: http.StatusBadRequest, Reason: reason}
+}
+
+// Reader parses the messages of one connection; it is not safe for concurrent use.
+type Reader struct {
+	hr headerReader
+	// MaxHeaderBytes bounds a head (request or status line and header fields).
+	MaxHeaderBytes int
+}
+
+// ReadRequest reads a request head and sets up its body. The request's context is
+// context.Background; the caller sets its own with WithContext or by assigning ctx
+// through NewRequestWithContext's rules (the server builds the request itself).
+func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
+	n := r.MaxHeaderBytes
+	if n <= 0 {
+		n = 60 << 10
+	}
+	// RFC 9112 section 2.2: empty lines before a request line are ignored.
+	var line []byte
+	var err error
+	for i := 0; ; i++ {
+		if line, err = readLine(br, &n); err != nil {
+			return nil, nil, headErr(err)
+		}
+		if len(line) > 0 {
+			break
+		}
+		if i == 4 {
+			return nil, nil, badRequest("empty request line")
+		}
+	}
+	sp1 := indexByte(line, ' ')
+	if sp1 <= 0 {
+		return nil, nil, badRequest("malformed request line")
+	}
+	rest := line[sp1+1:]
+	sp2 := indexByte(rest, ' ')
+	if sp2 <= 0 {
+		return nil, nil, badRequest("malformed request line")
+	}
+	method, target, version := line[:sp1], rest[:sp2], rest[sp2+1:]
+	for _, c := range method {
+		if !isToken(c) {
+			return nil, nil, badRequest("malformed method")
+		}
+	}
+	req := &http.Request{Method: internMethod(method)}
+	switch string(version) {
+	case "HTTP/1.1":
+		req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, 1
+	case "HTTP/1.0":
+		req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.0", 1, 0
+	default:
+		if len(version) > 5 && string(version[:5]) == "HTTP/" {
+			return nil, nil, &ProtocolError{Status: http.StatusHTTPVersionNotSupported, Reason: "unsupported version"}
+		}
+		return nil, nil, badRequest("malformed request line")
+	}
+	for _, c := range target {
+		if c <= ' ' || c == 0x7f {
+			return nil, nil, badRequest("malformed request target")
+		}
+	}
+	req.RequestURI = string(target)
+	if err := parseTarget(req); err != nil {
+		return nil, nil, err
+	}
+
+	h, err := r.hr.readHeader(br, &n)
+	if err != nil {
+		return nil, nil, headErr(err)
+	}
+	req.Header = h
+
+	// Host: exactly one for HTTP/1.1 (RFC 9112 section 3.2); an absolute-form target
+	// overrides it.
+	hosts := h["Host"]
+	if len(hosts) > 1 {
+		return nil, nil, badRequest("more than one Host")
+	}
+	if req.ProtoMinor == 1 && len(hosts) == 0 && req.URL.Host == "" {
+		return nil, nil, badRequest("missing Host")
+	}
+	if req.URL.Host != "" {
+		req.Host = req.URL.Host
+	} else if len(hosts) == 1 {
+		req.Host = hosts[0]
+	}
+	delete(h, "Host")
+	req.Close = shouldClose(req.ProtoMinor, h)
+
+	body, err := r.framing(br, h, false, req.Method)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case body == nil:
+		req.Body = http.NoBody
+	case body.chunked:
+		req.ContentLength = -1
+		req.TransferEncoding = chunkedTE
+		req.Body = body
+	default:
+		req.ContentLength = body.remaining
+		req.Body = body
+	}
+	return req, body, nil
+}
+
+var chunkedTE = []string{"chunked"}
+
+func headErr(err error) error {
+	switch {
+	case errors.Is(err, ErrHeaderTooLarge):
+		return &ProtocolError{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: "header section too large"}
+	case errors.Is(err, ErrLineTooLong):
+		return &ProtocolError{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: "line too long"}
+	case errors.Is(err, ErrMalformed):
+		return badRequest("malformed header field")
+	}
+	return err
+}
+
+// parseTarget fills req.URL from the request target: origin-form without
+// percent-escapes takes a path of its own without url.ParseRequestURI, the rest goes
+// through it (absolute-form from clients using the proxy as HTTP_PROXY, authority-form
+// for CONNECT, escaped paths).
+func parseTarget(req *http.Request) error {
+	t := req.RequestURI
+	if req.Method == http.MethodConnect && !strings.HasPrefix(t, "/") {
+		// authority-form
+		req.URL = &url.URL{Host: t}
+		return nil
+	}
+	if len(t) > 0 && t[0] == '/' && strings.IndexByte(t, '%') < 0 && strings.IndexByte(t, '#') < 0 {
+		u := &url.URL{Path: t}
+		if i := strings.IndexByte(t, '?'); i >= 0 {
+			u.Path, u.RawQuery = t[:i], t[i+1:]
+			if u.RawQuery == "" {
+				u.ForceQuery = true
+			}
+		}
+		req.URL = u
+		return nil
+	}
+	u, err := url.ParseRequestURI(t)
+	if err != nil {
+		return badRequest("malformed request target")
+	}
+	req.URL = u
+	return nil
+}
+
+func internMethod(m []byte) string {
+	switch string(m) {
+	case "GET":
+		return http.MethodGet
+	case "POST":
+		return http.MethodPost
+	case "PUT":
+		return http.MethodPut
+	case "DELETE":
+		return http.MethodDelete
+	case "HEAD":
+		return http.MethodHead
+	case "OPTIONS":
+		return http.MethodOptions
+	case "PATCH":
+		return http.MethodPatch
+	case "CONNECT":
+		return http.MethodConnect
+	case "TRACE":
+		return http.MethodTrace
+	}
+	return string(m)
+}
+
+// shouldClose applies RFC 9112 section 9.3: HTTP/1.1 persists unless Connection has
+// "close"; HTTP/1.0 closes unless it has "keep-alive".
+func shouldClose(minor int, h http.Header) bool {
+	conn := h["Connection"]
+	if minor == 0 {
+		return !hasToken(conn, "keep-alive")
+	}
+	return hasToken(conn, "close")
+}
+
+// hasToken reports whether a comma-separated header holds token (case-insensitive).
+func hasToken(vals []string, token string) bool {
+	for _, v := range vals {
+		for len(v) > 0 {
+			var t string
+			if i := strings.IndexByte(v, ','); i >= 0 {
+				t, v = v[:i], v[i+1:]
+			} else {
+				t, v = v, ""
+			}
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// framing decides a message's body (RFC 9112 section 6). nil means no body.
+func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method string) (*Body, error) {
+	te, hasTE := h["Transfer-Encoding"]
+	cl, hasCL := h["Content-Length"]
+	if hasTE {
+		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") {
+			if response {
+				return nil, errors.New("h1: unsupported transfer-encoding in response")
+			}
+			return nil, &ProtocolError{Status: http.StatusNotImplemented, Reason: "unsupported transfer-encoding"}
+		}
+		if hasCL {
+			// Both: a smuggling attempt or a broken peer (RFC 9112 section 6.3).
+			if !response {
+				return nil, badRequest("both transfer-encoding and content-length")
+			}
+			delete(h, "Content-Length")
+		}
+		delete(h, "Transfer-Encoding")
+		return &Body{br: br, hr: &r.hr, chunked: true}, nil
+	}
+	if hasCL {
+		n, err := parseContentLength(cl)
+		if err != nil {
+			if response {
+				return nil, fmt.Errorf("h1: response: %w", err)
+			}
+			return nil, badRequest(err.Error())
+		}
+		if n == 0 {
+			return nil, nil
+		}
+		return &Body{br: br, hr: &r.hr, remaining: n}, nil
+	}
+	if response {
+		return &Body{br: br, hr: &r.hr, toClose: true}, nil
+	}
+	return nil, nil
+}
+
+// parseContentLength accepts one decimal value, or repeats of the same value.
+func parseContentLength(vals []string) (int64, error) {
+	var n int64 = -1
+	for _, v := range vals {
+		for _, part := range strings.Split(v, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" || len(part) > 18 {
+				return 0, errors.New("invalid content-length")
+			}
+			var x int64
+			for i := 0; i < len(part); i++ {
+				c := part[i]
+				if c < '0' || c > '9' {
+					return 0, errors.New("invalid content-length")
+				}
+				x = x*10 + int64(c-'0')
+			}
+			if n >= 0 && x != n {
+				return 0, errors.New("conflicting content-length")
+			}
+			n = x
+		}
+	}
+	return n, nil
+}
+
+// ReadResponse reads a response head and sets up its body for a request of method
+// (a response to HEAD has no body).
+func (r *Reader) ReadResponse(br *bufio.Reader, method string) (*http.Response, *Body, error) {
+	n := r.MaxHeaderBytes
+	if n <= 0 {
+		n = 60 << 10
+	}
+	line, err := readLine(br, &n)
+	if err != nil {
+		return nil, nil, err
+	}
+	// HTTP/1.x SP 3DIGIT [SP reason]
+	if len(line) < 12 || string(line[:7]) != "HTTP/1." || (line[7] != '0' && line[7] != '1') || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return nil, nil, fmt.Errorf("h1: malformed status line %q", truncate(line))
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return nil, nil, fmt.Errorf("h1: malformed status code %q", truncate(line))
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return nil, nil, fmt.Errorf("h1: malformed status code %q", truncate(line))
+	}
+	resp := &http.Response{StatusCode: code, ProtoMajor: 1}
+	if line[7] == '1' {
+		resp.Proto, resp.ProtoMinor = "HTTP/1.1", 1
+	} else {
+		resp.Proto = "HTTP/1.0"
+	}
+	reason := ""
+	if len(line) > 13 {
+		reason = string(line[13:])
+	}
+	resp.Status = statusString(code, reason)
+	h, err := r.hr.readHeader(br, &n)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp.Header = h
+	resp.Close = shouldClose(resp.ProtoMinor, h)
+	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified || method == http.MethodHead {
+		resp.ContentLength = 0
+		if method == http.MethodHead {
+			if cl, ok := h["Content-Length"]; ok {
+				if v, err := parseContentLength(cl); err == nil {
+					resp.ContentLength = v
+				}
+			}
+		}
+		resp.Body = http.NoBody
+		return resp, nil, nil
+	}
+	body, err := r.framing(br, h, true, method)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case body == nil:
+		resp.Body = http.NoBody
+	case body.chunked:
+		resp.ContentLength = -1
+		resp.TransferEncoding = chunkedTE
+		resp.Trailer = http.Header{}
+		body.Trailer = resp.Trailer
+		resp.Body = body
+	case body.toClose:
+		resp.ContentLength = -1
+		resp.Close = true
+		resp.Body = body
+	default:
+		resp.ContentLength = body.remaining
+		resp.Body = body
+	}
+	return resp, body, nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(b)
+}
+
+// statusString is net/http's Response.Status ("200 OK"), without allocating for the
+// standard reason phrases.
+func statusString(code int, reason string) string {
+	if code < len(statusStrings) && statusStrings[code] != "" && (reason == "" || reason == http.StatusText(code)) {
+		return statusStrings[code]
+	}
+	if reason == "" {
+		return strconv.Itoa(code)
+	}
+	return strconv.Itoa(code) + " " + reason
+}
+
+var statusStrings, statusLines = func() (s, l [600]string) {
+	for c := 100; c < 600; c++ {
+		if t := http.StatusText(c); t != "" {
+			s[c] = strconv.Itoa(c) + " " + t
+			l[c] = "HTTP/1.1 " + s[c] + "\r\n"
+		}
+	}
+	return
+}()
+
+// StatusLine is the HTTP/1.1 status line with CRLF for code.
+func StatusLine(code int) string {
+	if code >= 0 && code < len(statusLines) && statusLines[code] != "" {
+		return statusLines[code]
+	}
+	return "HTTP/1.1 " + strconv.Itoa(code) + " status code " + strconv.Itoa(code) + "\r\n"
+}

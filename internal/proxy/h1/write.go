@@ -1,0 +1,203 @@
+package h1
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// WriteFields writes header fields except the framing and connection ones (Host,
+// Content-Length, Transfer-Encoding, Connection, Trailer and the "Trailer:" prefixed
+// keys the Go API uses for trailers), which the caller writes itself. CR and LF in
+// values become spaces, so a value cannot start a field of its own.
+func WriteFields(bw *bufio.Writer, h http.Header) {
+	for k, vs := range h {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Trailer":
+			continue
+		}
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		for _, v := range vs {
+			if v == "" && k == "User-Agent" {
+				continue // an empty User-Agent means "send none" to Go's clients
+			}
+			writeField(bw, k, v)
+		}
+	}
+}
+
+func writeField(bw *bufio.Writer, k, v string) {
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
+		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	bw.WriteString(v)
+	bw.WriteString("\r\n")
+}
+
+// WriteRequestHead writes req's request line and header fields, framing included: a
+// body of known length gets Content-Length, one of unknown length (ContentLength -1)
+// is chunked. It reports whether the body must be written chunked. The Connection
+// header is written when req.Close is set or the header carries one (an upgrade).
+func WriteRequestHead(bw *bufio.Writer, req *http.Request, hasBody bool) (chunked bool) {
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	u := req.URL
+	switch {
+	case req.Method == http.MethodConnect && u.Path == "":
+		bw.WriteString(u.Host)
+	case u.Opaque != "":
+		bw.WriteString(u.Opaque)
+	default:
+		p := u.EscapedPath()
+		if p == "" {
+			p = "/"
+		}
+		bw.WriteString(p)
+		if u.RawQuery != "" || u.ForceQuery {
+			bw.WriteByte('?')
+			bw.WriteString(u.RawQuery)
+		}
+	}
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	host := req.Host
+	if host == "" {
+		host = u.Host
+	}
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	WriteFields(bw, req.Header)
+	if req.Close {
+		bw.WriteString("Connection: close\r\n")
+	} else if c, ok := req.Header["Connection"]; ok {
+		for _, v := range c {
+			writeField(bw, "Connection", v)
+		}
+	}
+	switch {
+	case !hasBody:
+		if req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
+			bw.WriteString("Content-Length: 0\r\n")
+		}
+	case req.ContentLength >= 0:
+		bw.WriteString("Content-Length: ")
+		writeInt(bw, req.ContentLength)
+		bw.WriteString("\r\n")
+	default:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+		chunked = true
+	}
+	bw.WriteString("\r\n")
+	return chunked
+}
+
+func writeInt(bw *bufio.Writer, n int64) {
+	var b [20]byte
+	bw.Write(strconv.AppendInt(b[:0], n, 10))
+}
+
+// ChunkWriter writes a chunked body: each Write is one chunk.
+type ChunkWriter struct{ W *bufio.Writer }
+
+func (c ChunkWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var b [18]byte
+	c.W.Write(strconv.AppendInt(b[:0], int64(len(p)), 16))
+	c.W.WriteString("\r\n")
+	n, err := c.W.Write(p)
+	if err != nil {
+		return n, err
+	}
+	_, err = c.W.WriteString("\r\n")
+	return n, err
+}
+
+// Close writes the last chunk and the trailer fields (may be nil).
+func (c ChunkWriter) Close(trailer http.Header) error {
+	c.W.WriteString("0\r\n")
+	for k, vs := range trailer {
+		for _, v := range vs {
+			writeField(c.W, k, v)
+		}
+	}
+	_, err := c.W.WriteString("\r\n")
+	return err
+}
+
+// ErrBodyLength is a body that did not match its declared Content-Length.
+var ErrBodyLength = errors.New("h1: body length does not match content-length")
+
+// CopyBody writes body to bw with the framing WriteRequestHead chose: chunked, or
+// exactly length bytes (a body that ends early or runs over is an error, since the
+// connection's framing would break). buf is the copy buffer.
+func CopyBody(bw *bufio.Writer, body io.Reader, chunked bool, length int64, trailer http.Header, buf []byte) error {
+	var w io.Writer = bw
+	if chunked {
+		w = ChunkWriter{bw}
+	}
+	var total int64
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			total += int64(n)
+			if !chunked && total > length {
+				return ErrBodyLength
+			}
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if chunked {
+		return ChunkWriter{bw}.Close(trailer)
+	}
+	if total != length {
+		return ErrBodyLength
+	}
+	return nil
+}
+
+// CopyKnown writes exactly n bytes of body into bw, reading straight into the
+// writer's free buffer; a body shorter than n is an error.
+func CopyKnown(bw *bufio.Writer, body io.Reader, n int64) error {
+	for n > 0 {
+		if bw.Available() == 0 {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+		p := bw.AvailableBuffer()[:bw.Available()]
+		if int64(len(p)) > n {
+			p = p[:n]
+		}
+		k, err := body.Read(p)
+		if k > 0 {
+			bw.Write(p[:k])
+			n -= int64(k)
+		}
+		if err == io.EOF {
+			if n > 0 {
+				return ErrBodyLength
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,677 @@
+package httpconn
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weft-mesh/weft/internal/proxy/h1"
+	"github.com/weft-mesh/weft/internal/proxy/listener"
+)
+
+// HTTP/1.1 connections are served by weft's own codec (internal/proxy/h1) rather than
+// net/http's server, which stays for HTTP/2. Per request the codec makes one read and
+// one write on the downstream connection when the message fits its buffers, where
+// net/http adds a background read per request and its head parsing allocates several
+// times more. The behaviours kept from net/http: keep-alive rules of HTTP/1.0 and 1.1,
+// 100 Continue on the first body read, unread request bodies up to 256 KiB discarded to
+// keep the connection, a client that goes away cancels the request context (checked
+// once a request has run for watchDelay, instead of a read per request), Hijack for
+// upgrades, ResponseController's Flush, EnableFullDuplex and deadlines.
+
+const (
+	h1BufSize = 4 << 10
+	// maxDiscard is how much of an unread request body is read and dropped so the
+	// connection can carry the next request (net/http's figure).
+	maxDiscard = 256 << 10
+	// watchDelay is how long a request runs before its connection is watched for the
+	// client going away. Shorter requests never pay for the watch.
+	watchDelay = 50 * time.Millisecond
+	// drainIdleGrace is how long an idle connection stays open after a drain began,
+	// so a client about to reuse it gets an answer with "Connection: close" instead of
+	// a reset.
+	drainIdleGrace = time.Second
+)
+
+var (
+	errClientGone = errors.New("httpconn: downstream connection closed")
+	aLongTimeAgo  = time.Unix(1, 0)
+)
+
+const (
+	stateIdle int32 = iota
+	stateActive
+)
+
+// h1server is a manager's set of HTTP/1.1 connections, for Drain.
+type h1server struct {
+	mu       sync.Mutex
+	conns    map[*h1conn]struct{}
+	wg       sync.WaitGroup
+	draining atomic.Bool
+	drainAt  atomic.Int64 // unix nanos after which idle connections close
+}
+
+type h1conn struct {
+	m      *Manager
+	lc     *listener.Conn
+	nc     net.Conn // what is read and written: the *tls.Conn under TLS
+	rd     connReader
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	r      h1.Reader
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	remote string
+	tls    *tls.ConnectionState
+	state  atomic.Int32
+
+	watch      *time.Timer
+	watchArmed bool
+	watchDone  chan struct{}
+	watchFn    func()
+}
+
+// connReader is the connection as the bufio.Reader sees it: a byte the client-gone
+// watch read comes first.
+type connReader struct {
+	nc      net.Conn
+	one     [1]byte
+	hasByte bool
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if r.hasByte {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		p[0] = r.one[0]
+		r.hasByte = false
+		return 1, nil
+	}
+	return r.nc.Read(p)
+}
+
+var (
+	h1Readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, h1BufSize) }}
+	h1Writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h1BufSize) }}
+)
+
+// serveH1 serves c until it closes. br may hold bytes already read (protocol
+// detection); nil makes a fresh reader.
+func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, br *bufio.Reader) {
+	hc := &h1conn{m: m, lc: lc, nc: nc, watchDone: make(chan struct{}, 1)}
+	hc.rd.nc = nc
+	if br == nil {
+		br = h1Readers.Get().(*bufio.Reader)
+		br.Reset(&hc.rd)
+	}
+	hc.br = br
+	hc.bw = h1Writers.Get().(*bufio.Writer)
+	hc.bw.Reset(nc)
+	hc.r.MaxHeaderBytes = m.maxHeaderBytes
+	hc.ctx, hc.cancel = context.WithCancelCause(context.WithValue(context.Background(), connKey{}, lc))
+	if lc.Remote.IsValid() {
+		hc.remote = lc.Remote.String()
+	}
+	if tc, ok := nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		hc.tls = &cs
+	}
+	hc.watchFn = hc.watchRead
+	hc.watch = time.AfterFunc(time.Hour, hc.watchFn)
+	hc.watch.Stop()
+
+	s := &m.h1
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = map[*h1conn]struct{}{}
+	}
+	s.conns[hc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	m.cxActive.Inc()
+
+	hijacked := hc.loop()
+
+	s.mu.Lock()
+	delete(s.conns, hc)
+	s.mu.Unlock()
+	m.cxActive.Dec()
+	hc.cancel(errClientGone)
+	if !hijacked {
+		_ = nc.Close()
+		// The buffers go back only when nothing else holds them.
+		if hc.br.Size() == h1BufSize {
+			hc.br.Reset(nil)
+			h1Readers.Put(hc.br)
+		}
+		hc.bw.Reset(nil)
+		h1Writers.Put(hc.bw)
+	}
+	s.wg.Done()
+}
+
+// loop reads and serves requests until the connection must close; it reports whether
+// the connection was hijacked (an upgrade took it).
+func (hc *h1conn) loop() (hijacked bool) {
+	m := hc.m
+	for {
+		hc.state.Store(stateIdle)
+		now := time.Now()
+		_ = hc.nc.SetReadDeadline(now.Add(m.idleTimeout))
+		if m.h1.draining.Load() {
+			_ = hc.nc.SetReadDeadline(time.Unix(0, m.h1.drainAt.Load()))
+		}
+		if _, err := hc.br.Peek(1); err != nil {
+			return false // closed, idle timeout, or drained
+		}
+		hc.state.Store(stateActive)
+		if m.headersTimeout > 0 {
+			_ = hc.nc.SetReadDeadline(time.Now().Add(m.headersTimeout))
+		}
+		req, body, err := hc.r.ReadRequest(hc.br)
+		if err != nil {
+			hc.reject(err)
+			return false
+		}
+		if body != nil {
+			// A body may take its time; the idle timeout is for idle connections.
+			_ = hc.nc.SetReadDeadline(time.Time{})
+		}
+		keep, hijacked := hc.serve(req, body)
+		if hijacked {
+			return true
+		}
+		if !keep {
+			return false
+		}
+	}
+}
+
+// reject answers a request the codec refused, and the connection closes.
+func (hc *h1conn) reject(err error) {
+	var pe *h1.ProtocolError
+	if !errors.As(err, &pe) {
+		return // the connection failed or timed out: nothing to answer
+	}
+	hc.m.opts.Log.Debug("http/1.1: bad request", "err", err, "src", hc.remote)
+	msg := http.StatusText(pe.Status)
+	bw := hc.bw
+	bw.WriteString(h1.StatusLine(pe.Status))
+	bw.WriteString("Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(msg)))
+	bw.WriteString("\r\n\r\n")
+	bw.WriteString(msg)
+	_ = bw.Flush()
+}
+
+// serve runs one request through the manager and finishes its response. keep says
+// whether the connection can carry another request.
+func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) {
+	m := hc.m
+	req = req.WithContext(hc.ctx)
+	req.RemoteAddr = hc.remote
+	req.TLS = hc.tls
+	w := &h1writer{hc: hc, req: req, header: make(http.Header, 8)}
+	if body != nil {
+		if ex, ok := req.Header["Expect"]; ok {
+			if req.ProtoMinor == 1 && len(ex) == 1 && equalFold(ex[0], "100-continue") {
+				body.Before(w.sendContinue)
+			}
+			// The proxy answers 100 Continue itself (Envoy's default), so the
+			// upstream does not see the expectation.
+			delete(req.Header, "Expect")
+		}
+		if !body.Done() {
+			body.OnDone(hc.startWatch)
+		}
+	}
+	if body == nil {
+		hc.startWatch()
+	}
+
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				if p != http.ErrAbortHandler {
+					m.opts.Log.Error("http/1.1: handler panic", "panic", p)
+				}
+				w.aborted = true
+			}
+		}()
+		m.ServeHTTP(w, req)
+	}()
+	if w.hijacked {
+		return false, true
+	}
+	hc.stopWatch()
+	if w.aborted || hc.ctx.Err() != nil {
+		return false, false
+	}
+	if err := w.finish(); err != nil {
+		return false, false
+	}
+	if w.closeAfter {
+		return false, false
+	}
+	if body != nil && !body.Done() {
+		// Keep the connection if the rest of the body is small enough to read away.
+		rem := body.Remaining()
+		if rem < 0 || rem > maxDiscard {
+			return false, false
+		}
+		_ = hc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, body); err != nil || !body.Done() {
+			return false, false
+		}
+	}
+	return true, false
+}
+
+// startWatch arms the client-gone watch for a request whose body has been read (or
+// that has none): from then on the handler does not read the connection.
+func (hc *h1conn) startWatch() {
+	if hc.br.Buffered() > 0 || hc.rd.hasByte {
+		// The client already sent more (a pipelined request): it is there, and
+		// the watch would have to read past those bytes.
+		return
+	}
+	hc.watchArmed = true
+	hc.watch.Reset(watchDelay)
+}
+
+// stopWatch ends the watch before the connection is read again.
+func (hc *h1conn) stopWatch() {
+	if !hc.watchArmed {
+		return
+	}
+	hc.watchArmed = false
+	if hc.watch.Stop() {
+		return // it never started
+	}
+	select {
+	case <-hc.watchDone:
+		return // it ran and ended (a byte, or the client went away)
+	default:
+	}
+	// It is running, or about to: a deadline in the past ends its read.
+	_ = hc.nc.SetReadDeadline(aLongTimeAgo)
+	<-hc.watchDone
+	_ = hc.nc.SetReadDeadline(time.Time{})
+}
+
+// watchRead runs on the timer's goroutine: one byte read while the handler works. A
+// byte is the client's next request (kept for the loop); an error other than the
+// deadline stopWatch sets means the client went away.
+func (hc *h1conn) watchRead() {
+	n, err := hc.nc.Read(hc.rd.one[:])
+	if n == 1 {
+		hc.rd.hasByte = true
+	} else if err != nil {
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			hc.cancel(errClientGone)
+		}
+	}
+	hc.watchDone <- struct{}{}
+}
+
+// drainH1 makes every HTTP/1.1 connection close: active ones after their response
+// (with Connection: close), idle ones after drainIdleGrace; it returns when all are
+// gone, or closes what is left when ctx ends.
+func (m *Manager) drainH1(ctx context.Context) error {
+	s := &m.h1
+	grace := drainIdleGrace
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl) / 2; left < grace {
+			grace = left
+		}
+	}
+	at := time.Now().Add(grace)
+	s.drainAt.Store(at.UnixNano())
+	s.draining.Store(true)
+	s.mu.Lock()
+	for hc := range s.conns {
+		if hc.state.Load() == stateIdle {
+			_ = hc.nc.SetReadDeadline(at)
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for hc := range s.conns {
+			_ = hc.nc.Close()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// h1writer is the http.ResponseWriter of one HTTP/1.1 request. The head is written
+// into the connection's buffer when the body starts (or the handler returns), and the
+// buffer goes out when the handler returns or flushes: a response that fits the
+// buffer leaves in one write.
+type h1writer struct {
+	hc     *h1conn
+	req    *http.Request
+	header http.Header
+
+	status      int
+	wroteHeader bool // a final status was set
+	headWritten bool
+	chunked     bool
+	noBody      bool
+	cl          int64 // declared Content-Length, -1 if none
+	written     int64
+	closeAfter  bool
+	hijacked    bool
+	aborted     bool
+	continued   bool
+}
+
+var _ http.ResponseWriter = (*h1writer)(nil)
+
+func (w *h1writer) Header() http.Header { return w.header }
+
+func (w *h1writer) WriteHeader(code int) {
+	if w.wroteHeader || w.hijacked {
+		return
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		// Informational (103 Early Hints): out now, the final status follows.
+		bw := w.hc.bw
+		bw.WriteString(h1.StatusLine(code))
+		h1.WriteFields(bw, w.header)
+		bw.WriteString("\r\n")
+		_ = bw.Flush()
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+}
+
+func (w *h1writer) sendContinue() {
+	if w.headWritten || w.continued {
+		return
+	}
+	w.continued = true
+	w.hc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	_ = w.hc.bw.Flush()
+}
+
+// writeHead puts the status line and header fields in the buffer. final says the
+// handler returned without a body byte written, so the length is known to be 0.
+func (w *h1writer) writeHead(final bool) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.headWritten = true
+	hc, req, h := w.hc, w.req, w.header
+	code := w.status
+	w.noBody = req.Method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
+	w.cl = -1
+	if v, ok := h["Content-Length"]; ok && len(v) == 1 {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 {
+			w.cl = n
+		}
+	}
+	if c, ok := h["Connection"]; ok && hasClose(c) {
+		w.closeAfter = true
+	}
+	if req.Close || hc.m.h1.draining.Load() || code == http.StatusSwitchingProtocols {
+		w.closeAfter = true
+	}
+	bw := hc.bw
+	bw.WriteString(h1.StatusLine(code))
+	h1.WriteFields(bw, h)
+	if _, ok := h["Date"]; !ok {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate())
+		bw.WriteString("\r\n")
+	}
+	switch {
+	case w.noBody:
+		if w.cl >= 0 && code != http.StatusNoContent && code >= 200 {
+			bw.WriteString("Content-Length: ")
+			bw.WriteString(strconv.FormatInt(w.cl, 10))
+			bw.WriteString("\r\n")
+		}
+	case w.cl >= 0:
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(w.cl, 10))
+		bw.WriteString("\r\n")
+	case final:
+		w.cl = 0
+		bw.WriteString("Content-Length: 0\r\n")
+	case req.ProtoMinor >= 1:
+		w.chunked = true
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	default:
+		// HTTP/1.0 without a length: the close ends the body.
+		w.closeAfter = true
+	}
+	if w.closeAfter {
+		bw.WriteString("Connection: close\r\n")
+	} else if req.ProtoMinor == 0 {
+		bw.WriteString("Connection: keep-alive\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+func (w *h1writer) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if !w.headWritten {
+		w.writeHead(false)
+	}
+	if w.noBody {
+		if w.req.Method == http.MethodHead {
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.cl >= 0 && w.written+int64(len(p)) > w.cl {
+		return 0, http.ErrContentLength
+	}
+	var n int
+	var err error
+	if w.chunked {
+		n, err = h1.ChunkWriter{W: w.hc.bw}.Write(p)
+	} else {
+		n, err = w.hc.bw.Write(p)
+	}
+	w.written += int64(n)
+	return n, err
+}
+
+// WriteString keeps io.WriteString from converting to bytes.
+func (w *h1writer) WriteString(s string) (int, error) {
+	if !w.chunked && w.headWritten && !w.noBody && !w.hijacked && (w.cl < 0 || w.written+int64(len(s)) <= w.cl) {
+		n, err := w.hc.bw.WriteString(s)
+		w.written += int64(n)
+		return n, err
+	}
+	return w.Write([]byte(s))
+}
+
+func (w *h1writer) Flush() { _ = w.FlushError() }
+
+// FlushError is http.ResponseController's Flush.
+func (w *h1writer) FlushError() error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
+	if !w.headWritten {
+		w.writeHead(false)
+	}
+	return w.hc.bw.Flush()
+}
+
+// EnableFullDuplex is a no-op: the codec always lets a response start before the
+// request body ends.
+func (w *h1writer) EnableFullDuplex() error { return nil }
+
+func (w *h1writer) SetReadDeadline(t time.Time) error  { return w.hc.nc.SetReadDeadline(t) }
+func (w *h1writer) SetWriteDeadline(t time.Time) error { return w.hc.nc.SetWriteDeadline(t) }
+
+// Hijack hands the connection over (WebSocket and other upgrades). Buffered request
+// bytes stay readable through the returned reader.
+func (w *h1writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	if w.headWritten {
+		return nil, nil, errors.New("httpconn: hijack after the response started")
+	}
+	hc := w.hc
+	hc.stopWatch()
+	_ = hc.nc.SetDeadline(time.Time{})
+	w.hijacked = true
+	return hc.nc, bufio.NewReadWriter(hc.br, bufio.NewWriter(hc.nc)), nil
+}
+
+// finish ends the response after the handler returned: the head if not yet written,
+// the last chunk and trailers, then one flush. An error closes the connection.
+func (w *h1writer) finish() error {
+	if !w.headWritten {
+		w.writeHead(true)
+	}
+	bw := w.hc.bw
+	if w.chunked {
+		var tr http.Header
+		for k, vs := range w.header {
+			if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+				if tr == nil {
+					tr = http.Header{}
+				}
+				tr[k[len(http.TrailerPrefix):]] = vs
+			}
+		}
+		_ = h1.ChunkWriter{W: bw}.Close(tr)
+	} else if !w.noBody && w.cl >= 0 && w.written < w.cl {
+		// The handler wrote less than it declared: the framing is broken, and
+		// only a close tells the client.
+		_ = bw.Flush()
+		return io.ErrShortWrite
+	}
+	return bw.Flush()
+}
+
+func hasClose(vals []string) bool {
+	for _, v := range vals {
+		for len(v) > 0 {
+			var t string
+			t, v, _ = cutByte(v, ',')
+			if equalFold(trimSpace(t), "close") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func cutByte(s string, c byte) (before, after string, found bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func trimSpace(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// httpDate is the Date header value, formatted once per second.
+func httpDate() string {
+	now := time.Now()
+	sec := now.Unix()
+	if d := cachedDate.Load(); d != nil && d.sec == sec {
+		return d.s
+	}
+	d := &dateStamp{sec: sec, s: now.UTC().Format(http.TimeFormat)}
+	cachedDate.Store(d)
+	return d.s
+}
+
+type dateStamp struct {
+	sec int64
+	s   string
+}
+
+var cachedDate atomic.Pointer[dateStamp]
+
+// prefixConn replays bytes read during protocol detection to net/http's server.
+type prefixConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// isH2Preface reads just enough of a plaintext connection to tell HTTP/2 prior
+// knowledge (h2c) from HTTP/1.
+func isH2Preface(br *bufio.Reader) (bool, error) {
+	if _, err := br.Peek(1); err != nil {
+		return false, err
+	}
+	for {
+		n := br.Buffered()
+		if n > len(h2Preface) {
+			n = len(h2Preface)
+		}
+		b, _ := br.Peek(n)
+		if string(b) != h2Preface[:n] {
+			return false, nil
+		}
+		if n == len(h2Preface) {
+			return true, nil
+		}
+		if _, err := br.Peek(n + 1); err != nil {
+			return false, err
+		}
+	}
+}
