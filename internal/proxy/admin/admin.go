@@ -16,8 +16,6 @@ import (
 	"sync"
 	"time"
 
-	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
-
 	"github.com/weft-mesh/weft/internal/proxy/stats"
 )
 
@@ -38,7 +36,7 @@ type Source interface {
 	// when the dump it returns has no configs, the admin server instead picks the
 	// repeated field of that name (Envoy's "dynamic_active_clusters", ...) out of the
 	// full dump (ConfigDump("")), as Envoy does.
-	ConfigDump(resource string) (*adminv3.ConfigDump, error)
+	ConfigDump(resource string) (*ConfigDump, error)
 	// DrainListeners stops the listeners accepting (inbound ones only when asked) and
 	// lets their connections finish; ctx bounds the wait.
 	DrainListeners(ctx context.Context, inboundOnly bool) error
@@ -52,8 +50,7 @@ type ClusterSource interface {
 }
 
 // ServerInfoSource is implemented by a Source that describes itself for /server_info. A
-// proto.Message (e.g. *adminv3.ServerInfo) is written as protojson, anything else with
-// encoding/json.
+// *Message or a proto.Message is written as protojson, anything else with encoding/json.
 type ServerInfoSource interface {
 	ServerInfo() any
 }

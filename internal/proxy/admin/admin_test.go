@@ -43,24 +43,28 @@ func (f *fakeSource) DrainListeners(ctx context.Context, inboundOnly bool) error
 }
 
 // ConfigDump filters by the glue's kinds ("listeners", "clusters"), as the proxy's does.
-func (f *fakeSource) ConfigDump(resource string) (*adminv3.ConfigDump, error) {
-	var d adminv3.ConfigDump
+func (f *fakeSource) ConfigDump(resource string) (*ConfigDump, error) {
+	var d ConfigDump
 	if resource == "" || resource == "listeners" {
 		l, _ := anypb.New(&listenerv3.Listener{Name: "virtualInbound"})
-		ld, _ := anypb.New(&adminv3.ListenersConfigDump{
-			VersionInfo: "v1",
-			DynamicListeners: []*adminv3.ListenersConfigDump_DynamicListener{{
-				Name: "virtualInbound", ActiveState: &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: "v1", Listener: l},
-			}},
-		})
-		d.Configs = append(d.Configs, ld)
+		d.Configs = append(d.Configs, &Message{Type: "envoy.admin.v3.ListenersConfigDump", Fields: []Field{
+			{"version_info", "v1"},
+			{"static_listeners", []*Message(nil)},
+			{"dynamic_listeners", []*Message{{Type: "envoy.admin.v3.ListenersConfigDump.DynamicListener", Fields: []Field{
+				{"name", "virtualInbound"},
+				{"active_state", &Message{Type: "envoy.admin.v3.ListenersConfigDump.DynamicListenerState", Fields: []Field{
+					{"version_info", "v1"}, {"listener", l},
+				}}},
+			}}}},
+		}})
 	}
 	if resource == "" || resource == "clusters" {
 		c, _ := anypb.New(&clusterv3.Cluster{Name: "outbound|9080||reviews.default.svc.cluster.local"})
-		cd, _ := anypb.New(&adminv3.ClustersConfigDump{
-			DynamicActiveClusters: []*adminv3.ClustersConfigDump_DynamicCluster{{VersionInfo: "v1", Cluster: c}},
-		})
-		d.Configs = append(d.Configs, cd)
+		d.Configs = append(d.Configs, &Message{Type: "envoy.admin.v3.ClustersConfigDump", Fields: []Field{
+			{"dynamic_active_clusters", []*Message{{Type: "envoy.admin.v3.ClustersConfigDump.DynamicCluster", Fields: []Field{
+				{"version_info", "v1"}, {"cluster", c},
+			}}}},
+		}})
 	}
 	return &d, nil
 }

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"strconv"
 
-	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // ClusterStatus is one cluster as /clusters shows it. It is local to this package so admin
@@ -93,7 +93,7 @@ func (s *Server) clusterList() []ClusterStatus {
 func (s *Server) clusters(w http.ResponseWriter, r *http.Request) {
 	list := s.clusterList()
 	if r.URL.Query().Get("format") == "json" {
-		writeProto(w, clustersProto(list))
+		writeMessage(w, clustersMessage(list))
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
@@ -136,45 +136,54 @@ func (s *Server) clusters(w http.ResponseWriter, r *http.Request) {
 	_ = bw.Flush()
 }
 
-// clustersProto is /clusters?format=json: Envoy's envoy.admin.v3.Clusters, which
+// clustersMessage is /clusters?format=json: Envoy's envoy.admin.v3.Clusters, which
 // istioctl proxy-config endpoint reads.
-func clustersProto(list []ClusterStatus) *adminv3.Clusters {
-	out := &adminv3.Clusters{}
+func clustersMessage(list []ClusterStatus) *Message {
+	statuses := make([]*Message, 0, len(list))
 	for _, c := range list {
-		cs := &adminv3.ClusterStatus{
-			Name: c.Name, AddedViaApi: c.AddedViaAPI, ObservabilityName: c.ObservabilityName,
-			EdsServiceName: c.EDSServiceName,
-		}
+		hosts := make([]*Message, 0, len(c.Hosts))
 		for _, h := range c.Hosts {
-			hs := &adminv3.HostStatus{
-				Address:  socketAddress(h.Address),
-				Hostname: h.Hostname,
-				Weight:   h.Weight,
-				Priority: h.Priority,
-				HealthStatus: &adminv3.HostHealthStatus{
-					FailedActiveHealthCheck: h.Health.FailedActiveHC,
-					FailedOutlierCheck:      h.Health.FailedOutlierCheck,
-					PendingDynamicRemoval:   h.Health.PendingDynamicRemoval,
-					PendingActiveHc:         h.Health.PendingActiveHC,
-					ActiveHcTimeout:         h.Health.ActiveHCTimeout,
-					EdsHealthStatus:         edsHealth(h.Health.EDS),
-				},
-			}
+			var locality proto.Message
 			if h.Region != "" || h.Zone != "" || h.SubZone != "" {
-				hs.Locality = &corev3.Locality{Region: h.Region, Zone: h.Zone, SubZone: h.SubZone}
+				locality = &corev3.Locality{Region: h.Region, Zone: h.Zone, SubZone: h.SubZone}
 			}
+			stats := make([]*Message, 0, len(h.Stats))
 			for _, st := range h.Stats {
-				typ := adminv3.SimpleMetric_COUNTER
+				typ := Enum{0, "COUNTER"}
 				if st.Gauge {
-					typ = adminv3.SimpleMetric_GAUGE
+					typ = Enum{1, "GAUGE"}
 				}
-				hs.Stats = append(hs.Stats, &adminv3.SimpleMetric{Name: st.Name, Value: st.Value, Type: typ})
+				stats = append(stats, &Message{Type: "envoy.admin.v3.SimpleMetric", Fields: []Field{
+					{"type", typ}, {"value", st.Value}, {"name", st.Name},
+				}})
 			}
-			cs.HostStatuses = append(cs.HostStatuses, hs)
+			eds := edsHealth(h.Health.EDS)
+			hosts = append(hosts, &Message{Type: "envoy.admin.v3.HostStatus", Fields: []Field{
+				{"address", socketAddress(h.Address)},
+				{"stats", stats},
+				{"health_status", &Message{Type: "envoy.admin.v3.HostHealthStatus", Fields: []Field{
+					{"failed_active_health_check", h.Health.FailedActiveHC},
+					{"failed_outlier_check", h.Health.FailedOutlierCheck},
+					{"eds_health_status", Enum{int32(eds), eds.String()}},
+					{"pending_dynamic_removal", h.Health.PendingDynamicRemoval},
+					{"pending_active_hc", h.Health.PendingActiveHC},
+					{"active_hc_timeout", h.Health.ActiveHCTimeout},
+				}}},
+				{"weight", h.Weight},
+				{"hostname", h.Hostname},
+				{"priority", h.Priority},
+				{"locality", locality},
+			}})
 		}
-		out.ClusterStatuses = append(out.ClusterStatuses, cs)
+		statuses = append(statuses, &Message{Type: "envoy.admin.v3.ClusterStatus", Fields: []Field{
+			{"name", c.Name},
+			{"added_via_api", c.AddedViaAPI},
+			{"host_statuses", hosts},
+			{"observability_name", c.ObservabilityName},
+			{"eds_service_name", c.EDSServiceName},
+		}})
 	}
-	return out
+	return &Message{Type: "envoy.admin.v3.Clusters", Fields: []Field{{"cluster_statuses", statuses}}}
 }
 
 func edsHealth(s string) corev3.HealthStatus {

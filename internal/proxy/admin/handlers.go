@@ -15,11 +15,8 @@ import (
 	"strings"
 	"time"
 
-	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -106,21 +103,46 @@ func (s *Server) promMux() http.Handler {
 	return mux
 }
 
+// serverState is Envoy's envoy.admin.v3.ServerInfo.State: its numbers are the
+// server.state gauge, its names what /ready answers.
+type serverState int32
+
+const (
+	stateLive            serverState = 0
+	stateDraining        serverState = 1
+	statePreInitializing serverState = 2
+	stateInitializing    serverState = 3
+)
+
+func (st serverState) String() string {
+	switch st {
+	case stateLive:
+		return "LIVE"
+	case stateDraining:
+		return "DRAINING"
+	case statePreInitializing:
+		return "PRE_INITIALIZING"
+	case stateInitializing:
+		return "INITIALIZING"
+	}
+	return strconv.Itoa(int(st))
+}
+
 // state is Envoy's server state as /ready and server.state report it.
-func (s *Server) state() adminv3.ServerInfo_State {
+func (s *Server) state() serverState {
 	if s.opts.Source.Ready() {
-		return adminv3.ServerInfo_LIVE
+		return stateLive
 	}
 	if s.ctx.Err() != nil {
-		return adminv3.ServerInfo_DRAINING
+		return stateDraining
 	}
-	return adminv3.ServerInfo_INITIALIZING
+	return stateInitializing
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	st := s.state()
 	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
-	if st != adminv3.ServerInfo_LIVE {
+	if st != stateLive {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_, _ = io.WriteString(w, st.String()+"\n")
@@ -133,12 +155,17 @@ func (s *Server) serverInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	if v == nil {
 		up := durationpb.New(time.Since(s.started).Truncate(time.Second))
-		v = &adminv3.ServerInfo{
-			Version:            or(s.opts.Version, "weft"),
-			State:              s.state(),
-			UptimeCurrentEpoch: up,
-			UptimeAllEpochs:    up,
-		}
+		st := s.state()
+		v = &Message{Type: "envoy.admin.v3.ServerInfo", Fields: []Field{
+			{"version", or(s.opts.Version, "weft")},
+			{"state", Enum{int32(st), st.String()}},
+			{"uptime_current_epoch", up},
+			{"uptime_all_epochs", up},
+		}}
+	}
+	if m, ok := v.(*Message); ok {
+		writeMessage(w, m)
+		return
 	}
 	if m, ok := v.(proto.Message); ok {
 		writeProto(w, m)
@@ -149,6 +176,16 @@ func (s *Server) serverInfo(w http.ResponseWriter, r *http.Request) {
 
 func writeProto(w http.ResponseWriter, m proto.Message) {
 	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		http.Error(w, "admin: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeMessage(w http.ResponseWriter, m interface{ JSON() ([]byte, error) }) {
+	b, err := m.JSON()
 	if err != nil {
 		http.Error(w, "admin: "+err.Error(), http.StatusInternalServerError)
 		return
@@ -170,8 +207,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 func (s *Server) configDump(w http.ResponseWriter, r *http.Request) {
 	resource := r.URL.Query().Get("resource")
 	d, err := s.opts.Source.ConfigDump(resource)
-	if err == nil && resource != "" && len(d.GetConfigs()) == 0 {
-		var full *adminv3.ConfigDump
+	if err == nil && resource != "" && len(d.Configs) == 0 {
+		var full *ConfigDump
 		if full, err = s.opts.Source.ConfigDump(""); err == nil {
 			var ok bool
 			if d, ok = pickResource(full, resource); !ok {
@@ -187,32 +224,7 @@ func (s *Server) configDump(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "admin: config_dump: "+err.Error(), code)
 		return
 	}
-	writeProto(w, d)
-}
-
-// pickResource returns, as Envoy's ?resource= does, the elements of the repeated message
-// field named resource in each config of the dump, each as its own Any.
-func pickResource(d *adminv3.ConfigDump, resource string) (*adminv3.ConfigDump, bool) {
-	out := &adminv3.ConfigDump{}
-	found := false
-	for _, c := range d.GetConfigs() {
-		m, err := c.UnmarshalNew()
-		if err != nil {
-			continue
-		}
-		fd := m.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(resource))
-		if fd == nil || !fd.IsList() || fd.Message() == nil {
-			continue
-		}
-		found = true
-		l := m.ProtoReflect().Get(fd).List()
-		for i := range l.Len() {
-			if a, err := anypb.New(l.Get(i).Message().Interface()); err == nil {
-				out.Configs = append(out.Configs, a)
-			}
-		}
-	}
-	return out, found
+	writeMessage(w, d)
 }
 
 func (s *Server) drainListeners(w http.ResponseWriter, r *http.Request) {
@@ -270,7 +282,7 @@ func (s *Server) refreshServerStats() {
 	state := s.state()
 	st.Gauge("server.state").Set(int64(state))
 	live, workers := int64(0), int64(0)
-	if state == adminv3.ServerInfo_LIVE {
+	if state == stateLive {
 		live, workers = 1, 1
 	}
 	st.Gauge("server.live").Set(live)
