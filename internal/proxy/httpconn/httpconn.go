@@ -108,6 +108,7 @@ type Manager struct {
 	generateRequestID bool
 	preserveRequestID bool
 	serverName        string
+	serverVal         []string // shared by every response: never written into
 	xfcc              xfccPolicy
 	inbound           bool
 	accessLog         AccessLogger
@@ -152,6 +153,9 @@ func (f *Factory) build(cfg *hcmv3.HttpConnectionManager, chain listener.ChainIn
 	}
 	if cfg.GetServerHeaderTransformation() == hcmv3.HttpConnectionManager_PASS_THROUGH {
 		m.serverName = ""
+	}
+	if m.serverName != "" {
+		m.serverVal = []string{m.serverName}
 	}
 	var err error
 	if m.xfcc, err = newXFCC(cfg); err != nil {

@@ -19,8 +19,11 @@ import (
 
 // ServeHTTP serves one request: stamp, match the route, run the filter chain, log.
 func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Info is not pooled: the router's mirrors and upgrades may outlive ServeHTTP.
-	info := &stream.Info{Start: time.Now()}
+	// One allocation holds the request's state. It is not pooled: the router's
+	// mirrors and upgrades may keep the Info after ServeHTTP returns.
+	st := &exchangeState{}
+	info := &st.info
+	info.Start = time.Now()
 	m.rqTotal.Inc()
 	m.rqActiveGauge.Inc()
 
@@ -28,8 +31,10 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.fillInfo(info, c, r)
 	m.stamp(info, c, r)
 
-	rw := &responseWriter{ResponseWriter: w, info: info, server: m.serverName}
-	x := &filter.Exchange{W: rw, R: r, Info: info, Reroute: m.rerouteFn}
+	rw := &st.rw
+	*rw = responseWriter{ResponseWriter: w, info: info, server: m.serverVal}
+	x := &st.x
+	*x = filter.Exchange{W: rw, R: r, Info: info, Reroute: m.rerouteFn}
 	// The bookkeeping runs however the request ends: the router aborts the stream with
 	// http.ErrAbortHandler when an upstream body breaks off after the headers went out,
 	// and the access log and gauges must still see it.
@@ -52,6 +57,20 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.LocalReply(http.StatusInternalServerError, "internal error", 0, "filter_error")
 	}
 }
+
+// exchangeState is what ServeHTTP allocates per request, in one piece.
+type exchangeState struct {
+	info stream.Info
+	rw   responseWriter
+	x    filter.Exchange
+}
+
+// Header values the manager sets, shared: a one-element slice is never appended to
+// in place (append reallocates it), and nothing writes into it.
+var (
+	valHTTP  = []string{"http"}
+	valHTTPS = []string{"https"}
+)
 
 // finish records the outcome: stats and the access log.
 func (m *Manager) finish(x *filter.Exchange, rw *responseWriter) {
@@ -173,9 +192,9 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 		}
 	} else if h.Get("X-Forwarded-Proto") == "" {
 		if tls {
-			h.Set("X-Forwarded-Proto", "https")
+			h["X-Forwarded-Proto"] = valHTTPS
 		} else {
-			h.Set("X-Forwarded-Proto", "http")
+			h["X-Forwarded-Proto"] = valHTTP
 		}
 	}
 	info.ForwardedFor = h.Get("X-Forwarded-For")
@@ -246,7 +265,7 @@ func (m *Manager) account(info *stream.Info) {
 type responseWriter struct {
 	http.ResponseWriter
 	info        *stream.Info
-	server      string
+	server      []string // the Server header's value; nil passes the upstream's through
 	status      int
 	written     int64
 	wroteHeader bool
@@ -260,8 +279,8 @@ func (w *responseWriter) WriteHeader(code int) {
 	if code >= 200 || code == http.StatusSwitchingProtocols {
 		w.wroteHeader = true
 		w.status = code
-		if w.server != "" {
-			w.ResponseWriter.Header().Set("Server", w.server)
+		if w.server != nil {
+			w.ResponseWriter.Header()["Server"] = w.server
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)

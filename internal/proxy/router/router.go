@@ -571,14 +571,18 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	if info.Downstream.IsValid() {
 		remote = info.Downstream.Addr().String()
 	}
-	var lbctx lb.Context
+	// The request's upstream state in one allocation: the LB context escapes into
+	// the cluster's picker, the URL into the upstream requests.
+	fs := &forwardState{}
+	lbctx := &fs.lbctx
 	var setCookie string
 	if len(f.hash) > 0 {
 		lbctx.Hash, lbctx.HasHash, setCookie = f.requestHash(r, remote)
 	}
 
 	// The upstream URL carries the escaped path exactly as it will be sent.
-	u := url.URL{Scheme: "http", Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	u := &fs.u
+	*u = url.URL{Scheme: "http", Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	if newPath != escPath {
 		if p, err := url.PathUnescape(newPath); err == nil {
 			u.Path, u.RawPath = p, newPath
@@ -596,7 +600,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	}
 
 	if upgrade {
-		return rt.serveUpgrade(ctx, x, route, cl, &lbctx, origDst, &u, authority, wc)
+		return rt.serveUpgrade(ctx, x, route, cl, lbctx, origDst, u, authority, wc)
 	}
 
 	// Request body: streamed, with the first bytes kept for retries and mirrors.
@@ -614,7 +618,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 
 	// Mirrors of bodiless requests go now; with a body, once it has been read.
 	if len(f.mirrors) > 0 && !hasBody {
-		rt.mirror(x, f, h, authority, &u, nil)
+		rt.mirror(x, f, h, authority, u, nil)
 	}
 
 	// Hosts already tried, only kept for the previous_hosts retry predicate.
@@ -630,7 +634,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	retried := false
 	retryWanted := false
 	for attempt := 1; ; attempt++ {
-		host, err := cl.Pick(&lbctx, origDst)
+		host, err := cl.Pick(lbctx, origDst)
 		if err != nil || host == nil {
 			out = outcome{fail: failNoHost, err: err}
 			break
@@ -665,17 +669,16 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		}
 		// The upstream package dials the host; the URL carries the authority.
 		u.Host = auth
-		req := &http.Request{
-			Method: r.Method,
-			URL:    &u,
-			// The downstream protocol selects the pool under use_downstream_protocol_config.
-			Proto:         r.Proto,
-			ProtoMajor:    r.ProtoMajor,
-			ProtoMinor:    r.ProtoMinor,
-			Header:        hdr,
-			Host:          auth,
-			ContentLength: r.ContentLength,
-		}
+		// WithContext on a zero request is the one allocation of the attempt.
+		var zero http.Request
+		req := zero.WithContext(actx)
+		req.Method = r.Method
+		req.URL = u
+		// The downstream protocol selects the pool under use_downstream_protocol_config.
+		req.Proto, req.ProtoMajor, req.ProtoMinor = r.Proto, r.ProtoMajor, r.ProtoMinor
+		req.Header = hdr
+		req.Host = auth
+		req.ContentLength = r.ContentLength
 		if !hasBody {
 			req.ContentLength = 0
 		} else if rb != nil {
@@ -683,7 +686,6 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		} else {
 			req.Body = io.NopCloser(r.Body)
 		}
-		req = req.WithContext(actx)
 
 		resp, err := cl.RoundTrip(req, host)
 		out = outcome{resp: resp, err: err, host: host, cancel: cancelAttempt}
@@ -760,7 +762,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	rt.writeResponse(ctx, x, route, wc, out.resp, cst, setCookie, f.attemptCountRsp)
 	if len(f.mirrors) > 0 && hasBody && rb != nil {
 		if body, ok := rb.complete(); ok {
-			rt.mirror(x, f, h, authority, &u, body)
+			rt.mirror(x, f, h, authority, u, body)
 		}
 	}
 	return nil
@@ -928,6 +930,41 @@ func (rt *Router) failureReply(x *filter.Exchange, out *outcome, cst *upstream.C
 	}
 }
 
+// setContentLength sets Content-Length to n, keeping the upstream's value (and
+// allocating nothing) when it already says n.
+func setContentLength(h http.Header, n int64) {
+	var b [20]byte
+	v := strconv.AppendInt(b[:0], n, 10)
+	if old := h["Content-Length"]; len(old) == 1 && old[0] == string(v) {
+		return
+	}
+	h["Content-Length"] = []string{string(v)}
+}
+
+var hdrServiceTimeKey = http.CanonicalHeaderKey(hdrServiceTime)
+
+// millisSlices are shared header values for small durations in milliseconds: a
+// one-element slice is never written into (append reallocates it).
+var millisSlices = func() (s [256][]string) {
+	for i := range s {
+		s[i] = []string{strconv.Itoa(i)}
+	}
+	return
+}()
+
+func millisValue(ms int64) []string {
+	if ms >= 0 && ms < int64(len(millisSlices)) {
+		return millisSlices[ms]
+	}
+	return []string{strconv.FormatInt(ms, 10)}
+}
+
+// forwardState is what forward allocates once per request.
+type forwardState struct {
+	lbctx lb.Context
+	u     url.URL
+}
+
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // writeResponse copies the upstream response downstream: headers (with the route's
@@ -956,7 +993,7 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 		}
 	}
 	if resp.ContentLength >= 0 && len(resp.TransferEncoding) == 0 && x.R.Method != http.MethodHead {
-		wh.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		setContentLength(wh, resp.ContentLength)
 	}
 	if v := wh.Get(hdrGRPCStatus); v != "" {
 		info.GRPCStatus = v
@@ -975,7 +1012,7 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 		wh.Add("Set-Cookie", setCookie)
 	}
 	if !rt.suppressHeaders {
-		wh.Set(hdrServiceTime, strconv.FormatInt(int64(info.UpstreamDuration/time.Millisecond), 10))
+		wh[hdrServiceTimeKey] = millisValue(int64(info.UpstreamDuration / time.Millisecond))
 	}
 	if attemptCount {
 		wh.Set(hdrAttemptCount, strconv.Itoa(info.Attempts))
