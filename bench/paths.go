@@ -31,11 +31,12 @@ import (
 type pathSpec struct {
 	Name  string `json:"name"`
 	Label string `json:"label"`
-	Proxy string `json:"proxy,omitempty"` // "", "weft", "nginx", "haproxy"
+	Proxy string `json:"proxy,omitempty"` // "", "weft", "nginx", "haproxy", "goproxy"
 	TLS   bool   `json:"tls"`             // mutual TLS between A and B
 	H2    bool   `json:"h2"`              // HTTP/2 between A and B (and to a gRPC backend)
 	GRPC  bool   `json:"grpc"`            // the client sends gRPC unary calls
-	// GOMAXPROCS for weft: 1 = one worker, as nginx and HAProxy get; 0 = Go's default.
+	// GOMAXPROCS for weft and goproxy: 1 = one worker, as nginx and HAProxy get; 0 =
+	// Go's default.
 	GOMAXPROCS int `json:"gomaxprocs,omitempty"`
 }
 
@@ -48,6 +49,7 @@ var allPaths = []pathSpec{
 	{Name: "nginx-tls", Label: "nginx mTLS", Proxy: "nginx", TLS: true},
 	{Name: "haproxy", Label: "HAProxy plaintext", Proxy: "haproxy"},
 	{Name: "haproxy-tls", Label: "HAProxy mTLS", Proxy: "haproxy", TLS: true},
+	{Name: "goproxy", Label: "Go httputil.ReverseProxy", Proxy: "goproxy", GOMAXPROCS: 1},
 	{Name: "weft-mtls-h2", Label: "weft mTLS, HTTP/2 between sidecars", Proxy: "weft", TLS: true, H2: true, GOMAXPROCS: 1},
 	{Name: "weft-allcpu", Label: "weft plaintext, GOMAXPROCS=all CPUs", Proxy: "weft"},
 	{Name: "grpc-direct", Label: "gRPC unary, no proxy", GRPC: true, H2: true},
@@ -185,6 +187,12 @@ func startSidecars(ctx context.Context, t *tools, p pathSpec, dir string, echo *
 			*side.argv = []string{bin, "-c", file, "--admin-address", fmt.Sprintf("127.0.0.1:%d", admin),
 				"--health-address", "-", "--stats-address", "-", "--log-level", "warn", "--drain-timeout", "200ms"}
 		}
+	case "goproxy":
+		if p.GOMAXPROCS > 0 {
+			envAB = append(envAB, "GOMAXPROCS="+strconv.Itoa(p.GOMAXPROCS))
+		}
+		argvA = []string{t.GoProxy, "-listen", fmt.Sprintf("127.0.0.1:%d", pa), "-upstream", fmt.Sprintf("127.0.0.1:%d", pb)}
+		argvB = []string{t.GoProxy, "-listen", fmt.Sprintf("127.0.0.1:%d", pb), "-upstream", fmt.Sprintf("127.0.0.1:%d", backend)}
 	case "nginx":
 		for _, side := range []struct {
 			name           string

@@ -234,7 +234,7 @@ func bytesLabel(v float64) string {
 func ratiosTable(b *strings.Builder, res *Results) {
 	m := res.Meta
 	q, cn := m.QPS[0], m.Conns[0]
-	pairs := [][2]string{{"weft", "nginx"}, {"weft-mtls", "nginx-tls"}, {"weft", "haproxy"}, {"weft-mtls", "haproxy-tls"}}
+	pairs := [][2]string{{"weft", "nginx"}, {"weft-mtls", "nginx-tls"}, {"weft", "haproxy"}, {"weft-mtls", "haproxy-tls"}, {"weft", "goproxy"}}
 	hasMax := false
 	for _, x := range m.QPS {
 		hasMax = hasMax || x == 0

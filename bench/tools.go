@@ -22,6 +22,7 @@ type tools struct {
 	Dir       string // bench/.tools
 	Fortio    string
 	WeftProxy string
+	GoProxy   string // httputil.ReverseProxy baseline (bench/goproxy)
 	ProfProxy string // weft-proxy with a CPU profile written at exit (bench/profproxy)
 	Nginx     string
 	HAProxy   string
@@ -128,6 +129,10 @@ func setupTools(ctx context.Context, dir string, needNginx, needHAProxy bool) (*
 	t.WeftProxy = filepath.Join(dir, "weft-proxy")
 	if err := runLogged(ctx, 5*time.Minute, root, nil, "go", "build", "-o", t.WeftProxy, "./cmd/weft-proxy"); err != nil {
 		return nil, fmt.Errorf("bench: build weft-proxy: %w", err)
+	}
+	t.GoProxy = filepath.Join(dir, "goproxy")
+	if err := runLogged(ctx, 5*time.Minute, root, nil, "go", "build", "-o", t.GoProxy, "./bench/goproxy"); err != nil {
+		return nil, fmt.Errorf("bench: build goproxy: %w", err)
 	}
 	if needNginx {
 		if t.Nginx, err = ensureApt(ctx, "nginx", "nginx"); err != nil {
