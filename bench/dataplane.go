@@ -12,7 +12,11 @@ import (
 
 // ProcFigures are one proxy's figures in one run.
 type ProcFigures struct {
-	PeakRSSMB  float64 `json:"peak_rss_mb"` // VmHWM at the end of the run (warm-up included)
+	PeakRSSMB float64 `json:"peak_rss_mb"` // VmHWM at the end of the run (warm-up included)
+	// The resident set at the end of the run, split: anonymous (heap, stacks) and
+	// file-backed (the binary's pages, shared by the two sidecars of one binary).
+	AnonMB     float64 `json:"rss_anon_mb,omitempty"`
+	FileMB     float64 `json:"rss_file_mb,omitempty"`
 	CPUSeconds float64 `json:"cpu_seconds"` // utime+stime during the measured load
 	CPUPer1000 float64 `json:"cpu_s_per_1000_req"`
 }
@@ -61,6 +65,8 @@ type DPResult struct {
 	AddedP999 float64 `json:"added_p999_ms"`
 	// Per proxy: A is the client-side sidecar, B the server side.
 	PeakRSSA    float64 `json:"peak_rss_a_mb"`
+	RSSAnonA    float64 `json:"rss_anon_a_mb,omitempty"` // sidecar A at the end of the run
+	RSSFileA    float64 `json:"rss_file_a_mb,omitempty"`
 	PeakRSSB    float64 `json:"peak_rss_b_mb"`
 	CPUPer1000  float64 `json:"cpu_s_per_1000_req_per_proxy"` // mean of A and B
 	CPUPer1000A float64 `json:"cpu_s_per_1000_req_a"`
@@ -271,7 +277,8 @@ func (e *dpEnv) runOne(ctx context.Context, c dpCell, rep int, prof *profileRun)
 				return nil
 			}
 			cpu := u1.CPUSeconds - u0.CPUSeconds
-			return &ProcFigures{PeakRSSMB: mb(u1.HWMKiB), CPUSeconds: cpu, CPUPer1000: cpu / (float64(run.Requests) / 1000)}
+			return &ProcFigures{PeakRSSMB: mb(u1.HWMKiB), AnonMB: mb(u1.AnonKiB), FileMB: mb(u1.FileKiB),
+				CPUSeconds: cpu, CPUPer1000: cpu / (float64(run.Requests) / 1000)}
 		}
 		run.A, run.B = fig(sc.a, a0), fig(sc.b, b0)
 		if run.A != nil && run.B != nil {
@@ -307,7 +314,7 @@ func load1() float64 {
 func summarize(cells []*DPResult) {
 	by := map[string]*DPResult{}
 	for _, c := range cells {
-		var rps, p50, p90, p99, p999, ra, rb, ca, cb, steal, busy, other, ua, ub []float64
+		var rps, p50, p90, p99, p999, ra, rb, ca, cb, steal, busy, other, ua, ub, anon, file []float64
 		var reqs, errs int64
 		c.MaxSteal = 0
 		for _, r := range c.Runs {
@@ -326,10 +333,12 @@ func summarize(cells []*DPResult) {
 			if r.A != nil && r.B != nil {
 				ra, rb = append(ra, r.A.PeakRSSMB), append(rb, r.B.PeakRSSMB)
 				ca, cb = append(ca, r.A.CPUPer1000), append(cb, r.B.CPUPer1000)
+				anon, file = append(anon, r.A.AnonMB), append(file, r.A.FileMB)
 			}
 		}
 		c.RPS, c.P50, c.P90, c.P99, c.P999 = median(rps), median(p50), median(p90), median(p99), median(p999)
 		c.PeakRSSA, c.PeakRSSB = median(ra), median(rb)
+		c.RSSAnonA, c.RSSFileA = median(anon), median(file)
 		c.CPUPer1000A, c.CPUPer1000B = median(ca), median(cb)
 		c.CPUPer1000 = (c.CPUPer1000A + c.CPUPer1000B) / 2
 		c.StealPct, c.BusyPct, c.OtherCores = median(steal), median(busy), median(other)

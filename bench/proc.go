@@ -119,6 +119,8 @@ type procUsage struct {
 	CPUSeconds float64 // utime + stime
 	HWMKiB     int64   // VmHWM: peak resident set
 	RSSKiB     int64   // VmRSS: current resident set
+	AnonKiB    int64   // RssAnon: heap, stacks, runtime (private)
+	FileKiB    int64   // RssFile: the binary's and libraries' pages (shared between processes of one binary)
 }
 
 // readUsage reads /proc/PID/stat and /proc/PID/status.
@@ -158,6 +160,10 @@ func readUsage(pid int) (procUsage, error) {
 			u.HWMKiB = parseKiB(v)
 		case "VmRSS":
 			u.RSSKiB = parseKiB(v)
+		case "RssAnon":
+			u.AnonKiB = parseKiB(v)
+		case "RssFile":
+			u.FileKiB = parseKiB(v)
 		}
 	}
 	return u, nil

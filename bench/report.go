@@ -152,6 +152,7 @@ func markdown(res *Results) string {
 			}
 			b.WriteString("\n")
 		}
+		rssSplit(&b, res)
 		ratiosTable(&b, res)
 	}
 	if len(res.ControlPlane) > 0 {
@@ -269,4 +270,29 @@ func ratiosTable(b *strings.Builder, res *Results) {
 	b.WriteString("| pair | added p50 ms | added p99 ms | peak RSS MB (larger of A, B) | CPU s/1000 req/proxy | CPU at max rps | max rps |\n|---|---|---|---|---|---|---|\n")
 	b.WriteString(strings.Join(rows, "\n"))
 	b.WriteString("\n\n")
+}
+
+// rssSplit shows what each proxy's resident set is made of at the main rate: anonymous
+// memory (heap, stacks: the proxy's own) and file-backed pages (its binary's code and
+// read-only data, which the kernel shares between processes of one binary but VmHWM
+// counts in each).
+func rssSplit(b *strings.Builder, res *Results) {
+	m := res.Meta
+	var rows []string
+	for _, c := range cellsAt(res, m.QPS[0], m.Conns[0]) {
+		if !c.OK || c.Proxy == "" || c.RSSAnonA == 0 {
+			continue
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %.1f | %.1f | %.1f |", c.Label, c.RSSAnonA+c.RSSFileA, c.RSSAnonA, c.RSSFileA))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## Resident memory of sidecar A at the end of the run, %s, %d connections\n\n", qpsLabel(m.QPS[0]), m.Conns[0])
+	b.WriteString("Anonymous = heap, stacks and runtime; file-backed = pages of the binary (shared by both sidecars of a path, counted in each).\n\n")
+	b.WriteString("| path | RSS MB | anonymous MB | file-backed MB |\n|---|---|---|---|\n")
+	for _, r := range rows {
+		b.WriteString(r + "\n")
+	}
+	b.WriteString("\n")
 }
