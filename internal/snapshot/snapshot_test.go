@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 
 	"github.com/weft-mesh/weft/internal/registry"
 )
@@ -80,5 +81,44 @@ func TestVisible(t *testing.T) {
 		if got := Visible(c.exportTo, c.owner, c.ns); got != c.want {
 			t.Errorf("Visible(%v, %s, %s) = %v", c.exportTo, c.owner, c.ns, got)
 		}
+	}
+}
+
+// TestUnchanged: snapshots built from the same objects are unchanged in every part; a
+// replaced VirtualService changes only that part; a replaced instance or a new
+// AuthorizationPolicy changes theirs.
+func TestUnchanged(t *testing.T) {
+	svc := &registry.Service{Hostname: "a.ns.svc.cluster.local", Name: "a", Namespace: "ns",
+		Ports: []registry.Port{{Name: "http", Number: 80, Protocol: registry.HTTP}}}
+	inst := &registry.Instance{Service: svc.Hostname, ServicePort: 80, Address: "127.0.0.1", Port: 80, Namespace: "ns"}
+	vs := Config[*networking.VirtualService]{Meta: Meta{Name: "a", Namespace: "ns"}, Spec: &networking.VirtualService{Hosts: []string{"a"}}}
+	in := Input{Mesh: DefaultMeshConfig(), Services: []*registry.Service{svc}, Instances: []*registry.Instance{inst},
+		VirtualServices: []Config[*networking.VirtualService]{vs}}
+	base := Build(in)
+	all := PartRegistry | PartVirtualServices | PartDestinationRules | PartGateways | PartSidecars |
+		PartPeerAuthentications | PartAuthorizationPolicies | PartRequestAuthentications
+	if !Build(in).Unchanged(base, all) {
+		t.Errorf("same inputs: changed")
+	}
+	vs2 := vs
+	vs2.Spec = &networking.VirtualService{Hosts: []string{"a"}}
+	inVS := in
+	inVS.VirtualServices = []Config[*networking.VirtualService]{vs2}
+	if s := Build(inVS); !s.Unchanged(base, all&^PartVirtualServices) || s.Unchanged(base, PartVirtualServices) {
+		t.Errorf("replaced VirtualService: wrong parts changed")
+	}
+	inst2 := *inst
+	inInst := in
+	inInst.Instances = []*registry.Instance{&inst2}
+	if s := Build(inInst); s.Unchanged(base, PartRegistry) || !s.Unchanged(base, all&^PartRegistry) {
+		t.Errorf("replaced instance: wrong parts changed")
+	}
+	inAP := in
+	inAP.AuthorizationPolicies = []Config[*security.AuthorizationPolicy]{{Meta: Meta{Name: "p", Namespace: "ns"}, Spec: &security.AuthorizationPolicy{}}}
+	if s := Build(inAP); s.Unchanged(base, PartAuthorizationPolicies) || !s.Unchanged(base, all&^PartAuthorizationPolicies) {
+		t.Errorf("new AuthorizationPolicy: wrong parts changed")
+	}
+	if base.Unchanged(nil, PartRegistry) {
+		t.Errorf("nil: unchanged")
 	}
 }

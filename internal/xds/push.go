@@ -177,13 +177,15 @@ func (s *Server) generateAndSet(ps *proxyState, p *node.Proxy) error {
 	if err != nil {
 		return fmt.Errorf("xds: proxy %q: generate: %w", ps.id, err)
 	}
-	snap, versions, err := buildSnapshotMemo(res, s.encodings)
+	// genMu is held: ps.resources and ps.snap are only written under it, so reading them
+	// here needs no Server.mu.
+	snap, versions, err := buildSnapshotFrom(res, s.encodings, ps.resources, ps.snap)
 	if err != nil {
 		return fmt.Errorf("xds: proxy %q: generated config: %w", ps.id, err)
 	}
 	s.mu.Lock()
 	changed := !maps.Equal(ps.versions, versions)
-	ps.resources, ps.versions = res, versions
+	ps.resources, ps.versions, ps.snap = res, versions, snap
 	ps.lastGenErr = ""
 	s.mu.Unlock()
 	if !changed {

@@ -220,6 +220,7 @@ type proxyState struct {
 	expiry      *time.Timer
 	resources   Resources         // last generated, for config_dump
 	versions    map[string]string // per type URL, of resources
+	snap        *proxySnapshot    // made of resources
 	perType     map[string]*TypeStatus
 	genErrors   int
 	lastGenErr  string

@@ -221,6 +221,18 @@ func (m *encodingMemo) encodeAll(items []types.Resource) ([]*encoded, error) {
 	return out, nil
 }
 
+// keep marks t as used by this generation, so that rotation keeps it for proxies that
+// build the same type and version afresh. (t's resources' encodings are not touched:
+// one the memo drops is encoded again if a proxy builds it afresh.)
+func (m *encodingMemo) keep(t *typeResources) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := resKey{t.typeURL, t.version}
+	if _, ok := m.curRes[k]; !ok {
+		m.curRes[k] = t
+	}
+}
+
 // typeResources returns the resources of one type and version as the SotW cache
 // serves them: the one already made for another proxy when there is one, else one made
 // of items (sorted by name).
@@ -265,6 +277,45 @@ func cmpName(a, b types.Resource) int {
 // version per type.
 func buildSnapshot(res Resources) (*proxySnapshot, map[string]string, error) {
 	return buildSnapshotMemo(res, nil)
+}
+
+// buildSnapshotFrom is buildSnapshotMemo for a proxy whose last configuration was prev,
+// made into prevSnap: a type whose resources are the same objects as before (the
+// generators reuse what did not change: a VirtualService change leaves clusters,
+// endpoints and listeners as they were) keeps its checked, encoded and hashed form at
+// the cost of a pointer comparison per resource.
+func buildSnapshotFrom(res Resources, memo *encodingMemo, prev Resources, prevSnap *proxySnapshot) (*proxySnapshot, map[string]string, error) {
+	if prevSnap == nil {
+		return buildSnapshotMemo(res, memo)
+	}
+	same := map[string]*typeResources{}
+	rest := Resources{}
+	for typeURL, items := range res {
+		if t := prevSnap.types[typeURL]; t != nil && slices.Equal(items, prev[typeURL]) {
+			same[typeURL] = t
+			continue
+		}
+		rest[typeURL] = items
+	}
+	for _, t := range baseTypes { // absent before and now: the same empty type
+		if _, ok := res[t]; !ok {
+			if _, had := prev[t]; !had && prevSnap.types[t] != nil {
+				same[t] = prevSnap.types[t]
+			}
+		}
+	}
+	snap, versions, err := buildSnapshotMemo(rest, memo)
+	if err != nil {
+		return nil, nil, err
+	}
+	for typeURL, t := range same {
+		snap.types[typeURL] = t
+		versions[typeURL] = t.version
+		if memo != nil {
+			memo.keep(t)
+		}
+	}
+	return snap, versions, nil
 }
 
 // buildSnapshotMemo is buildSnapshot with resource encodings (and whole types) from

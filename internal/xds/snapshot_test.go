@@ -178,3 +178,32 @@ func TestEncoded(t *testing.T) {
 		t.Errorf("memo changed the version")
 	}
 }
+
+// TestBuildSnapshotFromReusesUnchangedTypes: a type whose resources are the previous
+// objects keeps its encoded form; a changed type is rebuilt; versions match a fresh build.
+func TestBuildSnapshotFromReusesUnchangedTypes(t *testing.T) {
+	memo := newEncodingMemo()
+	a, b := edsCluster("a"), cla("a", "127.0.0.1", 80)
+	prev := Resources{resource.ClusterType: {a}, resource.EndpointType: {b}}
+	s1, _, err := buildSnapshotFrom(prev, memo, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := Resources{resource.ClusterType: {a}, resource.EndpointType: {cla("a", "127.0.0.2", 80)}}
+	s2, v2, err := buildSnapshotFrom(next, memo, prev, s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.types[resource.ClusterType] != s1.types[resource.ClusterType] {
+		t.Errorf("unchanged CDS rebuilt")
+	}
+	if s2.types[resource.EndpointType] == s1.types[resource.EndpointType] || v2[resource.EndpointType] == s1.GetVersion(resource.EndpointType) {
+		t.Errorf("changed EDS kept")
+	}
+	_, fresh, _ := buildSnapshot(next)
+	for typ, v := range fresh {
+		if v2[typ] != v {
+			t.Errorf("%s: version %q, fresh build %q", ShortName(typ), v2[typ], v)
+		}
+	}
+}

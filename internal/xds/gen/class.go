@@ -2,6 +2,7 @@ package gen
 
 import (
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -62,6 +63,59 @@ type classCache struct {
 
 	mu      sync.Mutex
 	classes map[classKey]*shared
+	// workloads: each Explicit-mode sidecar's own resources built from this snapshot,
+	// by proxy id (see workload).
+	workloads map[string]*workloadPart
+	// workloadReuse: whether the previous snapshot's workload parts hold for this one
+	// (computed once).
+	reuseOnce     sync.Once
+	workloadReuse bool
+}
+
+// workloadPart is a sidecar's own resources (inbound clusters, listeners, inbound
+// routes), sorted by name.
+type workloadPart struct {
+	proxy                           *node.Proxy
+	inbound, eds, listeners, routes []types.Resource
+}
+
+// workloadParts are the snapshot inputs an Explicit-mode sidecar's own resources read:
+// its inbound ports (registry) and their security (PeerAuthentication,
+// AuthorizationPolicy, RequestAuthentication), the mesh config; Sidecars and
+// DestinationRules too, to be safe. Its HTTP proxy listener names no service.
+const workloadParts = snapshot.PartRegistry | snapshot.PartPeerAuthentications | snapshot.PartAuthorizationPolicies |
+	snapshot.PartRequestAuthentications | snapshot.PartSidecars | snapshot.PartDestinationRules
+
+// workload returns p's own resources: the previous snapshot's when p is the same
+// proxy and their inputs did not change (a VirtualService change rebuilds none), else
+// built by build. Only for Explicit-mode sidecars, whose listeners depend on no
+// scope.
+func (c *classCache) workload(p *node.Proxy, build func() *workloadPart) *workloadPart {
+	if p.Type != node.Sidecar || p.Interception != node.Explicit {
+		return build()
+	}
+	c.mu.Lock()
+	prev := c.prev
+	c.mu.Unlock()
+	var w *workloadPart
+	if prev != nil {
+		c.reuseOnce.Do(func() { c.workloadReuse = c.snap.Unchanged(prev.snap, workloadParts) })
+		if c.workloadReuse {
+			prev.mu.Lock()
+			if old := prev.workloads[p.ID]; old != nil && (old.proxy == p || reflect.DeepEqual(old.proxy, p)) {
+				w = old
+			}
+			prev.mu.Unlock()
+		}
+	}
+	if w == nil {
+		w = build()
+		w.proxy = p
+	}
+	c.mu.Lock()
+	c.workloads[p.ID] = w
+	c.mu.Unlock()
+	return w
 }
 
 func newClassCache(s *snapshot.Snapshot, prev *classCache) *classCache {
@@ -70,7 +124,8 @@ func newClassCache(s *snapshot.Snapshot, prev *classCache) *classCache {
 		prev.prev = nil
 		prev.mu.Unlock()
 	}
-	return &classCache{snap: s, prev: prev, labelKeys: selectorLabelKeys(s), classes: map[classKey]*shared{}}
+	return &classCache{snap: s, prev: prev, labelKeys: selectorLabelKeys(s), classes: map[classKey]*shared{},
+		workloads: map[string]*workloadPart{}}
 }
 
 // clusterParts are the snapshot inputs outbound clusters and endpoints read.

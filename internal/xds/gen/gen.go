@@ -76,17 +76,25 @@ func (g *Generator) Generate(p *node.Proxy) (xds.Resources, error) {
 	case node.Sidecar:
 		// The class's outbound resources, shared, merged with the workload's own; a type
 		// with nothing of the workload's (usually EDS) is the class's list itself.
-		sh := g.classCache(s).sidecar(p)
-		inbound := cluster.SidecarInbound(s, p)
-		eps := sh.endpoints
-		if hasEDS(inbound) {
-			eps = mergeByName(eps, sortedByName(cluster.Endpoints(s, p, inbound), claName))
-		}
+		cc := g.classCache(s)
+		sh := cc.sidecar(p)
+		w := cc.workload(p, func() *workloadPart {
+			inbound := cluster.SidecarInbound(s, p)
+			w := &workloadPart{
+				inbound:   sortedByName(inbound, clusterName),
+				listeners: sortedByName(listener.Sidecar(s, p), listenerName),
+				routes:    sortedByName(route.Inbound(s, p), routeName),
+			}
+			if hasEDS(inbound) {
+				w.eds = sortedByName(cluster.Endpoints(s, p, inbound), claName)
+			}
+			return w
+		})
 		out = xds.Resources{
-			resourcev3.ClusterType:  mergeByName(sh.clusters, sortedByName(inbound, clusterName)),
-			resourcev3.ListenerType: sortedByName(listener.Sidecar(s, p), listenerName),
-			resourcev3.RouteType:    mergeByName(sh.routes, sortedByName(route.Inbound(s, p), routeName)),
-			resourcev3.EndpointType: eps,
+			resourcev3.ClusterType:  mergeByName(sh.clusters, w.inbound),
+			resourcev3.ListenerType: w.listeners,
+			resourcev3.RouteType:    mergeByName(sh.routes, w.routes),
+			resourcev3.EndpointType: mergeByName(sh.endpoints, w.eds),
 		}
 	case node.Router:
 		clusters = cluster.Gateway(s, p)

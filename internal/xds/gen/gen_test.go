@@ -234,8 +234,13 @@ func TestClassReuseAcrossSnapshots(t *testing.T) {
 		if reused != wantReuse {
 			t.Errorf("%s: clusters reused %v, want %v", name, reused, wantReuse)
 		}
+		// The workload's own listeners follow the same rule here (the changes touch
+		// neither its ports nor its security).
+		if lr := got[resourcev3.ListenerType][0] == first[resourcev3.ListenerType][0]; lr != wantReuse {
+			t.Errorf("%s: listeners reused %v, want %v", name, lr, wantReuse)
+		}
 		want := direct(s, p)
-		for _, typ := range []string{resourcev3.ClusterType, resourcev3.RouteType, resourcev3.EndpointType} {
+		for _, typ := range []string{resourcev3.ClusterType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.EndpointType} {
 			if a, b := encode(t, got[typ]), encode(t, want[typ]); !slices.Equal(a, b) {
 				t.Errorf("%s: %s differs from a fresh generation", name, xds.ShortName(typ))
 			}
