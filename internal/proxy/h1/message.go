@@ -154,16 +154,35 @@ func parseTarget(req *http.Request) error {
 		req.URL = &url.URL{Host: t}
 		return nil
 	}
-	if len(t) > 0 && t[0] == '/' && strings.IndexByte(t, '%') < 0 && strings.IndexByte(t, '#') < 0 {
-		u := &url.URL{Path: t}
-		if i := strings.IndexByte(t, '?'); i >= 0 {
-			u.Path, u.RawQuery = t[:i], t[i+1:]
-			if u.RawQuery == "" {
-				u.ForceQuery = true
+	if len(t) > 0 && t[0] == '/' {
+		// The fast path takes only paths that url.URL.EscapedPath gives back byte for
+		// byte: any other byte ('(' '!' '[' '%' ...) makes url.ParseRequestURI keep
+		// the path as sent in RawPath, or the router would forward it re-escaped.
+		end := len(t)
+		fast := true
+		for i := 0; i < len(t); i++ {
+			c := t[i]
+			if c == '?' {
+				end = i
+				fast = strings.IndexByte(t[i:], '#') < 0
+				break
+			}
+			if c >= 128 || !pathSafe[c] {
+				fast = false
+				break
 			}
 		}
-		req.URL = u
-		return nil
+		if fast {
+			u := &url.URL{Path: t[:end]}
+			if end < len(t) {
+				u.RawQuery = t[end+1:]
+				if u.RawQuery == "" {
+					u.ForceQuery = true
+				}
+			}
+			req.URL = u
+			return nil
+		}
 	}
 	u, err := url.ParseRequestURI(t)
 	if err != nil {
@@ -172,6 +191,22 @@ func parseTarget(req *http.Request) error {
 	req.URL = u
 	return nil
 }
+
+// pathSafe marks the bytes url.URL.EscapedPath writes as they are (unreserved and the
+// sub-delimiters it leaves alone in a path).
+var pathSafe = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "-._~$&+,/:;=@" {
+		t[c] = true
+	}
+	return t
+}()
 
 func internMethod(m []byte) string {
 	switch string(m) {
