@@ -130,7 +130,7 @@ func (b *Body) readChunked(p []byte) (int, error) {
 		// Look ahead for the last chunk when its bytes are here already, so the
 		// final data comes with io.EOF.
 		if b.br.Buffered() >= 5 {
-			if peek, _ := b.br.Peek(3); peek[0] == '0' && (peek[1] == '\r' || peek[1] == '\n' || peek[1] == ';') {
+			if peek, _ := b.br.Peek(3); peek[0] == '0' && (peek[1] == '\r' || peek[1] == ';') {
 				if err := b.nextChunk(); err != nil {
 					return n, b.fail(err)
 				}
@@ -162,10 +162,16 @@ func (b *Body) fail(err error) error {
 // body.
 func (b *Body) nextChunk() error {
 	n := 4096
-	line, err := readLine(b.br, &n)
+	line, err := readRawLine(b.br, &n)
 	if err != nil {
 		return err
 	}
+	// A chunk line ends with CRLF, never a bare LF (RFC 9112 section 7.1): a peer
+	// that frames on either would read a different body (CVE-2025-22871).
+	if len(line) < 2 || line[len(line)-2] != '\r' {
+		return ErrBodyMalformed
+	}
+	line = line[:len(line)-2]
 	if i := indexByte(line, ';'); i >= 0 {
 		line = line[:i] // chunk extensions are ignored
 	}
@@ -206,16 +212,18 @@ func (b *Body) nextChunk() error {
 	return nil
 }
 
-// chunkEnd reads the CRLF after a chunk's data.
+// chunkEnd reads the CRLF after a chunk's data (a bare LF is refused, as net/http
+// refuses it).
 func (b *Body) chunkEnd() error {
 	c, err := b.br.ReadByte()
 	if err != nil {
 		return err
 	}
-	if c == '\r' {
-		if c, err = b.br.ReadByte(); err != nil {
-			return err
-		}
+	if c != '\r' {
+		return ErrBodyMalformed
+	}
+	if c, err = b.br.ReadByte(); err != nil {
+		return err
 	}
 	if c != '\n' {
 		return ErrBodyMalformed

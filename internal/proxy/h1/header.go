@@ -105,8 +105,21 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 }
 
 // readLine returns one line without its CRLF (a bare LF is accepted, as net/http and
-// Envoy accept it). The slice is valid until the next read from br.
+// Envoy accept it in a head). The slice is valid until the next read from br.
 func readLine(br *bufio.Reader, n *int) ([]byte, error) {
+	line, err := readRawLine(br, n)
+	if err != nil {
+		return nil, err
+	}
+	line = line[:len(line)-1]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, nil
+}
+
+// readRawLine returns one line with its LF.
+func readRawLine(br *bufio.Reader, n *int) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
 		// A line longer than the read buffer (a large cookie or token): gather
@@ -127,10 +140,6 @@ func readLine(br *bufio.Reader, n *int) ([]byte, error) {
 	*n -= len(line)
 	if *n < 0 {
 		return nil, ErrHeaderTooLarge
-	}
-	line = line[:len(line)-1]
-	if len(line) > 0 && line[len(line)-1] == '\r' {
-		line = line[:len(line)-1]
 	}
 	return line, nil
 }
