@@ -111,6 +111,12 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 	delete(h, "Host")
 	req.Close = shouldClose(req.ProtoMinor, h)
 
+	if req.ProtoMinor == 0 && h["Transfer-Encoding"] != nil {
+		// RFC 9112 section 6.1: the framing of an HTTP/1.0 message with
+		// Transfer-Encoding is faulty. net/http ignores the field on HTTP/1.0 and
+		// would read the chunks as the next request; weft refuses it.
+		return nil, nil, badRequest("transfer-encoding on HTTP/1.0")
+	}
 	body, err := r.framing(br, h, false, req.Method)
 	if err != nil {
 		return nil, nil, err
@@ -379,6 +385,10 @@ func (r *Reader) ReadResponse(br *bufio.Reader, method string) (*http.Response, 
 		}
 		resp.Body = http.NoBody
 		return resp, nil, nil
+	}
+	if resp.ProtoMinor == 0 && h["Transfer-Encoding"] != nil {
+		// RFC 9112 section 6.1: faulty framing; read it, then close.
+		resp.Close = true
 	}
 	body, err := r.framing(br, h, true, method)
 	if err != nil {
