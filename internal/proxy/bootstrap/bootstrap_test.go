@@ -207,20 +207,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestSnakeField(t *testing.T) {
-	for in, want := range map[string]string{
-		"StaticResources":      "static_resources",
-		"Clusters[0]":          "clusters[0]",
-		"Http2ProtocolOptions": "http2_protocol_options",
-		"Id":                   "id",
-		`Map["KeyX"]`:          `map["KeyX"]`,
-	} {
-		if got := snakeField(in); got != want {
-			t.Errorf("snakeField(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestXDS(t *testing.T) {
 	ads, err := Load("testdata/ads.yaml")
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/weft-mesh/weft/internal/proxy/bootstrap/pgv"
 )
 
 // Validate checks what the proxy relies on and returns every violation at once, each
@@ -28,8 +30,14 @@ func Validate(b *bootstrapv3.Bootstrap) error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if err := b.ValidateAll(); err != nil {
-		errs = append(errs, pgvPaths(err, "")...)
+	// The rules are read from the descriptors (package pgv) rather than by calling
+	// b.ValidateAll, which would link every generated validator (see pgv).
+	if err := pgv.Check(b, ""); err != nil {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = append(errs, j.Unwrap()...)
+		} else {
+			errs = append(errs, err)
+		}
 	}
 
 	sr := b.GetStaticResources()
@@ -288,69 +296,4 @@ func flagAddress(s string) *corev3.Address {
 		Address:       host,
 		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(n)},
 	}}}
-}
-
-// pgvError is the shape of every protoc-gen-validate error: one per message level, the
-// innermost holding the reason. ValidateAll wraps each level's errors in a multi-error.
-type pgvError interface {
-	error
-	Field() string
-	Reason() string
-	Cause() error
-}
-
-type pgvMulti interface {
-	error
-	AllErrors() []error
-}
-
-// pgvPaths flattens a protoc-gen-validate error tree into one "field.path: reason" error
-// per violation, with the proto (snake_case) field names a user wrote in the file.
-func pgvPaths(err error, prefix string) []error {
-	if m, ok := err.(pgvMulti); ok {
-		var out []error
-		for _, e := range m.AllErrors() {
-			out = append(out, pgvPaths(e, prefix)...)
-		}
-		return out
-	}
-	pe, ok := err.(pgvError)
-	if !ok {
-		if prefix == "" {
-			return []error{err}
-		}
-		return []error{fmt.Errorf("%s: %w", prefix, err)}
-	}
-	path := snakeField(pe.Field())
-	if prefix != "" {
-		path = prefix + "." + path
-	}
-	switch c := pe.Cause(); c.(type) {
-	case pgvError, pgvMulti:
-		return pgvPaths(c, path)
-	case nil:
-		return []error{fmt.Errorf("%s: %s", path, pe.Reason())}
-	default:
-		return []error{fmt.Errorf("%s: %s: %w", path, pe.Reason(), c)}
-	}
-}
-
-// snakeField turns a Go field name as PGV reports it ("LoadAssignment",
-// "Clusters[0]") into the proto name ("load_assignment", "clusters[0]").
-func snakeField(f string) string {
-	var b strings.Builder
-	for i, r := range f {
-		if r == '[' {
-			b.WriteString(f[i:])
-			break
-		}
-		if 'A' <= r && r <= 'Z' {
-			if i > 0 {
-				b.WriteByte('_')
-			}
-			r += 'a' - 'A'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
