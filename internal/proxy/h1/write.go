@@ -12,7 +12,9 @@ import (
 // WriteFields writes header fields except the framing and connection ones (Host,
 // Content-Length, Transfer-Encoding, Connection, Trailer and the "Trailer:" prefixed
 // keys the Go API uses for trailers), which the caller writes itself. CR and LF in
-// values become spaces, so a value cannot start a field of its own.
+// values become spaces, so a value cannot start a field of its own; a name that is not
+// a token (set by a filter or from config) is not written, as net/http's server skips
+// it.
 func WriteFields(bw *bufio.Writer, h http.Header) {
 	for k, vs := range h {
 		switch k {
@@ -32,13 +34,36 @@ func WriteFields(bw *bufio.Writer, h http.Header) {
 }
 
 func writeField(bw *bufio.Writer, k, v string) {
+	if !validName(k) {
+		return
+	}
 	bw.WriteString(k)
 	bw.WriteString(": ")
+	writeValue(bw, v)
+	bw.WriteString("\r\n")
+}
+
+var crlfToSpace = strings.NewReplacer("\r", " ", "\n", " ")
+
+// writeValue writes v with CR and LF as spaces.
+func writeValue(bw *bufio.Writer, v string) {
 	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
-		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+		v = crlfToSpace.Replace(v)
 	}
 	bw.WriteString(v)
-	bw.WriteString("\r\n")
+}
+
+// validName reports whether k is a token (RFC 9110 field-name).
+func validName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !isToken(k[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // WriteRequestHead writes req's request line and header fields, framing included: a
@@ -70,7 +95,7 @@ func WriteRequestHead(bw *bufio.Writer, req *http.Request, hasBody bool) (chunke
 	if host == "" {
 		host = u.Host
 	}
-	bw.WriteString(host)
+	writeValue(bw, host)
 	bw.WriteString("\r\n")
 	WriteFields(bw, req.Header)
 	if req.Close {

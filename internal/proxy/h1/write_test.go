@@ -1,0 +1,57 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestWriteNeutralisesInjection: CR and LF in a value become spaces, a name that is not
+// a token is not written, so nothing a filter or a config sets can start a field or a
+// message of its own.
+func TestWriteNeutralisesInjection(t *testing.T) {
+	req, _ := http.NewRequest("GET", "http://h/p", nil)
+	req.Header = http.Header{
+		"X-Value":             {"a\r\nX-Injected: 1"},
+		"X-Lf":                {"a\nX-Injected-Lf: 1"},
+		"X-Bad\r\nX-Injected": {"2"},
+		"X Space":             {"3"},
+		"X-Colon:":            {"4"},
+		"":                    {"5"},
+		"X-Ok":                {"6"},
+	}
+	req.Host = "h\r\nX-Injected-Host: 1"
+	var buf bytes.Buffer
+	bw := bufio.NewWriter(&buf)
+	WriteRequestHead(bw, req, false)
+	cw := ChunkWriter{W: bw}
+	_ = bw.Flush()
+	got, _, err := readReq(t, buf.String(), 0)
+	if err != nil {
+		t.Fatalf("reading back %q: %v", buf.String(), err)
+	}
+	for k := range got.Header {
+		if strings.HasPrefix(k, "X-Injected") {
+			t.Fatalf("injected field %q in %q", k, buf.String())
+		}
+	}
+	if got.Header.Get("X-Ok") != "6" || got.Header.Get("X-Value") != "a  X-Injected: 1" {
+		t.Fatalf("fields %v", got.Header)
+	}
+	// Trailers too.
+	buf.Reset()
+	_, _ = cw.Write([]byte("ab"))
+	_ = cw.Close(http.Header{"X-T": {"1\r\n\r\nGET /smuggled HTTP/1.1"}, "X-Bad\r\n": {"1"}})
+	_ = bw.Flush()
+	b, _ := chunkedBody(buf.String(), 4096)
+	b.Trailer = http.Header{}
+	if body, err := io.ReadAll(b); err != nil || string(body) != "ab" {
+		t.Fatalf("chunked %q: %q %v", buf.String(), body, err)
+	}
+	if len(b.Trailer) != 1 || b.Trailer.Get("X-T") == "" {
+		t.Fatalf("trailer %v from %q", b.Trailer, buf.String())
+	}
+}
