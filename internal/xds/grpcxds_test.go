@@ -26,7 +26,7 @@ func TestGRPCGoXDSClientResolvesAndCalls(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g := grpc.NewServer()
+		g := grpc.NewServer(GRPCServerOptions()...)
 		hs := health.NewServer()
 		hs.SetServingStatus("echo", healthpb.HealthCheckResponse_SERVING)
 		healthpb.RegisterHealthServer(g, hs)

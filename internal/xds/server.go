@@ -203,6 +203,8 @@ func GRPCServerOptions() []grpc.ServerOption {
 		// Large snapshots (big meshes' CDS/EDS) are sent faster with bigger windows.
 		grpc.InitialWindowSize(1 << 20),
 		grpc.InitialConnWindowSize(1 << 20),
+		// Responses written from the resources' shared encodings (see responseCodec).
+		grpc.ForceServerCodecV2(newResponseCodec()),
 	}
 }
 

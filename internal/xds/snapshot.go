@@ -13,6 +13,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -97,6 +98,9 @@ type encoded struct {
 	// any is the resource as a response carries it, shared by every response (the
 	// bytes are the Empty's unknown fields, not a copy).
 	any *anypb.Any
+	// wireHead, wireValue: the resource as an element of a response (see
+	// responseCodec).
+	wireHead, wireValue mem.Buffer
 }
 
 // GetName implements go-control-plane's types.ResourceWithName.
@@ -119,6 +123,7 @@ func encode(r types.Resource) (*encoded, error) {
 		any: &anypb.Any{TypeUrl: resource.APITypePrefix + string(r.ProtoReflect().Descriptor().FullName()), Value: b}}
 	h.Sum(e.digest[:0])
 	e.Empty.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
+	e.wireBuffers()
 	return e, nil
 }
 

@@ -29,6 +29,7 @@ func newTypeResources(typeURL, version string, items []*encoded) *typeResources 
 	for i, e := range items {
 		t.anys[i] = e.any
 	}
+	t.register()
 	return t
 }
 
