@@ -194,6 +194,21 @@ func parseTarget(req *http.Request) error {
 	if err != nil {
 		return badRequest("malformed request target")
 	}
+	switch {
+	case t[0] == '/':
+	case t == "*":
+		// asterisk-form is for OPTIONS only (RFC 9112 section 3.2.4).
+		if req.Method != http.MethodOptions {
+			return badRequest("asterisk-form target without OPTIONS")
+		}
+	default:
+		// absolute-form: an http or https URI with an authority (RFC 9112 section
+		// 3.2.2). net/http takes any URI ("a:0", "mailto:x"), which cannot be
+		// routed nor forwarded as a request target.
+		if u.Host == "" || u.Opaque != "" || !(strings.EqualFold(u.Scheme, "http") || strings.EqualFold(u.Scheme, "https")) {
+			return badRequest("malformed absolute-form target")
+		}
+	}
 	req.URL = u
 	return nil
 }

@@ -1,0 +1,107 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// FuzzReadRequest: the parser never panics; whatever it accepts, written back with
+// WriteRequestHead and CopyBody, parses to the same method, target, header fields and
+// body; and where net/http's reader accepts the same bytes, the path and query a
+// handler sees agree with it.
+//
+//	go test -run '^$' -fuzz FuzzReadRequest -fuzztime 60s ./internal/proxy/h1
+func FuzzReadRequest(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /a/b?c=d&e HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\nx-a: 2\r\nCookie: k=v\r\n\r\n",
+		"GET /items(1)/a!b*c'd[0]/%2F?q=%20 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET http://u.example:8080/x?y HTTP/1.1\r\nHost: other\r\n\r\n",
+		"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc",
+		"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n folded\r\n\r\n",
+		"GET / HTTP/1.1\nHost: h\nX-Lf: 1\n\n",
+		"\r\nGET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+		"PUT /x HTTP/1.1\r\nHost: [::1]:80\r\nContent-Length : 1\r\n\r\nx",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		var r Reader
+		r.MaxHeaderBytes = 8 << 10
+		br := bufio.NewReaderSize(strings.NewReader(raw), 64)
+		req, _, err := r.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		if ref, rerr := http.ReadRequest(bufio.NewReader(strings.NewReader(raw))); rerr == nil && ref.Method != http.MethodConnect && strings.HasPrefix(ref.RequestURI, "/") {
+			if ref.URL.EscapedPath() != req.URL.EscapedPath() || ref.URL.RawQuery != req.URL.RawQuery || ref.URL.Path != req.URL.Path {
+				t.Fatalf("path %q ? %q (escaped %q), net/http %q ? %q (escaped %q)", req.URL.Path, req.URL.RawQuery, req.URL.EscapedPath(), ref.URL.Path, ref.URL.RawQuery, ref.URL.EscapedPath())
+			}
+		}
+
+		var buf bytes.Buffer
+		bw := bufio.NewWriter(&buf)
+		hasBody := req.Body != http.NoBody
+		chunked := WriteRequestHead(bw, req, hasBody)
+		if hasBody {
+			if err := CopyBody(bw, bytes.NewReader(body), chunked, req.ContentLength, nil, make([]byte, 512)); err != nil {
+				t.Fatalf("CopyBody: %v", err)
+			}
+		}
+		_ = bw.Flush()
+		var r2 Reader
+		req2, _, err := r2.ReadRequest(bufio.NewReader(bytes.NewReader(buf.Bytes())))
+		if err != nil {
+			t.Fatalf("re-reading %q (from %q): %v", buf.String(), raw, err)
+		}
+		body2, err := io.ReadAll(req2.Body)
+		if err != nil || !bytes.Equal(body, body2) {
+			t.Fatalf("body %q, re-read %q, %v", body, body2, err)
+		}
+		if req2.Method != req.Method {
+			t.Fatalf("method %q -> %q", req.Method, req2.Method)
+		}
+		if req.Method == http.MethodConnect && !strings.HasPrefix(req.RequestURI, "/") {
+			if req2.RequestURI != req.URL.Host {
+				t.Fatalf("CONNECT %q -> %q", req.URL.Host, req2.RequestURI)
+			}
+		} else if req2.URL.RequestURI() != req.URL.RequestURI() {
+			t.Fatalf("target %q -> %q", req.URL.RequestURI(), req2.URL.RequestURI())
+		}
+		if req2.Host != req.Host {
+			t.Fatalf("host %q -> %q", req.Host, req2.Host)
+		}
+		if req.Close && !req2.Close {
+			t.Fatalf("Close lost on the way")
+		}
+		skip := map[string]bool{"Content-Length": true, "Connection": true, "Transfer-Encoding": true}
+		for k, v := range req.Header {
+			if skip[k] || (k == "User-Agent" && len(v) == 1 && v[0] == "") {
+				continue
+			}
+			if strings.Join(req2.Header[k], "\x00") != strings.Join(v, "\x00") {
+				t.Fatalf("field %s %q -> %q", k, v, req2.Header[k])
+			}
+		}
+		for k := range req2.Header {
+			if !skip[k] && req.Header[k] == nil {
+				t.Fatalf("field %s appeared", k)
+			}
+		}
+	})
+}
