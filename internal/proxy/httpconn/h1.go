@@ -51,13 +51,69 @@ const (
 	stateActive
 )
 
-// h1server is a manager's set of HTTP/1.1 connections, for Drain.
+// h1server is a manager's set of HTTP/1.1 connections, for Drain and HandOff.
 type h1server struct {
 	mu       sync.Mutex
 	conns    map[*h1conn]struct{}
-	wg       sync.WaitGroup
+	empty    chan struct{} // closed once draining and no connection is left
 	draining atomic.Bool
 	drainAt  atomic.Int64 // unix nanos after which idle connections close
+	// successor is the manager that replaced this one at the same place (HandOff):
+	// connections move to it between requests.
+	successor atomic.Pointer[Manager]
+}
+
+// register adds hc to m's set, or to m's successor's (and so on) when m was replaced;
+// it returns the manager that took it.
+func register(m *Manager, hc *h1conn) *Manager {
+	for {
+		if next := m.h1.successor.Load(); next != nil {
+			m = next
+			continue
+		}
+		s := &m.h1
+		s.mu.Lock()
+		if s.successor.Load() != nil {
+			s.mu.Unlock()
+			continue
+		}
+		if s.conns == nil {
+			s.conns = map[*h1conn]struct{}{}
+			s.empty = make(chan struct{})
+		}
+		s.conns[hc] = struct{}{}
+		s.mu.Unlock()
+		m.cxActive.Inc()
+		return m
+	}
+}
+
+// unregister removes hc from m's set.
+func unregister(m *Manager, hc *h1conn) {
+	s := &m.h1
+	s.mu.Lock()
+	delete(s.conns, hc)
+	if len(s.conns) == 0 && s.draining.Load() && s.empty != nil {
+		select {
+		case <-s.empty:
+		default:
+			close(s.empty)
+		}
+	}
+	s.mu.Unlock()
+	m.cxActive.Dec()
+}
+
+// HandOff implements listener.HandOff: HTTP/1.1 connections move to next between
+// requests (idle ones at once), so the next request meets the new config; HTTP/2
+// connections drain on this one.
+func (m *Manager) HandOff(next listener.NetworkFilter) bool {
+	n, ok := next.(*Manager)
+	if !ok || n == m {
+		return false
+	}
+	m.h1.successor.Store(n)
+	return true
 }
 
 type h1conn struct {
@@ -130,22 +186,12 @@ func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, br *bufio.Reader) {
 	hc.watch = time.AfterFunc(time.Hour, hc.watchFn)
 	hc.watch.Stop()
 
-	s := &m.h1
-	s.mu.Lock()
-	if s.conns == nil {
-		s.conns = map[*h1conn]struct{}{}
-	}
-	s.conns[hc] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	m.cxActive.Inc()
+	hc.m = register(m, hc)
+	hc.r.MaxHeaderBytes = hc.m.maxHeaderBytes
 
 	hijacked := hc.loop()
 
-	s.mu.Lock()
-	delete(s.conns, hc)
-	s.mu.Unlock()
-	m.cxActive.Dec()
+	unregister(hc.m, hc)
 	hc.cancel(errClientGone)
 	if !hijacked {
 		_ = nc.Close()
@@ -157,21 +203,39 @@ func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, br *bufio.Reader) {
 		hc.bw.Reset(nil)
 		h1Writers.Put(hc.bw)
 	}
-	s.wg.Done()
+}
+
+// moveTo hands hc to the manager that replaced its own.
+func (hc *h1conn) moveTo(next *Manager) {
+	unregister(hc.m, hc)
+	hc.m = register(next, hc)
+	hc.r.MaxHeaderBytes = hc.m.maxHeaderBytes
 }
 
 // loop reads and serves requests until the connection must close; it reports whether
 // the connection was hijacked (an upgrade took it).
 func (hc *h1conn) loop() (hijacked bool) {
-	m := hc.m
 	for {
+		m := hc.m
+		if next := m.h1.successor.Load(); next != nil {
+			hc.moveTo(next)
+			continue
+		}
 		hc.state.Store(stateIdle)
 		now := time.Now()
 		_ = hc.nc.SetReadDeadline(now.Add(m.idleTimeout))
+		// After the deadline is set: a drain or hand-off from now on sets its own.
+		if m.h1.successor.Load() != nil {
+			continue
+		}
 		if m.h1.draining.Load() {
 			_ = hc.nc.SetReadDeadline(time.Unix(0, m.h1.drainAt.Load()))
 		}
 		if _, err := hc.br.Peek(1); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && m.h1.successor.Load() != nil {
+				continue // woken by a hand-off: wait again under the new manager
+			}
 			return false // closed, idle timeout, or drained
 		}
 		hc.state.Store(stateActive)
@@ -337,19 +401,31 @@ func (m *Manager) drainH1(ctx context.Context) error {
 		}
 	}
 	at := time.Now().Add(grace)
+	if s.successor.Load() != nil {
+		at = aLongTimeAgo // wake idle connections now: they move to the successor
+	}
 	s.drainAt.Store(at.UnixNano())
 	s.draining.Store(true)
 	s.mu.Lock()
+	if s.empty == nil {
+		s.empty = make(chan struct{})
+	}
+	if len(s.conns) == 0 {
+		select {
+		case <-s.empty:
+		default:
+			close(s.empty)
+		}
+	}
 	for hc := range s.conns {
 		if hc.state.Load() == stateIdle {
 			_ = hc.nc.SetReadDeadline(at)
 		}
 	}
+	empty := s.empty
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-empty:
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
@@ -432,7 +508,7 @@ func (w *h1writer) writeHead(final bool) {
 	if c, ok := h["Connection"]; ok && hasClose(c) {
 		w.closeAfter = true
 	}
-	if req.Close || hc.m.h1.draining.Load() || code == http.StatusSwitchingProtocols {
+	if req.Close || (hc.m.h1.draining.Load() && hc.m.h1.successor.Load() == nil) || code == http.StatusSwitchingProtocols {
 		w.closeAfter = true
 	}
 	bw := hc.bw

@@ -42,6 +42,15 @@ type NetworkFilter interface {
 	Drain(ctx context.Context) error
 }
 
+// HandOff is implemented by network filters that can move their connections to the
+// filter replacing them, when an update changed only the filter's own config (same
+// listener, filter chain name, filter_chain_match and transport socket): the next
+// request on such a connection is served by the new config at once, instead of by the
+// old one while it drains. The listener manager calls HandOff before Drain.
+type HandOff interface {
+	HandOff(next NetworkFilter) bool
+}
+
 // NetworkFilterFactory compiles a terminal network filter (the last in a chain's
 // filters: envoy.filters.network.http_connection_manager or tcp_proxy) from its
 // typed_config.

@@ -207,6 +207,9 @@ type compiler struct {
 	reuse map[string]NetworkFilter
 	built map[string]NetworkFilter // new this update
 	used  map[string]NetworkFilter // reused or built, by key
+	// places maps a filter's key to where its chain sits (listener, chain name,
+	// match, transport socket).
+	places map[string]string
 }
 
 func (cp *compiler) listener(l *listenerv3.Listener) (*compiledListener, []error) {
@@ -414,6 +417,19 @@ func (cp *compiler) chain(fc *listenerv3.FilterChain, info ChainInfo, path strin
 		return nil, err
 	}
 	ch.filter, ch.key = f, key
+	// Where the chain sits: a filter replaced at the same place may take over its
+	// predecessor's connections (HandOff).
+	var place strings.Builder
+	fmt.Fprintf(&place, "%q|%q|", info.Listener, fc.GetName())
+	mo := proto.MarshalOptions{Deterministic: true}
+	m1, err1 := mo.Marshal(fc.GetFilterChainMatch())
+	m2, err2 := mo.Marshal(fc.GetTransportSocket())
+	if err1 == nil && err2 == nil {
+		place.Write(m1)
+		place.WriteByte('|')
+		place.Write(m2)
+		cp.places[key] = place.String()
+	}
 	return ch, nil
 }
 

@@ -73,6 +73,7 @@ type generation struct {
 	byAddr      map[netip.AddrPort]*compiledListener // original-dst dispatch, exact
 	wildcard    map[netip.AddrPort]*compiledListener // 0.0.0.0:port and [::]:port
 	filters     map[string]NetworkFilter             // by chain key
+	places      map[string]string                    // chain key -> where the chain sits
 	secretNames []string
 }
 
@@ -137,7 +138,7 @@ func (m *Manager) Update(listeners []*listenerv3.Listener) error {
 		return errors.New("listener: manager closed")
 	}
 	old := m.gen.Load()
-	cp := &compiler{m: m, reuse: old.filters, built: map[string]NetworkFilter{}, used: map[string]NetworkFilter{}}
+	cp := &compiler{m: m, reuse: old.filters, built: map[string]NetworkFilter{}, used: map[string]NetworkFilter{}, places: map[string]string{}}
 	next := &generation{
 		byName:   map[string]*compiledListener{},
 		byAddr:   map[netip.AddrPort]*compiledListener{},
@@ -179,6 +180,7 @@ func (m *Manager) Update(listeners []*listenerv3.Listener) error {
 	}
 	next.secretNames = sortedUnique(next.secretNames)
 	next.filters = cp.used
+	next.places = cp.places
 
 	// Bind what is new. A socket is kept when its listener keeps its address, or is
 	// handed to another listener taking over the same address.
@@ -234,8 +236,17 @@ func (m *Manager) Update(listeners []*listenerv3.Listener) error {
 		}
 	}
 	m.sockets = keep
+	byPlace := make(map[string]NetworkFilter, len(next.places))
+	for k, pl := range next.places {
+		byPlace[pl] = next.filters[k]
+	}
 	for k, f := range old.filters {
 		if next.filters[k] != f {
+			if h, ok := f.(HandOff); ok {
+				if nf := byPlace[old.places[k]]; nf != nil && nf != f && h.HandOff(nf) {
+					m.log.Debug("listener: connections handed to the replacing filter")
+				}
+			}
 			m.drainInBackground(f)
 		}
 	}
