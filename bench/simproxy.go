@@ -14,7 +14,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/weft-mesh/weft/internal/node"
 )
@@ -31,9 +30,9 @@ var simTypes = []string{
 var readyTypes = []string{resourcev3.ClusterType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.EndpointType}
 
 // simProxy is one simulated sidecar: its own gRPC connection and ADS stream (State of the
-// World), ACKing every response as Envoy does. It does not decode resources; it only
-// counts bytes and looks for the marker of the pending config change in route
-// configurations.
+// World), ACKing every response as Envoy does. It does not decode resources (see
+// simCodec); it only counts bytes and looks for the marker of the pending config
+// change in route configurations.
 type simProxy struct {
 	id     string
 	conn   *grpc.ClientConn
@@ -78,7 +77,7 @@ func simNode(i, services, endpoints int) *corev3.Node {
 // dialSim connects one simulated proxy and subscribes.
 func dialSim(ctx context.Context, addr string, n *corev3.Node) (*simProxy, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.ForceCodecV2(newSimCodec())))
 	if err != nil {
 		return nil, fmt.Errorf("bench: sim proxy %s: %w", n.GetId(), err)
 	}
@@ -115,7 +114,7 @@ func (p *simProxy) recvLoop() {
 			p.mu.Unlock()
 			return
 		}
-		p.bytes.Add(int64(proto.Size(r)))
+		p.bytes.Add(int64(wireSize(r)))
 		p.responses.Add(1)
 		hit := false
 		p.mu.Lock()
