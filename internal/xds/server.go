@@ -2,10 +2,19 @@
 // runs for proxies (weft-proxy, Envoy) and proxyless gRPC clients. It sits between the
 // per-type generators (internal/xds/gen, behind the Generator interface) and the wire:
 // it learns each proxy's identity from its first request (node.Parse), asks the
-// Generator for that proxy's whole configuration, stores it in go-control-plane's
-// snapshot cache with per-type content-hash versions, and lets go-control-plane's server
-// speak State-of-the-World and Delta xDS. Pushes (config or registry changes) are
-// debounced and regenerate every connected proxy on a bounded worker pool. It also keeps
+// Generator for that proxy's whole configuration, encodes it with per-type content-hash
+// versions, and lets go-control-plane's server speak State-of-the-World and Delta xDS
+// from it. Pushes (config or registry changes) are debounced and regenerate every
+// connected proxy on a bounded worker pool.
+//
+// A mesh of thousands of services and proxies is mostly the same resources sent to
+// many proxies, so nothing is done per proxy that can be done per resource: each
+// resource is encoded and hashed once (encodingMemo; the generators hand the same
+// resource objects to every proxy of a class and across pushes), a type whose
+// resources are the ones sent before costs a pointer comparison (buildSnapshotFrom),
+// the SotW cache (sotwCache) answers from lists of shared encodings, and the gRPC codec
+// writes a response from those encodings without copying them (responseCodec). Delta
+// streams are served by go-control-plane's snapshot cache. It also keeps
 // per-proxy sync status (sent / ACKed / NACKed per type) for `weft proxy-status`, the
 // /debug handlers and Prometheus metrics.
 package xds

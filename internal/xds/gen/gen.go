@@ -2,6 +2,10 @@
 // the current snapshot it runs the per-concern builders (cluster, listener, route, and
 // later the security ones) in a declared order and returns the proxy's whole
 // configuration. Each builder is a pure function of (snapshot, proxy).
+//
+// A sidecar's outbound side is built once per class of alike sidecars and shared, and
+// what did not change between snapshots is reused (class.go): the xDS server relies on
+// getting the same resource objects for the same content to encode them once.
 package gen
 
 import (
