@@ -137,9 +137,12 @@ type h1conn struct {
 }
 
 // connReader is the connection as the bufio.Reader sees it: a byte the client-gone
-// watch read comes first.
+// watch read comes first, and before everything the bytes protocol detection read
+// ahead (pre). Every read of the connection goes through it: a reader on nc directly
+// would lose the byte the watch keeps here.
 type connReader struct {
 	nc      net.Conn
+	pre     *bufio.Reader
 	one     [1]byte
 	hasByte bool
 }
@@ -153,7 +156,18 @@ func (r *connReader) Read(p []byte) (int, error) {
 		r.hasByte = false
 		return 1, nil
 	}
+	if r.pre != nil {
+		if r.pre.Buffered() > 0 {
+			return r.pre.Read(p)
+		}
+		r.pre = nil
+	}
 	return r.nc.Read(p)
+}
+
+// pending reports whether bytes the client sent are waiting outside the connection.
+func (r *connReader) pending() bool {
+	return r.hasByte || (r.pre != nil && r.pre.Buffered() > 0)
 }
 
 var (
@@ -161,16 +175,13 @@ var (
 	h1Writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h1BufSize) }}
 )
 
-// serveH1 serves c until it closes. br may hold bytes already read (protocol
-// detection); nil makes a fresh reader.
-func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, br *bufio.Reader) {
+// serveH1 serves c until it closes. pre may hold bytes already read (protocol
+// detection), served before the connection's.
+func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, pre *bufio.Reader) {
 	hc := &h1conn{m: m, lc: lc, nc: nc, watchDone: make(chan struct{}, 1)}
-	hc.rd.nc = nc
-	if br == nil {
-		br = h1Readers.Get().(*bufio.Reader)
-		br.Reset(&hc.rd)
-	}
-	hc.br = br
+	hc.rd.nc, hc.rd.pre = nc, pre
+	hc.br = h1Readers.Get().(*bufio.Reader)
+	hc.br.Reset(&hc.rd)
 	hc.bw = h1Writers.Get().(*bufio.Writer)
 	hc.bw.Reset(nc)
 	hc.r.MaxHeaderBytes = m.maxHeaderBytes
@@ -195,11 +206,8 @@ func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, br *bufio.Reader) {
 	hc.cancel(errClientGone)
 	if !hijacked {
 		_ = nc.Close()
-		// The buffers go back only when nothing else holds them.
-		if hc.br.Size() == h1BufSize {
-			hc.br.Reset(nil)
-			h1Readers.Put(hc.br)
-		}
+		hc.br.Reset(nil)
+		h1Readers.Put(hc.br)
 		hc.bw.Reset(nil)
 		h1Writers.Put(hc.bw)
 	}
@@ -344,7 +352,7 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 // startWatch arms the client-gone watch for a request whose body has been read (or
 // that has none): from then on the handler does not read the connection.
 func (hc *h1conn) startWatch() {
-	if hc.br.Buffered() > 0 || hc.rd.hasByte {
+	if hc.br.Buffered() > 0 || hc.rd.pending() {
 		// The client already sent more (a pipelined request): it is there, and
 		// the watch would have to read past those bytes.
 		return

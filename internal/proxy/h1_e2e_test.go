@@ -1,0 +1,644 @@
+package proxy_test
+
+// End-to-end tests of the HTTP/1.1 server side (internal/proxy/httpconn/h1.go on the
+// internal/proxy/h1 codec) and the upstream HTTP/1.1 pool, through a whole proxy on
+// loopback sockets, driven as clients drive it: raw bytes over TCP where the framing is
+// the point, net/http and x/net/http2 clients elsewhere.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"golang.org/x/net/http2"
+)
+
+// h1Mesh is the usual mesh with backend a answering the paths the tests use:
+//
+//	/echo   the request body back, with what the backend saw in X-Got-* fields
+//	/slow   after 300 ms, "METHOD path"
+//	/early  413 without reading the body
+//	/hang   waits for the request context to end, reported on m.cancelled
+//	/direct a direct_response of the proxy (the body is never read)
+//	other   "METHOD path"
+type h1Mesh struct {
+	*mesh
+	arrived   chan struct{}
+	cancelled chan time.Time
+}
+
+func newH1Mesh(t *testing.T) *h1Mesh {
+	t.Helper()
+	m := &h1Mesh{mesh: newMesh(t, false), arrived: make(chan struct{}, 16), cancelled: make(chan time.Time, 16)}
+	m.a.serve = func(w http.ResponseWriter, r *http.Request) bool {
+		switch r.URL.Path {
+		case "/echo":
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return true
+			}
+			w.Header().Set("X-Got-Length", strconv.FormatInt(r.ContentLength, 10))
+			w.Header().Set("X-Got-Te", strings.Join(r.TransferEncoding, ","))
+			w.Header().Set("X-Got-Trailer", r.Trailer.Get("X-T"))
+			w.Header().Set("X-Got-Expect", r.Header.Get("Expect"))
+			_, _ = w.Write(b)
+		case "/slow":
+			time.Sleep(300 * time.Millisecond)
+			fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path)
+		case "/early":
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			_, _ = io.WriteString(w, "too big")
+		case "/hang":
+			// net/http's server notices a client going away only once the
+			// body was read.
+			_, _ = io.ReadAll(r.Body)
+			m.arrived <- struct{}{}
+			select {
+			case <-r.Context().Done():
+				m.cancelled <- time.Now()
+			case <-time.After(15 * time.Second):
+			}
+		default:
+			fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path)
+		}
+		return true
+	}
+	m.pushRC(t, routeConfig("r", directRoute("/direct", "direct"), prefixRoute("/", "a")))
+	m.waitBackend(t, "/", "")
+	return m
+}
+
+func directRoute(prefix, body string) *routev3.Route {
+	return &routev3.Route{
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: 200, Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}},
+		}},
+	}
+}
+
+// rawConn is one client TCP connection to the proxy.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func (m *h1Mesh) dial(t *testing.T) *rawConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", m.port), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+func (rc *rawConn) write(s string) {
+	rc.t.Helper()
+	if _, err := io.WriteString(rc.c, s); err != nil {
+		rc.t.Fatalf("write: %v", err)
+	}
+}
+
+// response reads one response and its body.
+func (rc *rawConn) response(method string) (*http.Response, string) {
+	rc.t.Helper()
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: method})
+	if err != nil {
+		rc.t.Fatalf("reading a response: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		rc.t.Fatalf("reading a response body: %v", err)
+	}
+	return resp, string(b)
+}
+
+// closed reports whether the server closed the connection (EOF or reset) within d.
+func (rc *rawConn) closed(d time.Duration) error {
+	_ = rc.c.SetReadDeadline(time.Now().Add(d))
+	n, err := rc.br.Read(make([]byte, 1))
+	if n > 0 {
+		return fmt.Errorf("unexpected byte from the server")
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("still open after %v", d)
+	}
+	return nil
+}
+
+// countingClient is a keep-alive client that counts the TCP connections it opens.
+func countingClient(dials *atomic.Int64) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: 64, DisableCompression: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+}
+
+func TestH1KeepAliveReusesOneConnection(t *testing.T) {
+	m := newH1Mesh(t)
+	var dials atomic.Int64
+	c := countingClient(&dials)
+	for i := 0; i < 100; i++ {
+		code, _, body := get(t, c, fmt.Sprintf("%s/k/%d", m.url, i))
+		if code != 200 || body != fmt.Sprintf("GET /k/%d", i) {
+			t.Fatalf("request %d: %d %q", i, code, body)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("100 sequential requests opened %d connections, want 1", n)
+	}
+}
+
+func TestH1HTTP10(t *testing.T) {
+	m := newH1Mesh(t)
+	t.Run("closes without keep-alive", func(t *testing.T) {
+		rc := m.dial(t)
+		rc.write("GET /ten HTTP/1.0\r\nHost: x\r\n\r\n")
+		resp, body := rc.response("GET")
+		if resp.StatusCode != 200 || body != "GET /ten" || !resp.Close {
+			t.Fatalf("%d %q close=%v", resp.StatusCode, body, resp.Close)
+		}
+		if err := rc.closed(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("keep-alive", func(t *testing.T) {
+		rc := m.dial(t)
+		for i := 0; i < 3; i++ {
+			rc.write(fmt.Sprintf("GET /ka/%d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", i))
+			resp, body := rc.response("GET")
+			if resp.StatusCode != 200 || body != fmt.Sprintf("GET /ka/%d", i) || resp.Close || resp.Header.Get("Connection") != "keep-alive" {
+				t.Fatalf("%d: %d %q close=%v %v", i, resp.StatusCode, body, resp.Close, resp.Header)
+			}
+		}
+	})
+}
+
+// TestH1Pipelined: requests sent before the previous answers come back are answered in
+// order, including one that arrives while a slow request is being served (the
+// client-gone watch is reading the connection then).
+func TestH1Pipelined(t *testing.T) {
+	m := newH1Mesh(t)
+	t.Run("all at once", func(t *testing.T) {
+		rc := m.dial(t)
+		var b strings.Builder
+		for i := 0; i < 5; i++ {
+			fmt.Fprintf(&b, "GET /p/%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		}
+		b.WriteString("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+		b.WriteString("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+		rc.write(b.String())
+		for i := 0; i < 5; i++ {
+			if resp, body := rc.response("GET"); resp.StatusCode != 200 || body != fmt.Sprintf("GET /p/%d", i) {
+				t.Fatalf("response %d: %d %q", i, resp.StatusCode, body)
+			}
+		}
+		if resp, body := rc.response("POST"); resp.StatusCode != 200 || body != "abc" {
+			t.Fatalf("echo: %d %q", resp.StatusCode, body)
+		}
+		if resp, body := rc.response("GET"); resp.StatusCode != 200 || body != "GET /slow" {
+			t.Fatalf("slow: %d %q", resp.StatusCode, body)
+		}
+	})
+	t.Run("during a slow request", func(t *testing.T) {
+		rc := m.dial(t)
+		rc.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+		time.Sleep(150 * time.Millisecond) // past the 50 ms after which the watch reads
+		rc.write("GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, body := rc.response("GET"); resp.StatusCode != 200 || body != "GET /slow" {
+			t.Fatalf("slow: %d %q", resp.StatusCode, body)
+		}
+		if resp, body := rc.response("GET"); resp.StatusCode != 200 || body != "GET /after" {
+			t.Fatalf("pipelined after the slow one: %d %q", resp.StatusCode, body)
+		}
+	})
+}
+
+func TestH1ExpectContinue(t *testing.T) {
+	m := newH1Mesh(t)
+	rc := m.dial(t)
+	rc.write("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: "POST"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusContinue {
+		t.Fatalf("first answer %d, want 100 before the body is sent", resp.StatusCode)
+	}
+	rc.write("hello world")
+	resp, body := rc.response("POST")
+	if resp.StatusCode != 200 || body != "hello world" || resp.Header.Get("X-Got-Expect") != "" {
+		t.Fatalf("%d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	// The connection carries the next request.
+	rc.write("GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := rc.response("GET"); resp.StatusCode != 200 || body != "GET /next" {
+		t.Fatalf("next: %d %q", resp.StatusCode, body)
+	}
+
+	// A local reply that never reads the body: no 100, and the connection is not
+	// left waiting for a body the client will not send.
+	rc = m.dial(t)
+	rc.write("POST /direct HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n")
+	resp, body = rc.response("POST")
+	if resp.StatusCode != 200 || body != "direct" {
+		t.Fatalf("direct: %d %q", resp.StatusCode, body)
+	}
+
+	// Go's client end to end.
+	req, _ := http.NewRequest("POST", m.url+"/echo", strings.NewReader("via net/http"))
+	req.Header.Set("Expect", "100-continue")
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	start := time.Now()
+	r, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 200 || string(b) != "via net/http" {
+		t.Fatalf("%d %q", r.StatusCode, b)
+	}
+	if time.Since(start) > 4*time.Second {
+		t.Fatalf("the client waited out its 100-continue timeout: no 100 came")
+	}
+}
+
+// TestH1LargeBodies: 1 MB each way, with Content-Length and chunked, and a response
+// that streams back chunked.
+func TestH1LargeBodies(t *testing.T) {
+	m := newH1Mesh(t)
+	payload := make([]byte, 1<<20)
+	_, _ = rand.Read(payload)
+	for _, chunked := range []bool{false, true} {
+		var body io.Reader = bytes.NewReader(payload)
+		if chunked {
+			body = io.MultiReader(body) // hides the length: net/http sends it chunked
+		}
+		req, _ := http.NewRequest("POST", m.url+"/echo", body)
+		resp, err := m.c.Do(req)
+		if err != nil {
+			t.Fatalf("chunked=%v: %v", chunked, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, payload) {
+			t.Fatalf("chunked=%v: %d, %d bytes back, %v", chunked, resp.StatusCode, len(got), err)
+		}
+		wantLen := "1048576"
+		if chunked {
+			wantLen = "-1"
+		}
+		if resp.Header.Get("X-Got-Length") != wantLen {
+			t.Fatalf("chunked=%v: upstream saw length %s", chunked, resp.Header.Get("X-Got-Length"))
+		}
+	}
+}
+
+// TestH1ClientGoneCancelsUpstream: a client that closes its connection mid-request
+// cancels the upstream request.
+func TestH1ClientGoneCancelsUpstream(t *testing.T) {
+	m := newH1Mesh(t)
+	for _, req := range []string{
+		"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+	} {
+		rc := m.dial(t)
+		rc.write(req)
+		select {
+		case <-m.arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request did not reach the upstream")
+		}
+		time.Sleep(100 * time.Millisecond)
+		closed := time.Now()
+		_ = rc.c.Close()
+		select {
+		case at := <-m.cancelled:
+			t.Logf("upstream context ended %v after the client left", at.Sub(closed))
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%q: upstream request not cancelled 5 s after the client left", req)
+		}
+	}
+}
+
+// TestH1UnreadBody: a local reply that does not read the request body keeps the
+// connection when the body is small (it is read away) and closes it when large.
+func TestH1UnreadBody(t *testing.T) {
+	m := newH1Mesh(t)
+	rc := m.dial(t)
+	rc.write("POST /direct HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + strings.Repeat("s", 1000))
+	if resp, body := rc.response("POST"); resp.StatusCode != 200 || body != "direct" || resp.Close {
+		t.Fatalf("%d %q close=%v", resp.StatusCode, body, resp.Close)
+	}
+	rc.write("GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := rc.response("GET"); resp.StatusCode != 200 || body != "GET /next" {
+		t.Fatalf("next on the same connection: %d %q", resp.StatusCode, body)
+	}
+
+	rc = m.dial(t)
+	rc.write("POST /direct HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+	go func() { _, _ = rc.c.Write(make([]byte, 1<<20)) }()
+	resp, body := rc.response("POST")
+	if resp.StatusCode != 200 || body != "direct" {
+		t.Fatalf("large: %d %q", resp.StatusCode, body)
+	}
+	if err := rc.closed(5 * time.Second); err != nil {
+		t.Fatalf("large unread body: %v", err)
+	}
+}
+
+// TestH1MalformedRequests: what the codec refuses is answered with its status and
+// the connection closes.
+func TestH1MalformedRequests(t *testing.T) {
+	m := newH1Mesh(t)
+	for _, tc := range []struct {
+		name, raw string
+		status    int
+	}{
+		{"no host", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"CL and TE", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"two CL", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
+		{"obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400},
+		{"space before colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400},
+		{"TE gzip", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+		{"header too large", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("b", 100<<10) + "\r\n\r\n", 431},
+		{"HTTP/2.0 line", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+		{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 HTTP/1.1\r\n\r\n", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := m.dial(t)
+			go func() { _, _ = io.WriteString(rc.c, tc.raw) }()
+			resp, err := http.ReadResponse(rc.br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			if resp.StatusCode != tc.status || !resp.Close {
+				t.Fatalf("%d close=%v, want %d with close", resp.StatusCode, resp.Close, tc.status)
+			}
+			_, _ = io.ReadAll(resp.Body)
+			if err := rc.closed(5 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// A bad chunked body after the request went upstream: the connection closes.
+	rc := m.dial(t)
+	rc.write("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n")
+	_ = rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if resp, err := http.ReadResponse(rc.br, nil); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode == 200 && string(b) == "hello" {
+			t.Fatalf("a bare-LF chunk framing was forwarded as a good body")
+		}
+	}
+}
+
+// TestH1H2CPriorKnowledge: HTTP/2 with prior knowledge on the same plaintext listener.
+func TestH1H2CPriorKnowledge(t *testing.T) {
+	m := newH1Mesh(t)
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	for i := 0; i < 3; i++ {
+		resp, err := c.Post(m.url+"/echo", "text/plain", strings.NewReader("h2c body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(b) != "h2c body" {
+			t.Fatalf("%s %d %q", resp.Proto, resp.StatusCode, b)
+		}
+	}
+	// And HTTP/1.1 on the same port.
+	if code, _, body := get(t, m.c, m.url+"/h1"); code != 200 || body != "GET /h1" {
+		t.Fatalf("h1: %d %q", code, body)
+	}
+}
+
+// TestH1UpgradeWithEarlyBytes: a WebSocket-style upgrade whose first frame comes in the
+// same write as the request head.
+func TestH1UpgradeWithEarlyBytes(t *testing.T) {
+	m := newH1Mesh(t)
+	m.a.serve = func(w http.ResponseWriter, r *http.Request) bool {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return true
+		}
+		defer c.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_ = brw.Flush()
+		buf := make([]byte, 1024)
+		for {
+			n, err := brw.Read(buf)
+			if err != nil {
+				return true
+			}
+			if _, err := c.Write(bytes.ToUpper(buf[:n])); err != nil {
+				return true
+			}
+		}
+	}
+	rc := m.dial(t)
+	rc.write("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nfirst")
+	resp, err := http.ReadResponse(rc.br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(rc.br, got); err != nil || string(got) != "FIRST" {
+		t.Fatalf("early bytes: %q %v", got, err)
+	}
+	rc.write("second")
+	got = make([]byte, 6)
+	if _, err := io.ReadFull(rc.br, got); err != nil || string(got) != "SECOND" {
+		t.Fatalf("after: %q %v", got, err)
+	}
+}
+
+// hcmListener is the mesh's listener with a stat prefix and chain name of choice. A
+// change of the stat prefix alone is an HTTP connection manager change: the chain's
+// connections are handed to the new manager. A change of the chain name moves the
+// chain: the old one drains.
+func hcmListener(t testing.TB, port int, statPrefix, chainName string) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: "r",
+			ConfigSource:    &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: anyOf(t, &routerv3.Router{})}}},
+	}
+	return &listenerv3.Listener{
+		Name:    "http",
+		Address: socketAddr("127.0.0.1", port),
+		FilterChains: []*listenerv3.FilterChain{{
+			Name:    chainName,
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, hcm)}}},
+		}},
+	}
+}
+
+func (m *h1Mesh) pushHCM(t *testing.T, statPrefix, chainName string) string {
+	return m.cp.push(resources{
+		listeners: []types.Resource{hcmListener(t, m.port, statPrefix, chainName)},
+		routes:    []types.Resource{routeConfig("r", directRoute("/direct", "direct"), prefixRoute("/", "a"))},
+		clusters:  m.clusters,
+		endpoints: m.eps,
+	})
+}
+
+// waitApplied waits until the proxy ACKed the listener version.
+func (m *h1Mesh) waitApplied(t *testing.T, version string) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		if got := m.cp.acked("type.googleapis.com/envoy.config.listener.v3.Listener"); got != version {
+			return fmt.Errorf("listener version acked %q, want %q", got, version)
+		}
+		return nil
+	})
+}
+
+// TestH1HandOffKeepsConnections: a change of the connection manager's own config hands
+// open HTTP/1.1 connections to the new manager: idle and reused connections keep
+// working without a close.
+func TestH1HandOffKeepsConnections(t *testing.T) {
+	m := newH1Mesh(t)
+	rc := m.dial(t)
+	for i := 0; i < 5; i++ {
+		v := m.cp.push(resources{
+			listeners: []types.Resource{hcmListener(t, m.port, fmt.Sprintf("gen%d", i), "")},
+			routes:    []types.Resource{routeConfig("r", directRoute("/direct", "direct"), prefixRoute("/", "a"))},
+			clusters:  m.clusters,
+			endpoints: m.eps,
+		})
+		m.waitApplied(t, v)
+		rc.write(fmt.Sprintf("GET /h/%d HTTP/1.1\r\nHost: x\r\n\r\n", i))
+		resp, body := rc.response("GET")
+		if resp.StatusCode != 200 || body != fmt.Sprintf("GET /h/%d", i) || resp.Close {
+			t.Fatalf("after change %d: %d %q close=%v", i, resp.StatusCode, body, resp.Close)
+		}
+	}
+}
+
+// TestH1DrainIdleConnections: after a listener change that moves the filter chain (no
+// successor to hand off to), an idle keep-alive connection of the old chain is
+// answered with Connection: close or closed after the grace.
+func TestH1DrainIdleConnections(t *testing.T) {
+	m := newH1Mesh(t)
+	idle, reuse := m.dial(t), m.dial(t)
+	for _, rc := range []*rawConn{idle, reuse} {
+		rc.write("GET /before HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, body := rc.response("GET"); body != "GET /before" || resp.Close {
+			t.Fatalf("before: %d %q", resp.StatusCode, body)
+		}
+	}
+	m.waitApplied(t, m.pushHCM(t, "http", "moved"))
+	// The connection that is reused at once gets an answer, and is told to close.
+	reuse.write("GET /during HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(reuse.br, nil)
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "GET /during" {
+			t.Fatalf("during drain: %d %q", resp.StatusCode, b)
+		}
+		if !resp.Close {
+			t.Fatalf("a response during the drain lacks Connection: close")
+		}
+	}
+	if err := reuse.closed(5 * time.Second); err != nil {
+		t.Fatalf("reused connection: %v", err)
+	}
+	// The one left idle is closed after the grace.
+	if err := idle.closed(5 * time.Second); err != nil {
+		t.Fatalf("idle connection: %v", err)
+	}
+}
+
+// TestH1DrainUnderLoad: 20 keep-alive clients for 3 s while the connection manager's
+// config changes every 200 ms: no request fails.
+func TestH1DrainUnderLoad(t *testing.T) {
+	m := newH1Mesh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var pushes sync.WaitGroup
+	pushes.Add(1)
+	go func() {
+		defer pushes.Done()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			// Alternate hand-offs (stat prefix) and drains (chain name).
+			m.pushHCM(t, fmt.Sprintf("gen%d", i), fmt.Sprintf("chain%d", i/2))
+		}
+	}()
+	var dials, ok, failed atomic.Int64
+	var firstErr atomic.Value
+	c := countingClient(&dials)
+	var wg sync.WaitGroup
+	for w := 0; w < 20; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil && i < 100000; i++ {
+				code, _, body := get(t, c, fmt.Sprintf("%s/load/%d/%d", m.url, w, i))
+				if code == 200 && body == fmt.Sprintf("GET /load/%d/%d", w, i) {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %q", code, body))
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	pushes.Wait()
+	t.Logf("%d requests ok, %d failed, %d connections opened", ok.Load(), failed.Load(), dials.Load())
+	if failed.Load() > 0 {
+		t.Fatalf("%d requests failed while the config changed; first: %v", failed.Load(), firstErr.Load())
+	}
+	if ok.Load() < 100 {
+		t.Fatalf("only %d requests: the load did not run", ok.Load())
+	}
+	if dials.Load() < 5 {
+		t.Fatalf("%d connections: the drains did not move the clients to new connections", dials.Load())
+	}
+}
