@@ -27,8 +27,11 @@ import (
 // of one namespace builds the outbound side once, and the xDS server's per-resource
 // digests and the proxies' snapshots share it instead of holding a copy each.
 //
-// What a builder reads from the proxy is listed by the builders (cluster.SidecarShared,
-// route.Outbound, cluster.Endpoints); classKey must name all of it.
+// classKey must name everything cluster.SidecarShared, cluster.Endpoints and
+// route.Outbound read from the proxy (the class is built for a representative that
+// carries only the key's fields, so a builder reading more gets the representative's
+// zero value, not a member's); TestClassSharedEqualsDirect compares every Bookinfo
+// sidecar's output with its own generation under every kind of selector.
 
 // classKey identifies a class of sidecars for one snapshot.
 type classKey struct {
@@ -51,8 +54,9 @@ type shared struct {
 	err       any // a builder panic, re-raised in every member's Generate
 }
 
-// classCache holds the classes of one snapshot; a new snapshot starts a new cache, so
-// nothing outlives the snapshot it was built from (one pointer comparison per Generate).
+// classCache holds the classes of one snapshot; a new snapshot starts a new cache (one
+// pointer comparison per Generate), which keeps the previous one only to reuse what the
+// change did not touch.
 type classCache struct {
 	snap *snapshot.Snapshot
 	// prev is the cache of the snapshot before (its own prev dropped): a class whose
