@@ -200,8 +200,8 @@ func (c *classCache) sidecar(p *node.Proxy) *shared {
 		}()
 		// Built for a representative that carries only what the key names, so the
 		// output cannot depend on anything else by accident.
-		rep := &node.Proxy{ID: p.ID, Type: p.Type, Namespace: p.Namespace, Interception: p.Interception,
-			DNSDomain: p.DNSDomain, Labels: map[string]string{}}
+		rep := &node.Proxy{ID: "class~" + p.Namespace, Type: p.Type, Namespace: p.Namespace, Interception: p.Interception,
+			Labels: map[string]string{}}
 		if k.ipv6 {
 			rep.IP = netip.IPv6Loopback()
 		} else {
