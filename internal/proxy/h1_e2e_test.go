@@ -293,6 +293,25 @@ func TestH1ExpectContinue(t *testing.T) {
 	}
 }
 
+func TestH1ChunkedRequestBody(t *testing.T) {
+	m := newH1Mesh(t)
+	rc := m.dial(t)
+	rc.write("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nB\r\n and chunks\r\n0\r\nX-T: t1\r\n\r\n")
+	resp, body := rc.response("POST")
+	if resp.StatusCode != 200 || body != "hello and chunks" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if resp.Header.Get("X-Got-Length") != "-1" || resp.Header.Get("X-Got-Te") != "chunked" {
+		t.Fatalf("upstream saw length %q te %q", resp.Header.Get("X-Got-Length"), resp.Header.Get("X-Got-Te"))
+	}
+	// Request trailers do not reach the upstream: the codec keeps them in
+	// Request.Trailer, the router does not copy them to the upstream request (open).
+	rc.write("GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := rc.response("GET"); body != "GET /next" {
+		t.Fatalf("next: %d %q", resp.StatusCode, body)
+	}
+}
+
 // TestH1LargeBodies: 1 MB each way, with Content-Length and chunked, and a response
 // that streams back chunked.
 func TestH1LargeBodies(t *testing.T) {
@@ -321,6 +340,77 @@ func TestH1LargeBodies(t *testing.T) {
 		if resp.Header.Get("X-Got-Length") != wantLen {
 			t.Fatalf("chunked=%v: upstream saw length %s", chunked, resp.Header.Get("X-Got-Length"))
 		}
+	}
+}
+
+// TestH1EarlyResponse: the upstream answers 413 before reading a large body; the
+// client gets the 413.
+func TestH1EarlyResponse(t *testing.T) {
+	m := newH1Mesh(t)
+	for _, framing := range []string{"Content-Length: 4194304", "Transfer-Encoding: chunked"} {
+		rc := m.dial(t)
+		rc.write("POST /early HTTP/1.1\r\nHost: x\r\n" + framing + "\r\n\r\n")
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			chunk := bytes.Repeat([]byte("x"), 64<<10)
+			for i := 0; i < 64; i++ {
+				var err error
+				if strings.HasPrefix(framing, "Transfer") {
+					_, err = fmt.Fprintf(rc.c, "%x\r\n%s\r\n", len(chunk), chunk)
+				} else {
+					_, err = rc.c.Write(chunk)
+				}
+				if err != nil {
+					return // the proxy closed: expected once it answered
+				}
+			}
+		}()
+		resp, err := http.ReadResponse(rc.br, &http.Request{Method: "POST"})
+		if err != nil {
+			t.Fatalf("%s: %v", framing, err)
+		}
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("%s: %d, want 413", framing, resp.StatusCode)
+		}
+		_ = rc.c.Close()
+		<-done
+	}
+	// The proxy still serves.
+	if code, _, body := get(t, m.c, m.url+"/after"); code != 200 || body != "GET /after" {
+		t.Fatalf("after: %d %q", code, body)
+	}
+}
+
+// TestH1EarlyResponseExpectContinue: with Expect: 100-continue the proxy's 100 (sent
+// when the upstream writer starts reading the body, on its own goroutine) and the
+// upstream's early 413 never interleave, and the 413 arrives.
+func TestH1EarlyResponseExpectContinue(t *testing.T) {
+	m := newH1Mesh(t)
+	for i := 0; i < 10; i++ {
+		rc := m.dial(t)
+		rc.write("POST /early HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1048576\r\n\r\n")
+		var sent sync.WaitGroup
+		for {
+			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "POST"})
+			if err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+			if resp.StatusCode == http.StatusContinue {
+				sent.Add(1)
+				go func() {
+					defer sent.Done()
+					_, _ = rc.c.Write(make([]byte, 1<<20))
+				}()
+				continue
+			}
+			if resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Fatalf("round %d: %d, want 413", i, resp.StatusCode)
+			}
+			break
+		}
+		_ = rc.c.Close()
+		sent.Wait()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 )
 
 // ErrBodyMalformed is a chunked body that breaks the framing.
@@ -16,7 +17,14 @@ const maxTrailerBytes = 16 << 10
 // Body reads a message body off the connection's reader: Content-Length bytes, or
 // chunked (trailers go to Trailer), or everything up to the close. The final bytes come
 // with io.EOF, so a proxy hands the connection back before it writes them on.
+//
+// A Body may be read from another goroutine than its connection's (a proxy writing it
+// upstream): reads hold mu, and Release takes the body back for the connection when the
+// exchange is over, so a late read never touches a reader that moved on to the next
+// message or went back to a pool.
 type Body struct {
+	mu        sync.Mutex
+	released  bool
 	br        *bufio.Reader
 	hr        *headerReader
 	remaining int64 // Content-Length bytes left, or the current chunk's
@@ -64,6 +72,55 @@ func (b *Body) Buffered() bool {
 }
 
 func (b *Body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.released {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.read(p)
+}
+
+// Release takes the body back for the connection's owner once the exchange's handler is
+// done: from then on Read fails with http.ErrBodyReadAfterClose. It returns false at
+// once, releasing nothing, when a read is in progress on another goroutine; the owner
+// then ends that read (a read deadline in the past) and calls ReleaseWait.
+func (b *Body) Release() bool {
+	if !b.mu.TryLock() {
+		return false
+	}
+	b.released = true
+	b.mu.Unlock()
+	return true
+}
+
+// ReleaseWait is Release that waits for a read in progress to return.
+func (b *Body) ReleaseWait() {
+	b.mu.Lock()
+	b.released = true
+	b.mu.Unlock()
+}
+
+// Discard reads and drops the rest of a released body, at most max bytes; it reports
+// whether the body ended (the connection can carry the next message).
+func (b *Body) Discard(max int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var buf [4096]byte
+	for !b.done && max > 0 {
+		p := buf[:]
+		if int64(len(p)) > max {
+			p = p[:max]
+		}
+		n, err := b.read(p)
+		max -= int64(n)
+		if err != nil && err != io.EOF {
+			return false
+		}
+	}
+	return b.done
+}
+
+func (b *Body) read(p []byte) (int, error) {
 	if b.before != nil {
 		f := b.before
 		b.before = nil

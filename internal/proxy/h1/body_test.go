@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"strings"
 	"testing"
+	"time"
 )
 
 // chunkedBody parses raw as the body of a chunked request.
@@ -219,5 +220,58 @@ func TestBodyCloseDelimited(t *testing.T) {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || !bytes.Equal(b, []byte(strings.Repeat("z", 10000))) || !body.Done() {
 		t.Fatalf("body of %d, %v", len(b), err)
+	}
+}
+
+// TestBodyRelease: the connection's owner takes a body back from a goroutine that still
+// reads it; later reads fail without touching the reader.
+func TestBodyRelease(t *testing.T) {
+	pr, pw := io.Pipe()
+	br := bufio.NewReader(pr)
+	var r Reader
+	go func() { _, _ = io.WriteString(pw, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab") }()
+	_, body, err := r.ReadRequest(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reading := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(body) // blocks after "ab"
+		reading <- err
+	}()
+	// Wait until the reader is inside Read, holding the body.
+	deadline := time.Now().Add(5 * time.Second)
+	for body.mu.TryLock() {
+		body.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the reader never blocked in Read")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if body.Release() {
+		t.Fatal("Release succeeded while a read was in progress")
+	}
+	_ = pw.CloseWithError(errors.New("deadline")) // what a past read deadline does
+	body.ReleaseWait()
+	if err := <-reading; err == nil {
+		t.Fatal("the cut read succeeded")
+	}
+	if _, err := body.Read(make([]byte, 4)); err != http.ErrBodyReadAfterClose {
+		t.Fatalf("read after release: %v", err)
+	}
+
+	// Discard reads a released body's rest within the bound.
+	br = bufio.NewReader(strings.NewReader("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET"))
+	_, body, _ = r.ReadRequest(br)
+	if !body.Release() || !body.Discard(100) || !body.Done() {
+		t.Fatal("Discard of a 5-byte body")
+	}
+	if rest, _ := io.ReadAll(br); string(rest) != "GET" {
+		t.Fatalf("Discard read past the body: %q left", rest)
+	}
+	br = bufio.NewReader(strings.NewReader("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n" + strings.Repeat("x", 500)))
+	_, body, _ = r.ReadRequest(br)
+	if !body.Release() || body.Discard(100) {
+		t.Fatal("Discard went over its bound")
 	}
 }

@@ -297,6 +297,7 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 	if body != nil {
 		if ex, ok := req.Header["Expect"]; ok {
 			if req.ProtoMinor == 1 && len(ex) == 1 && equalFold(ex[0], "100-continue") {
+				w.expect = true
 				body.Before(w.sendContinue)
 			}
 			// The proxy answers 100 Continue itself (Envoy's default), so the
@@ -325,6 +326,17 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 	if w.hijacked {
 		return false, true
 	}
+	// Take the body back before the connection is read again: the handler may have
+	// left it with another goroutine (the upstream pool writes a large body from one,
+	// and an early response ends the exchange while it still reads). A read in progress
+	// is ended by a read deadline in the past; the body is then cut, and the connection
+	// closes after the response.
+	bodyOK := true
+	if body != nil && !body.Release() {
+		_ = hc.nc.SetReadDeadline(aLongTimeAgo)
+		body.ReleaseWait()
+		bodyOK = false
+	}
 	hc.stopWatch()
 	if w.aborted || hc.ctx.Err() != nil {
 		return false, false
@@ -332,7 +344,7 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 	if err := w.finish(); err != nil {
 		return false, false
 	}
-	if w.closeAfter {
+	if w.closeAfter || !bodyOK {
 		return false, false
 	}
 	if body != nil && !body.Done() {
@@ -342,7 +354,7 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 			return false, false
 		}
 		_ = hc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.Copy(io.Discard, body); err != nil || !body.Done() {
+		if !body.Discard(maxDiscard) {
 			return false, false
 		}
 	}
@@ -464,7 +476,13 @@ type h1writer struct {
 	closeAfter  bool
 	hijacked    bool
 	aborted     bool
-	continued   bool
+	// expect: the client waits for 100 Continue. sendContinue runs in the body's
+	// first read, which may be on another goroutine than the handler's (the upstream
+	// pool's body writer): contMu orders it with the response head, so a 100 never
+	// follows nor interleaves with the final head.
+	expect    bool
+	contMu    sync.Mutex
+	continued bool
 }
 
 var _ http.ResponseWriter = (*h1writer)(nil)
@@ -477,6 +495,10 @@ func (w *h1writer) WriteHeader(code int) {
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		// Informational (103 Early Hints): out now, the final status follows.
+		if w.expect {
+			w.contMu.Lock()
+			defer w.contMu.Unlock()
+		}
 		bw := w.hc.bw
 		bw.WriteString(h1.StatusLine(code))
 		h1.WriteFields(bw, w.header)
@@ -489,7 +511,9 @@ func (w *h1writer) WriteHeader(code int) {
 }
 
 func (w *h1writer) sendContinue() {
-	if w.headWritten || w.continued {
+	w.contMu.Lock()
+	defer w.contMu.Unlock()
+	if w.headWritten || w.continued || w.hijacked {
 		return
 	}
 	w.continued = true
@@ -502,6 +526,15 @@ func (w *h1writer) sendContinue() {
 func (w *h1writer) writeHead(final bool) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.expect {
+		w.contMu.Lock()
+		defer w.contMu.Unlock()
+		if !w.continued {
+			// The client was not told to send its body and may never send it:
+			// the connection cannot be read for a next request.
+			w.closeAfter = true
+		}
 	}
 	w.headWritten = true
 	hc, req, h := w.hc, w.req, w.header
@@ -625,6 +658,10 @@ func (w *h1writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hc := w.hc
 	hc.stopWatch()
 	_ = hc.nc.SetDeadline(time.Time{})
+	if w.expect {
+		w.contMu.Lock()
+		defer w.contMu.Unlock()
+	}
 	w.hijacked = true
 	return hc.nc, bufio.NewReadWriter(hc.br, bufio.NewWriter(hc.nc)), nil
 }
