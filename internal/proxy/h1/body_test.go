@@ -275,3 +275,18 @@ func TestBodyRelease(t *testing.T) {
 		t.Fatal("Discard went over its bound")
 	}
 }
+
+// TestRequestTrailers: a chunked request's trailer fields land in Request.Trailer at the
+// body's end, as net/http's server puts them there.
+func TestRequestTrailers(t *testing.T) {
+	raw := "POST / HTTP/1.1\r\nHost: h\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n"
+	req, b, err := readReq(t, raw, 0)
+	if err != nil || string(b) != "abc" {
+		t.Fatalf("%q %v", b, err)
+	}
+	ref, _ := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+	_, _ = io.ReadAll(ref.Body)
+	if req.Trailer.Get("X-Sum") != "42" || ref.Trailer.Get("X-Sum") != "42" {
+		t.Fatalf("trailer %v, net/http %v", req.Trailer, ref.Trailer)
+	}
+}

@@ -127,6 +127,10 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 	case body.chunked:
 		req.ContentLength = -1
 		req.TransferEncoding = chunkedTE
+		// The trailer fields arrive at the body's end (net/http fills
+		// Request.Trailer the same way, for the keys the Trailer field declared).
+		req.Trailer = http.Header{}
+		body.Trailer = req.Trailer
 		req.Body = body
 	default:
 		req.ContentLength = body.remaining
