@@ -732,3 +732,114 @@ func TestH1DrainUnderLoad(t *testing.T) {
 		t.Fatalf("%d connections: the drains did not move the clients to new connections", dials.Load())
 	}
 }
+
+// TestH1ResponseFramings: what the upstream's response framing becomes for HTTP/1.1
+// and HTTP/1.0 clients: HEAD, 204, 304, a close-delimited HTTP/1.0 upstream response,
+// and an upstream that breaks off mid-body (the client must see the break, never a
+// complete-looking body).
+func TestH1ResponseFramings(t *testing.T) {
+	m := newH1Mesh(t)
+	m.a.serve = func(w http.ResponseWriter, r *http.Request) bool {
+		switch r.URL.Path {
+		case "/head":
+			w.Header().Set("Content-Length", "1234")
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+		case "/304":
+			w.Header().Set("Etag", `"x"`)
+			w.WriteHeader(http.StatusNotModified)
+		case "/http10", "/cut-chunked", "/cut-length":
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return true
+			}
+			defer c.Close()
+			switch r.URL.Path {
+			case "/http10":
+				fmt.Fprintf(brw, "HTTP/1.0 200 OK\r\nX-Backend: old\r\n\r\n%s", strings.Repeat("z", 100000))
+			case "/cut-chunked":
+				fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+			case "/cut-length":
+				fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+			}
+			_ = brw.Flush()
+		default:
+			return false
+		}
+		return true
+	}
+	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
+		rc := m.dial(t)
+		keep := ""
+		if proto == "HTTP/1.0" {
+			keep = "Connection: keep-alive\r\n"
+		}
+		rc.write("HEAD /head " + proto + "\r\nHost: x\r\n" + keep + "\r\n")
+		resp, body := rc.response("HEAD")
+		if resp.StatusCode != 200 || resp.ContentLength != 1234 || body != "" {
+			t.Fatalf("%s HEAD: %d CL %d %q", proto, resp.StatusCode, resp.ContentLength, body)
+		}
+		rc.write("GET /204 " + proto + "\r\nHost: x\r\n" + keep + "\r\n")
+		if resp, body := rc.response("GET"); resp.StatusCode != 204 || body != "" || resp.Header.Get("Transfer-Encoding") != "" {
+			t.Fatalf("%s 204: %d %q %v", proto, resp.StatusCode, body, resp.Header)
+		}
+		rc.write("GET /304 " + proto + "\r\nHost: x\r\n" + keep + "\r\n")
+		if resp, body := rc.response("GET"); resp.StatusCode != 304 || body != "" || resp.Header.Get("Etag") != `"x"` {
+			t.Fatalf("%s 304: %d %q %v", proto, resp.StatusCode, body, resp.Header)
+		}
+		rc.write("GET /http10 " + proto + "\r\nHost: x\r\n" + keep + "\r\n")
+		resp, body = rc.response("GET")
+		if resp.StatusCode != 200 || body != strings.Repeat("z", 100000) {
+			t.Fatalf("%s close-delimited upstream: %d, %d bytes", proto, resp.StatusCode, len(body))
+		}
+		if proto == "HTTP/1.1" {
+			if resp.Close || len(resp.TransferEncoding) == 0 {
+				t.Fatalf("HTTP/1.1 client: close=%v te=%v, want chunked on a kept connection", resp.Close, resp.TransferEncoding)
+			}
+			rc.write("GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+			if _, body := rc.response("GET"); body != "a /after" {
+				t.Fatalf("after: %q", body)
+			}
+		} else if !resp.Close {
+			t.Fatalf("HTTP/1.0 client, unknown length: the close must end the body")
+		}
+	}
+	for _, path := range []string{"/cut-chunked", "/cut-length"} {
+		rc := m.dial(t)
+		rc.write("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(rc.br, nil)
+		if err != nil {
+			continue // cut before the head: fine
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err == nil {
+			t.Fatalf("%s: the client read a complete body %q from an upstream that broke off", path, b)
+		}
+	}
+}
+
+// TestH1RefusalIsReadable: a 431 or 400 reaches a client that is still sending (the
+// proxy does not reset the connection under it).
+func TestH1RefusalIsReadable(t *testing.T) {
+	m := newH1Mesh(t)
+	for i := 0; i < 10; i++ {
+		rc := m.dial(t)
+		go func() {
+			_, _ = io.WriteString(rc.c, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+			chunk := strings.Repeat("b", 16<<10)
+			for j := 0; j < 64; j++ {
+				if _, err := io.WriteString(rc.c, chunk); err != nil {
+					return
+				}
+			}
+		}()
+		resp, err := http.ReadResponse(rc.br, nil)
+		if err != nil {
+			t.Fatalf("round %d: no 431: %v", i, err)
+		}
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("round %d: %d", i, resp.StatusCode)
+		}
+		_ = rc.c.Close()
+	}
+}
