@@ -30,6 +30,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // h1Mesh is the usual mesh with backend a answering the paths the tests use:
@@ -583,7 +584,7 @@ func TestH1UpgradeWithEarlyBytes(t *testing.T) {
 // change of the stat prefix alone is an HTTP connection manager change: the chain's
 // connections are handed to the new manager. A change of the chain name moves the
 // chain: the old one drains.
-func hcmListener(t testing.TB, port int, statPrefix, chainName string) *listenerv3.Listener {
+func hcmListener(t testing.TB, port int, statPrefix, chainName string, opts ...func(*hcmv3.HttpConnectionManager)) *listenerv3.Listener {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -591,6 +592,9 @@ func hcmListener(t testing.TB, port int, statPrefix, chainName string) *listener
 			ConfigSource:    &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}},
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: anyOf(t, &routerv3.Router{})}}},
+	}
+	for _, o := range opts {
+		o(hcm)
 	}
 	return &listenerv3.Listener{
 		Name:    "http",
@@ -841,5 +845,34 @@ func TestH1RefusalIsReadable(t *testing.T) {
 			t.Fatalf("round %d: %d", i, resp.StatusCode)
 		}
 		_ = rc.c.Close()
+	}
+}
+
+// TestH1ClientGoneAfterHeadersTimeout: the request_headers_timeout bounds the head's
+// read only; a client that leaves a long request later still cancels it upstream.
+func TestH1ClientGoneAfterHeadersTimeout(t *testing.T) {
+	m := newH1Mesh(t)
+	v := m.cp.push(resources{
+		listeners: []types.Resource{hcmListener(t, m.port, "http", "", func(h *hcmv3.HttpConnectionManager) {
+			h.RequestHeadersTimeout = durationpb.New(200 * time.Millisecond)
+		})},
+		routes:    []types.Resource{routeConfig("r", directRoute("/direct", "direct"), prefixRoute("/", "a"))},
+		clusters:  m.clusters,
+		endpoints: m.eps,
+	})
+	m.waitApplied(t, v)
+	rc := m.dial(t)
+	rc.write("GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-m.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the upstream")
+	}
+	time.Sleep(600 * time.Millisecond) // well past the headers timeout
+	_ = rc.c.Close()
+	select {
+	case <-m.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream request not cancelled 5 s after the client left")
 	}
 }

@@ -255,10 +255,11 @@ func (hc *h1conn) loop() (hijacked bool) {
 			hc.reject(err)
 			return false
 		}
-		if body != nil {
-			// A body may take its time; the idle timeout is for idle connections.
-			_ = hc.nc.SetReadDeadline(time.Time{})
-		}
+		// The idle and headers timeouts bound the head's read only: a body may take
+		// its time, and the client-gone watch reads while the request runs (with
+		// the deadline left, it would end at request_headers_timeout and a client
+		// leaving later would go unnoticed).
+		_ = hc.nc.SetReadDeadline(time.Time{})
 		keep, hijacked := hc.serve(req, body)
 		if hijacked {
 			return true
