@@ -229,6 +229,11 @@ func (b *Body) nextChunk() error {
 		return ErrBodyMalformed
 	}
 	line = line[:len(line)-2]
+	// No control characters (a bare CR above all) in the size or its extensions:
+	// net/http refuses them too.
+	if !validValue(line) {
+		return ErrBodyMalformed
+	}
 	if i := indexByte(line, ';'); i >= 0 {
 		line = line[:i] // chunk extensions are ignored
 	}
