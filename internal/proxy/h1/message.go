@@ -103,6 +103,12 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 	if req.ProtoMinor == 1 && len(hosts) == 0 && req.URL.Host == "" {
 		return nil, nil, badRequest("missing Host")
 	}
+	if len(hosts) == 1 && !validHost(hosts[0]) {
+		// net/http's server refuses it too (httpguts.ValidHostHeader): a Host
+		// with spaces, '/', '@' or quotes is not an authority, and would be routed
+		// and forwarded as one.
+		return nil, nil, badRequest("malformed Host")
+	}
 	if req.URL.Host != "" {
 		req.Host = req.URL.Host
 	} else if len(hosts) == 1 {
@@ -216,6 +222,31 @@ func parseTarget(req *http.Request) error {
 	req.URL = u
 	return nil
 }
+
+// validHost reports whether h holds only bytes an authority (reg-name, IP literal,
+// port, percent-escape) may hold, the set net/http's server accepts.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c >= 128 || !hostByte[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var hostByte = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!$%&'()*+,-.:;=[]_~" {
+		t[c] = true
+	}
+	return t
+}()
 
 // pathSafe marks the bytes url.URL.EscapedPath writes as they are (unreserved and the
 // sub-delimiters it leaves alone in a path).

@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // readReq parses raw with weft's codec and returns the request with its body read.
@@ -149,6 +151,11 @@ func TestReadRequestRefuses(t *testing.T) {
 		{"missing host on 1.1", "GET / HTTP/1.1\r\nX: y\r\n\r\n", 400, true},
 		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, true},
 		{"two hosts same value", "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400, true},
+		{"host with space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, true},
+		{"host with slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400, true},
+		{"host with userinfo", "GET / HTTP/1.1\r\nHost: evil@a\r\n\r\n", 400, true},
+		{"host with quote", "GET / HTTP/1.1\r\nHost: \"a\"\r\n\r\n", 400, true},
+		{"host non-ascii", "GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n", 400, true},
 		{"CL and TE", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, false},
 		{"TE and CL", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400, false},
 		{"two different CL", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, true},
@@ -220,7 +227,17 @@ func netHTTPServerRefuses(req *http.Request) bool {
 	if req.ProtoAtLeast(1, 1) && (!ok || len(hosts) == 0) && req.Method != http.MethodConnect {
 		return true
 	}
-	return len(hosts) > 1
+	return len(hosts) > 1 || (len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]))
+}
+
+// TestValidHost: the codec's Host check is net/http's (httpguts.ValidHostHeader).
+func TestValidHost(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		h := "a" + string([]byte{byte(c)}) + "b"
+		if got, want := validHost(h), httpguts.ValidHostHeader(h); got != want {
+			t.Errorf("validHost(%q) = %v, httpguts %v", h, got, want)
+		}
+	}
 }
 
 // TestReadRequestLongLines: a field longer than the read buffer (a big cookie) parses
