@@ -422,6 +422,10 @@ func TestH1ClientGoneCancelsUpstream(t *testing.T) {
 	for _, req := range []string{
 		"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n",
 		"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+		// Over the pool's inline limit: the body goes upstream from a second
+		// goroutine, which arms the watch when it reads the body's end.
+		"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + strings.Repeat("b", 200000),
+		"POST /hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 	} {
 		rc := m.dial(t)
 		rc.write(req)
@@ -437,7 +441,7 @@ func TestH1ClientGoneCancelsUpstream(t *testing.T) {
 		case at := <-m.cancelled:
 			t.Logf("upstream context ended %v after the client left", at.Sub(closed))
 		case <-time.After(5 * time.Second):
-			t.Fatalf("%q: upstream request not cancelled 5 s after the client left", req)
+			t.Fatalf("%.60q: upstream request not cancelled 5 s after the client left", req)
 		}
 	}
 }
@@ -874,5 +878,29 @@ func TestH1ClientGoneAfterHeadersTimeout(t *testing.T) {
 	case <-m.cancelled:
 	case <-time.After(5 * time.Second):
 		t.Fatal("upstream request not cancelled 5 s after the client left")
+	}
+}
+
+// TestH1ResponseTrailers: an upstream's chunked response trailers reach the client.
+func TestH1ResponseTrailers(t *testing.T) {
+	m := newH1Mesh(t)
+	m.a.serve = func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Trailer", "X-Sum")
+		_, _ = io.WriteString(w, "streamed")
+		w.(http.Flusher).Flush()
+		w.Header().Set("X-Sum", "42")
+		return true
+	}
+	resp, err := m.c.Get(m.url + "/t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != "streamed" {
+		t.Fatalf("%q %v", b, err)
+	}
+	if resp.Trailer.Get("X-Sum") != "42" {
+		t.Fatalf("trailer %v", resp.Trailer)
 	}
 }
