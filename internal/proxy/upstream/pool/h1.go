@@ -76,6 +76,9 @@ var errStale = errors.New("upstream: reused connection closed by the server")
 // small one fits the socket buffers even when the server answers without reading it.
 const inlineBodyMax = 64 << 10
 
+// max1xx bounds the informational responses before the final one.
+const max1xx = 16
+
 var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // roundTrip sends req and reads the response head; the response body reads from the
@@ -128,7 +131,7 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 	}
 	var resp *http.Response
 	var body *h1.Body
-	for {
+	for informational := 0; ; informational++ {
 		var err error
 		resp, body, err = c.rd.ReadResponse(c.br, req.Method)
 		if err != nil {
@@ -150,6 +153,11 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 		// 1xx informational responses (100 Continue, 103 Early Hints) precede the
 		// real one; 101 ends HTTP on this connection.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			if informational == max1xx {
+				// An upstream may not hold the request with informational
+				// responses without end (net/http stops at 5).
+				return fail(errors.New("upstream: too many informational (1xx) responses"))
+			}
 			continue
 		}
 		break

@@ -1,0 +1,240 @@
+package pool
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/weft-mesh/weft/internal/proxy/stats"
+)
+
+// rawUpstream is an HTTP/1.1 server on loopback scripted byte by byte: serve runs once
+// per accepted connection.
+type rawUpstream struct {
+	ln      net.Listener
+	accepts atomic.Int64
+}
+
+func startRaw(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) *rawUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &rawUpstream{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u.accepts.Add(1)
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close() })
+	return u
+}
+
+func rawPool(t *testing.T, u *rawUpstream) *Pool {
+	t.Helper()
+	cfg := Config{Limits: NewLimits(DefaultThresholds(), NewStats(stats.New(), "raw"))}
+	if err := cfg.Init(); err != nil {
+		t.Fatal(err)
+	}
+	p := New(&cfg, u.ln.Addr().String())
+	t.Cleanup(p.Close)
+	return p
+}
+
+func do(t *testing.T, p *Pool, req *http.Request) (*http.Response, string, error) {
+	t.Helper()
+	resp, err := p.RoundTrip(req)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b), err
+}
+
+// TestH1PoolReusesAndCloses: a response read to its end gives the connection back; a
+// response with Connection: close or a close-delimited body does not.
+func TestH1PoolReusesAndCloses(t *testing.T) {
+	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			switch req.URL.Path {
+			case "/close":
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+				return
+			case "/eof":
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n\r\nuntil the close")
+				return
+			case "/chunked":
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n")
+			default:
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+			}
+		}
+	})
+	p := rawPool(t, u)
+	for i := 0; i < 5; i++ {
+		req, _ := http.NewRequest("GET", "http://svc/k", nil)
+		if _, body, err := do(t, p, req); err != nil || body != "/k" {
+			t.Fatalf("%d: %q %v", i, body, err)
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://svc/chunked", nil)
+	resp, body, err := do(t, p, req)
+	if err != nil || body != "ok" || resp.Trailer.Get("X-T") != "1" {
+		t.Fatalf("chunked: %q %v %v", body, err, resp)
+	}
+	if n := u.accepts.Load(); n != 1 {
+		t.Fatalf("%d connections for keep-alive requests, want 1", n)
+	}
+	for _, path := range []string{"/close", "/eof"} {
+		req, _ := http.NewRequest("GET", "http://svc"+path, nil)
+		if _, body, err := do(t, p, req); err != nil || (body != "ok" && body != "until the close") {
+			t.Fatalf("%s: %q %v", path, body, err)
+		}
+		before := u.accepts.Load()
+		req, _ = http.NewRequest("GET", "http://svc/k", nil)
+		if _, body, err := do(t, p, req); err != nil || body != "/k" {
+			t.Fatalf("after %s: %q %v", path, body, err)
+		}
+		if u.accepts.Load() != before+1 {
+			t.Fatalf("after %s the connection was reused", path)
+		}
+	}
+}
+
+// TestH1PoolRequestFraming: what the pool writes parses with net/http to the same
+// request: known length, chunked with trailers, an empty POST.
+func TestH1PoolRequestFraming(t *testing.T) {
+	got := make(chan string, 8)
+	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			b, err := io.ReadAll(req.Body)
+			got <- fmt.Sprintf("%s %s cl=%d te=%v body=%d/%v trailer=%s host=%s", req.Method, req.RequestURI, req.ContentLength, req.TransferEncoding, len(b), err, req.Trailer.Get("X-T"), req.Host)
+			fmt.Fprintf(c, "HTTP/1.1 204 No Content\r\n\r\n")
+		}
+	})
+	p := rawPool(t, u)
+	big := bytes.Repeat([]byte("x"), 200<<10)
+	for _, tc := range []struct {
+		name string
+		req  func() *http.Request
+		want string
+	}{
+		{"small known", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://svc/a?b=c", strings.NewReader("hello"))
+			return r
+		}, "POST /a?b=c cl=5 te=[] body=5/<nil> trailer= host=svc"},
+		{"large known", func() *http.Request {
+			r, _ := http.NewRequest("PUT", "http://svc/big", bytes.NewReader(big))
+			return r
+		}, fmt.Sprintf("PUT /big cl=%d te=[] body=%d/<nil> trailer= host=svc", len(big), len(big))},
+		{"chunked with trailer", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://svc/c", io.MultiReader(strings.NewReader("abc")))
+			r.ContentLength = -1
+			r.Trailer = http.Header{"X-T": {"t"}}
+			return r
+		}, "POST /c cl=-1 te=[chunked] body=3/<nil> trailer=t host=svc"},
+		{"empty POST", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://svc/e", nil)
+			return r
+		}, "POST /e cl=0 te=[] body=0/<nil> trailer= host=svc"},
+		{"host override", func() *http.Request {
+			r, _ := http.NewRequest("GET", "http://svc/h", nil)
+			r.Host = "other.example:8080"
+			return r
+		}, "GET /h cl=0 te=[] body=0/<nil> trailer= host=other.example:8080"},
+	} {
+		if resp, _, err := do(t, p, tc.req()); err != nil || resp.StatusCode != 204 {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if g := <-got; g != tc.want {
+			t.Errorf("%s: upstream saw %q, want %q", tc.name, g, tc.want)
+		}
+	}
+}
+
+// TestH1PoolEarlyResponse: an upstream that answers before reading a large body; the
+// response comes back and the connection is not reused.
+func TestH1PoolEarlyResponse(t *testing.T) {
+	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 3\r\n\r\nbig")
+		time.Sleep(200 * time.Millisecond)
+	})
+	p := rawPool(t, u)
+	pr, pw := io.Pipe()
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for i := 0; i < 64; i++ {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", "http://svc/up", pr)
+	req.ContentLength = 64 * 64 << 10
+	resp, body, err := do(t, p, req)
+	_ = pr.CloseWithError(io.ErrClosedPipe)
+	if err != nil || resp.StatusCode != 413 || body != "big" {
+		t.Fatalf("%v %q %v", resp, body, err)
+	}
+}
+
+// TestH1PoolInformational: 1xx responses before the final one are skipped, but not
+// without end.
+func TestH1PoolInformational(t *testing.T) {
+	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		n := 2
+		if req.URL.Path == "/flood" {
+			n = 10000
+		}
+		for i := 0; i < n; i++ {
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n"); err != nil {
+				return
+			}
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	p := rawPool(t, u)
+	req, _ := http.NewRequest("GET", "http://svc/two", nil)
+	if resp, body, err := do(t, p, req); err != nil || resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("two 103s: %v %q %v", resp, body, err)
+	}
+	req, _ = http.NewRequest("GET", "http://svc/flood", nil)
+	if resp, _, err := do(t, p, req); err == nil {
+		t.Fatalf("10000 informational responses accepted: %d", resp.StatusCode)
+	}
+}
