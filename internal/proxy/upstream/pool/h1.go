@@ -226,7 +226,10 @@ func (b *h1body) finish(eof bool) {
 	}
 	b.done = true
 	c := b.c
-	reuse := eof && b.keep
+	// Bytes after the response's end were not asked for (or the body ran over its
+	// Content-Length): read as the next request's response they would answer it
+	// with someone else's data.
+	reuse := eof && b.keep && c.br.Buffered() == 0
 	if b.stop != nil && !b.stop() {
 		reuse = false // the request context ended: the deadline is in the past
 	}

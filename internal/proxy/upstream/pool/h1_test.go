@@ -238,3 +238,39 @@ func TestH1PoolInformational(t *testing.T) {
 		t.Fatalf("10000 informational responses accepted: %d", resp.StatusCode)
 	}
 }
+
+// TestH1PoolStaleAndUnsolicited: a connection the upstream closed after its response
+// (without saying so) costs a replayable request nothing; bytes after a response's end
+// (unsolicited, or a body longer than its Content-Length) never become the next
+// request's response.
+func TestH1PoolStaleAndUnsolicited(t *testing.T) {
+	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		switch req.URL.Path {
+		case "/extra":
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+			time.Sleep(500 * time.Millisecond) // keep the connection open
+		default:
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			// close at once: the pool learns it only on the next request
+		}
+	})
+	p := rawPool(t, u)
+	for i := 0; i < 10; i++ {
+		req, _ := http.NewRequest("GET", "http://svc/s", nil)
+		if _, body, err := do(t, p, req); err != nil || body != "ok" {
+			t.Fatalf("%d: %q %v", i, body, err)
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://svc/extra", nil)
+	if _, body, err := do(t, p, req); err != nil || body != "ok" {
+		t.Fatalf("extra: %q %v", body, err)
+	}
+	req, _ = http.NewRequest("GET", "http://svc/after", nil)
+	if _, body, err := do(t, p, req); err != nil || body != "ok" {
+		t.Fatalf("after unsolicited bytes: %q %v", body, err)
+	}
+}
