@@ -217,6 +217,9 @@ func GRPCServerOptions() []grpc.ServerOption {
 		// flush, not held by every mostly idle proxy connection.
 		grpc.WriteBufferSize(256 << 10),
 		grpc.SharedWriteBuffer(true),
+		// Requests are small (subscriptions, ACKs): an 8 KB read buffer per connection
+		// instead of 32 KB (24 MB less for 1,000 proxies).
+		grpc.ReadBufferSize(8 << 10),
 		// Responses written from the resources' shared encodings (see responseCodec).
 		grpc.ForceServerCodecV2(newResponseCodec()),
 	}
