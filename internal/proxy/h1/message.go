@@ -166,7 +166,10 @@ func headErr(err error) error {
 func parseTarget(req *http.Request) error {
 	t := req.RequestURI
 	if req.Method == http.MethodConnect && !strings.HasPrefix(t, "/") {
-		// authority-form
+		// authority-form: the Host rules apply to it (it becomes the Host).
+		if t == "" || !validHost(t) {
+			return badRequest("malformed authority-form target")
+		}
 		req.URL = &url.URL{Host: t}
 		return nil
 	}
@@ -215,7 +218,7 @@ func parseTarget(req *http.Request) error {
 		// absolute-form: an http or https URI with an authority (RFC 9112 section
 		// 3.2.2). net/http takes any URI ("a:0", "mailto:x"), which cannot be
 		// routed nor forwarded as a request target.
-		if u.Host == "" || u.Opaque != "" || !(strings.EqualFold(u.Scheme, "http") || strings.EqualFold(u.Scheme, "https")) {
+		if u.Host == "" || !validHost(u.Host) || u.Opaque != "" || !(strings.EqualFold(u.Scheme, "http") || strings.EqualFold(u.Scheme, "https")) {
 			return badRequest("malformed absolute-form target")
 		}
 	}
