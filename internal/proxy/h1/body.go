@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 
 // ErrBodyMalformed is a chunked body that breaks the framing.
 var ErrBodyMalformed = errors.New("h1: malformed chunked body")
+
+var crlfcrlf = []byte("\r\n\r\n")
 
 // maxTrailerBytes bounds a chunked body's trailer section.
 const maxTrailerBytes = 16 << 10
@@ -184,10 +187,11 @@ func (b *Body) readChunked(p []byte) (int, error) {
 		if err := b.chunkEnd(); err != nil {
 			return n, b.fail(err)
 		}
-		// Look ahead for the last chunk when its bytes are here already, so the
-		// final data comes with io.EOF.
-		if b.br.Buffered() >= 5 {
-			if peek, _ := b.br.Peek(3); peek[0] == '0' && (peek[1] == '\r' || peek[1] == ';') {
+		// Look ahead for the last chunk when all its bytes, trailer section
+		// included, are here already (reading them cannot block), so the final
+		// data comes with io.EOF.
+		if k := b.br.Buffered(); k >= 5 {
+			if peek, _ := b.br.Peek(k); peek[0] == '0' && (peek[1] == '\r' || peek[1] == ';') && bytes.Contains(peek, crlfcrlf) {
 				if err := b.nextChunk(); err != nil {
 					return n, b.fail(err)
 				}

@@ -293,3 +293,28 @@ func TestRequestTrailers(t *testing.T) {
 		t.Fatalf("trailer %v, net/http %v", req.Trailer, ref.Trailer)
 	}
 }
+
+// TestChunkedLastDataNotHeldByTrailer: the look-ahead for the last chunk must not hold
+// data back while a trailer section is still on its way.
+func TestChunkedLastDataNotHeldByTrailer(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = io.WriteString(pw, "5\r\nhello\r\n0\r\nX-Tr") }() // the rest never comes
+	var r Reader
+	b := &Body{br: bufio.NewReader(pr), hr: &r.hr, chunked: true}
+	got := make(chan string, 1)
+	go func() {
+		p := make([]byte, 64)
+		n, _ := b.Read(p)
+		got <- string(p[:n])
+	}()
+	select {
+	case s := <-got:
+		if s != "hello" {
+			t.Fatalf("read %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		pw.CloseWithError(errors.New("test over"))
+		t.Fatal("the chunk's data waited for the trailer section")
+	}
+}
