@@ -305,8 +305,10 @@ func TestH1ChunkedRequestBody(t *testing.T) {
 	if resp.Header.Get("X-Got-Length") != "-1" || resp.Header.Get("X-Got-Te") != "chunked" {
 		t.Fatalf("upstream saw length %q te %q", resp.Header.Get("X-Got-Length"), resp.Header.Get("X-Got-Te"))
 	}
-	// Request trailers do not reach the upstream: the codec keeps them in
-	// Request.Trailer, the router does not copy them to the upstream request (open).
+	// Request trailers reach the upstream (the router hands Request.Trailer on).
+	if got := resp.Header.Get("X-Got-Trailer"); got != "t1" {
+		t.Fatalf("upstream saw trailer X-T %q, want t1", got)
+	}
 	rc.write("GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, body := rc.response("GET"); body != "GET /next" {
 		t.Fatalf("next: %d %q", resp.StatusCode, body)

@@ -686,6 +686,10 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		} else {
 			req.Body = io.NopCloser(r.Body)
 		}
+		if hasBody && r.Trailer != nil {
+			// Filled when the downstream body ends, read when the upstream one does.
+			req.Trailer = r.Trailer
+		}
 
 		resp, err := cl.RoundTrip(req, host)
 		out = outcome{resp: resp, err: err, host: host, cancel: cancelAttempt}
