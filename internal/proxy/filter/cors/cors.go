@@ -8,6 +8,7 @@ package cors
 import (
 	"bufio"
 	"fmt"
+	"github.com/weft-mesh/weft/internal/proxy/bootstrap/pgv"
 	"github.com/weft-mesh/weft/internal/proxy/matcher"
 	"io"
 	"math/rand/v2"
@@ -143,7 +144,7 @@ func compile(m *corsv3.CorsPolicy) (*policy, error) {
 		}
 		p.origins = append(p.origins, c)
 	}
-	if err := m.ValidateAll(); err != nil {
+	if err := pgv.Check(m, ""); err != nil {
 		return nil, fmt.Errorf("cors: %w", err)
 	}
 	return p, nil

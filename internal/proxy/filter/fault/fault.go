@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weft-mesh/weft/internal/proxy/bootstrap/pgv"
 	"github.com/weft-mesh/weft/internal/proxy/filter"
 	"github.com/weft-mesh/weft/internal/proxy/stats"
 	"github.com/weft-mesh/weft/internal/proxy/stream"
@@ -202,7 +203,7 @@ func compile(m *faultv3.HTTPFault) (*config, error) {
 		c.maxActive = int64(v.GetValue())
 	}
 	// The proto's own rules last: the checks above name fields as the config spells them.
-	if err := m.ValidateAll(); err != nil {
+	if err := pgv.Check(m, ""); err != nil {
 		return nil, fmt.Errorf("fault: %w", err)
 	}
 	return c, nil

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weft-mesh/weft/internal/proxy/bootstrap/pgv"
 	"github.com/weft-mesh/weft/internal/proxy/filter"
 	"github.com/weft-mesh/weft/internal/proxy/stats"
 	"github.com/weft-mesh/weft/internal/proxy/stream"
@@ -238,7 +239,7 @@ func compile(m *lrlv3.LocalRateLimit) (*config, error) {
 	// local_rate_limit_per_downstream_connection is not honoured: the filter API gives no
 	// connection identity, so such a config shares one bucket across connections, which
 	// limits more, never less, than asked.
-	if err := m.ValidateAll(); err != nil {
+	if err := pgv.Check(m, ""); err != nil {
 		return nil, fmt.Errorf("local_ratelimit %q: %w", m.GetStatPrefix(), err)
 	}
 	c.st = counters(m.GetStatPrefix())
