@@ -363,7 +363,7 @@ func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method 
 func parseContentLength(vals []string) (int64, error) {
 	var n int64 = -1
 	for _, v := range vals {
-		for _, part := range strings.Split(v, ",") {
+		for part := range strings.SplitSeq(v, ",") { // no allocation, unlike Split
 			part = strings.TrimSpace(part)
 			if part == "" || len(part) > 18 {
 				return 0, errors.New("invalid content-length")
