@@ -369,6 +369,12 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp, err := pc.h1.roundTrip(req, pc.requests.Load() > 1)
 			if err != nil {
 				p.h1Done(pc)
+				if errors.Is(err, errStale) {
+					// A server that drains closes its idle connections at
+					// once: the other idle ones are likely closed too, so
+					// they go, and the retry dials a fresh connection.
+					p.closeIdleH1()
+				}
 				if attempt < maxStaleAttempts-1 && errors.Is(err, errStale) && replayable(req) {
 					// The server closed the kept-alive connection just before
 					// the request went out: it never saw it; send it again. A
@@ -778,6 +784,15 @@ func (p *Pool) armTimerLocked(d time.Duration) {
 
 // reapIdle closes connections idle for IdleTimeout
 // (common_http_protocol_options.idle_timeout) and re-arms for the next one.
+// closeIdleH1 closes every idle HTTP/1.1 connection of the pool.
+func (p *Pool) closeIdleH1() {
+	for _, pc := range *p.conns.Load() {
+		if pc.h1 != nil && pc.idleAt.Load() != 0 && pc.closeIfIdle() {
+			p.remove(pc)
+		}
+	}
+}
+
 func (p *Pool) reapIdle() {
 	now := time.Now().UnixNano()
 	timeout := int64(p.cfg.IdleTimeout)

@@ -153,3 +153,50 @@ func TestDialDirectUncounted(t *testing.T) {
 		t.Fatalf("a health check connection counted against max_connections (%d)", cx)
 	}
 }
+
+// TestPoolServerClosesAllIdle: a server that drains closes every idle keep-alive
+// connection at the same instant. A request taken right after (too soon for the idle
+// check) lands on a closed connection; its retry must not land on another closed one:
+// the pool drops its other idle connections and dials. With 8 idle connections and 4
+// attempts, trying idle connections one after another fails.
+func TestPoolServerClosesAllIdle(t *testing.T) {
+	release := make(chan struct{})
+	var entered sync.WaitGroup
+	var gate sync.Mutex
+	gated := true
+	p, s := newPool(t, Config{}, func(w http.ResponseWriter, r *http.Request) {
+		gate.Lock()
+		g := gated
+		gate.Unlock()
+		if g {
+			entered.Done()
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	const idle = 8
+	entered.Add(idle)
+	var wg sync.WaitGroup
+	for i := 0; i < idle; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = get(t, p) }()
+	}
+	entered.Wait()
+	gate.Lock()
+	gated = false
+	gate.Unlock()
+	close(release)
+	wg.Wait()
+	if n := p.ActiveConnections(); n != idle {
+		t.Fatalf("%d idle connections, want %d", n, idle)
+	}
+	// The server closes its idle connections, as a drain does.
+	s.Config.SetKeepAlivesEnabled(false)
+	time.Sleep(20 * time.Millisecond) // the FINs arrive; still under the pool's idle check
+	s.Config.SetKeepAlivesEnabled(true)
+	for i := 0; i < 3; i++ {
+		if err := get(t, p); err != nil {
+			t.Fatalf("request %d after the server closed its idle connections: %v", i, err)
+		}
+	}
+}
