@@ -173,7 +173,7 @@ func httpGet(ctx context.Context, url string) (int, string) {
 		return 0, ""
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20)) // a 10,000-cluster listing passes 8 MB
 	return resp.StatusCode, string(b)
 }
 
