@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -355,6 +357,19 @@ func TestMemoryAndLogging(t *testing.T) {
 	if runtime.GOOS == "linux" && (m.RSS == "0" || m.RSSPeak == "0") {
 		t.Errorf("no RSS on linux: %s", body)
 	}
+	// The heap profile is gzipped pprof protobuf: its string table names the sample types.
+	code, body, _ := do(t, "GET", a+"/heap_dump?gc=1")
+	zr, err := gzip.NewReader(strings.NewReader(body))
+	if code != 200 || err != nil {
+		t.Fatalf("heap_dump: %d %v", code, err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil || !bytes.Contains(raw, []byte("inuse_space")) || !bytes.Contains(raw, []byte("alloc_space")) {
+		t.Errorf("heap_dump is not a heap profile: %v, %d bytes", err, len(raw))
+	}
+	if code, _, _ := do(t, "POST", a+"/heap_dump"); code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /heap_dump: %d", code)
+	}
 	if code, body, _ := do(t, "POST", a+"/logging?level=debug"); code != 200 || !strings.Contains(body, "weft: debug") {
 		t.Errorf("logging: %d %q", code, body)
 	}
@@ -366,7 +381,7 @@ func TestMemoryAndLogging(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(body), &si); err != nil || si.GetState() != adminv3.ServerInfo_INITIALIZING {
 		t.Errorf("server_info: %v %s", err, body)
 	}
-	code, body, _ := do(t, "GET", a+"/nope")
+	code, body, _ = do(t, "GET", a+"/nope")
 	if code != 404 || !strings.Contains(body, "/config_dump") {
 		t.Errorf("unknown path: %d %s", code, body)
 	}

@@ -34,6 +34,7 @@ func (s *Server) endpoints() []endpoint {
 		{"/clusters", "upstream cluster status (?format=json)", false, s.clusters},
 		{"/config_dump", "dump current config (?resource=, e.g. dynamic_active_clusters)", false, s.configDump},
 		{"/drain_listeners", "drain listeners (?inboundonly)", true, s.drainListeners},
+		{"/heap_dump", "dump the heap profile in pprof format (?gc=1 collects first)", false, s.heapDump},
 		{"/logging", "query/change logging level (?level=debug|info|warn|error)", true, s.logging},
 		{"/memory", "current memory allocation and process RSS", false, s.memory},
 		{"/quitquitquit", "exit the server gracefully", true, s.quit},

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 )
 
@@ -79,4 +80,20 @@ func parseStatus(b []byte) (rss, peak uint64) {
 		*dst = n
 	}
 	return rss, peak
+}
+
+// heapDump is /heap_dump: the Go heap profile in pprof's format (`go tool pprof` reads
+// it), as Envoy's endpoint of that name returns tcmalloc's. It reflects the heap as of
+// the last garbage collection, sampled every runtime.MemProfileRate bytes (512 KB
+// unless GODEBUG=memprofilerate= says otherwise); ?gc=1 collects first, so the
+// profile shows what is live now.
+func (s *Server) heapDump(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("gc") == "1" {
+		runtime.GC()
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="heap.pprof"`)
+	if err := pprof.Lookup("heap").WriteTo(w, 0); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -125,13 +126,30 @@ type entry struct {
 }
 
 // Store holds every metric of a proxy. The zero value is not usable; call New.
+//
+// A sidecar of a large mesh holds some 30 metrics for each of thousands of clusters,
+// so an entry's memory counts: the names derived from a metric's name are shared by
+// all entries of that name, and consecutive lookups with the same tags (one cluster's
+// metrics, looked up together) share one copy of the tags.
 type Store struct {
-	mu      sync.Mutex
-	entries map[string]*entry // by flat name + kind
+	mu       sync.Mutex
+	entries  map[entryKey]*entry
+	names    map[string]derivedNames // by metric name (template)
+	lastTags []Tag                   // the tags of the last entry created
 }
 
+type entryKey struct {
+	flat string
+	kind kind
+}
+
+// derivedNames are the tag-extracted and Prometheus names of a metric name.
+type derivedNames struct{ name, prom string }
+
 // New returns an empty store.
-func New() *Store { return &Store{entries: make(map[string]*entry)} }
+func New() *Store {
+	return &Store{entries: make(map[entryKey]*entry), names: make(map[string]derivedNames)}
+}
 
 // Flat is Envoy's flat name of a metric: each "{key}" of a template name is replaced by
 // the value of the tag with that key, and the values of the other tags go after the
@@ -143,9 +161,14 @@ func Flat(name string, tags ...Tag) string {
 	if len(tags) == 0 {
 		return name
 	}
+	size := len(name)
+	for _, t := range tags {
+		size += len(t.Value) + 1
+	}
 	if strings.IndexByte(name, '{') < 0 {
 		head, rest, ok := strings.Cut(name, ".")
 		var b strings.Builder
+		b.Grow(size)
 		b.WriteString(head)
 		for _, t := range tags {
 			b.WriteByte('.')
@@ -161,6 +184,7 @@ func Flat(name string, tags ...Tag) string {
 	// Istio cluster name holds dots of its own).
 	head, rest, ok := strings.Cut(name, ".")
 	var b strings.Builder
+	b.Grow(size)
 	expand(&b, head, tags)
 	for _, t := range tags {
 		if !templateNames(name, t.Key) {
@@ -259,15 +283,22 @@ func ExtractedName(name string) string {
 func isSep(c byte) bool { return c == '.' || c == '_' }
 
 func (s *Store) get(k kind, name string, tags []Tag, mk func() any) any {
-	flat := Flat(name, tags...)
-	key := flat + "\x00" + strconv.Itoa(int(k))
+	key := entryKey{Flat(name, tags...), k}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.entries[key]; ok {
 		return e.value
 	}
-	base := ExtractedName(name)
-	e := &entry{kind: k, name: base, prom: PromName(base), tags: append([]Tag(nil), tags...), flat: flat, value: mk()}
+	dn, ok := s.names[name]
+	if !ok {
+		base := ExtractedName(name)
+		dn = derivedNames{base, PromName(base)}
+		s.names[name] = dn
+	}
+	if !slices.Equal(tags, s.lastTags) {
+		s.lastTags = slices.Clone(tags)
+	}
+	e := &entry{kind: k, name: dn.name, prom: dn.prom, tags: s.lastTags, flat: key.flat, value: mk()}
 	s.entries[key] = e
 	return e.value
 }
@@ -308,10 +339,10 @@ func (s *Store) sorted() []*entry {
 func (s *Store) Value(flat string) (v int64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, found := s.entries[flat+"\x00"+strconv.Itoa(int(kindCounter))]; found {
+	if e, found := s.entries[entryKey{flat, kindCounter}]; found {
 		return int64(e.value.(*Counter).Value()), true
 	}
-	if e, found := s.entries[flat+"\x00"+strconv.Itoa(int(kindGauge))]; found {
+	if e, found := s.entries[entryKey{flat, kindGauge}]; found {
 		return e.value.(*Gauge).Value(), true
 	}
 	return 0, false

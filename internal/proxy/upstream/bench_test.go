@@ -6,7 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
+	"strconv"
 	"testing"
+
+	"github.com/weft-mesh/weft/internal/proxy/stats"
 )
 
 // benchRoundTrip sends b.N GETs through Pick + RoundTrip to one loopback upstream and
@@ -129,4 +133,25 @@ func BenchmarkPick(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkClusterStats is the metric memory of one cluster (bytes/op), which a
+// sidecar pays for every cluster of the mesh it is told about.
+// retained-B/cluster is what stays live (heap after a GC, divided by b.N).
+func BenchmarkClusterStats(b *testing.B) {
+	s := stats.New()
+	keep := make([]*ClusterStats, 0, b.N)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		keep = append(keep, newClusterStats(s, "outbound|9080||svc-"+strconv.Itoa(i)+".bench.svc.cluster.local"))
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(keep)), "retained-B/cluster")
+	runtime.KeepAlive(keep)
+	runtime.KeepAlive(s)
 }

@@ -39,7 +39,15 @@ type Manager struct {
 	mu     sync.Mutex
 	cla    map[string]*endpointv3.ClusterLoadAssignment // by EDS service name
 	stats  map[string]*ClusterStats
+	cm     managerStats
 	closed bool
+}
+
+// managerStats are Envoy's cluster_manager.* figures: how many clusters are active, and
+// how many each CDS update added, changed and removed.
+type managerStats struct {
+	active                   *stats.Gauge
+	added, modified, removed *stats.Counter
 }
 
 // NewManager returns a Manager without clusters.
@@ -58,6 +66,12 @@ func NewManager(opts Options) *Manager {
 		log:   opts.Log.With("component", "upstream"),
 		cla:   map[string]*endpointv3.ClusterLoadAssignment{},
 		stats: map[string]*ClusterStats{},
+		cm: managerStats{
+			active:   opts.Stats.Gauge("cluster_manager.active_clusters"),
+			added:    opts.Stats.Counter("cluster_manager.cluster_added"),
+			modified: opts.Stats.Counter("cluster_manager.cluster_modified"),
+			removed:  opts.Stats.Counter("cluster_manager.cluster_removed"),
+		},
 	}
 	empty := map[string]*Cluster{}
 	m.clusters.Store(&empty)
@@ -91,7 +105,10 @@ func (m *Manager) Get(name string) *Cluster { return (*m.clusters.Load())[name] 
 // violation as `cluster "NAME": field: reason`). A cluster whose proto is unchanged
 // keeps its hosts, pools, health and outlier state; a changed one is rebuilt and the
 // old version drains; a removed one drains (idle connections close now, busy ones when
-// their requests end).
+// their requests end). The manager keeps the messages it is given (a cluster's source,
+// for equality with the next update and for admin output) without copying them: the
+// caller must not change them afterwards. Decoded xDS resources are fresh per update,
+// and a copy per cluster was a fifth of a 1,000-cluster sidecar's heap.
 func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -133,7 +150,7 @@ func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
 			next[c.GetName()] = cur[c.GetName()] // unchanged: keeps all state
 			continue
 		}
-		nc, err := newCluster(m, proto.Clone(c).(*clusterv3.Cluster), cfgs[i])
+		nc, err := newCluster(m, c, cfgs[i])
 		if err != nil {
 			for _, x := range created {
 				x.close()
@@ -152,7 +169,18 @@ func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
 		if next[name] != old {
 			old.drain()
 		}
+		if next[name] == nil {
+			m.cm.removed.Inc()
+		}
 	}
+	for _, nc := range created {
+		if cur[nc.name] != nil {
+			m.cm.modified.Inc()
+		} else {
+			m.cm.added.Inc()
+		}
+	}
+	m.cm.active.Set(int64(len(next)))
 	m.log.Debug("clusters updated", "total", len(next), "new_or_changed", len(created))
 	return nil
 }

@@ -585,7 +585,7 @@ func TestDialTCP(t *testing.T) {
 
 func TestUpdateKeepsUnchangedClusters(t *testing.T) {
 	a, b := newUpstream(t, false, nil), newUpstream(t, false, nil)
-	m, _ := newTestManager(t, Options{})
+	m, st := newTestManager(t, Options{})
 	keep := staticCluster(t, "keep", a.addr)
 	change := staticCluster(t, "change", b.addr)
 	gone := staticCluster(t, "gone", b.addr)
@@ -618,6 +618,15 @@ func TestUpdateKeepsUnchangedClusters(t *testing.T) {
 	}
 	if got := m.Names(); strings.Join(got, ",") != "change,keep" {
 		t.Fatalf("Names = %v", got)
+	}
+	// Envoy's cluster_manager figures: 3 added, then 1 modified and 1 removed.
+	for name, want := range map[string]int64{
+		"cluster_manager.active_clusters": 2, "cluster_manager.cluster_added": 3,
+		"cluster_manager.cluster_modified": 1, "cluster_manager.cluster_removed": 1,
+	} {
+		if v, ok := st.Value(name); !ok || v != want {
+			t.Errorf("%s = %d (found %v), want %d", name, v, ok, want)
+		}
 	}
 }
 

@@ -97,7 +97,11 @@ type Config struct {
 	// Limits are the cluster's circuit breakers; Stats come with them.
 	Limits *Limits
 
-	transport *http.Transport
+	// transport opens the connections net/http's HTTP/2 (or ALPN-decided) client runs;
+	// built on first use, as most clusters of a large mesh never carry a request from
+	// one sidecar and an http.Transport per cluster was 3 KB of its heap. Init sets a
+	// fresh one, so a copy of a Config re-initialised for another protocol has its own.
+	transport *lazyTransport
 	h1        bool        // connections are this package's HTTP/1.1 (h1conn)
 	tlsProto  string      // scheme to dial: "http" or "https"
 	rawTLS    *tls.Config // TLS as configured, ALPN untouched, for Dial
@@ -117,37 +121,10 @@ func (c *Config) Init() error {
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = DefaultMaxStreams
 	}
-	t := &http.Transport{
-		// A proxy forwards bodies as they come: never add Accept-Encoding nor
-		// decompress on the caller's behalf.
-		DisableCompression: true,
-		// Requests go out whole; a 100-continue from the client was already handled
-		// downstream, so the body is sent right after the headers.
-		ExpectContinueTimeout:  0,
-		MaxResponseHeaderBytes: 1 << 20,
-		ForceAttemptHTTP2:      false,
-		Protocols:              new(http.Protocols),
-		HTTP2:                  &http.HTTP2Config{},
-	}
+	c.transport = new(lazyTransport)
 	c.tlsProto = "http"
 	if c.TLS != nil {
 		c.tlsProto = "https"
-	}
-	switch {
-	case c.Protocol == HTTP2:
-		// Explicit HTTP/2: prior knowledge, in plaintext (h2c) and under TLS alike, so
-		// that an ALPN list without "h2" (Istio's "istio-peer-exchange", "istio")
-		// still yields HTTP/2, as Envoy's codec does not depend on ALPN. Under TLS
-		// the dialled conn hides its *tls.Conn type for net/http to take this path.
-		t.Protocols.SetUnencryptedHTTP2(true)
-	case c.Protocol == Auto && c.TLS != nil:
-		// auto_config: ALPN decides (h2 preferred).
-		t.Protocols.SetHTTP1(true)
-		t.Protocols.SetHTTP2(true)
-	default:
-		t.Protocols.SetHTTP1(true)
-	}
-	if c.TLS != nil {
 		c.rawTLS = c.TLS
 		cfg := c.TLS.Clone()
 		// alpn_protocols of the UpstreamTlsContext win; without them the protocol's.
@@ -162,12 +139,53 @@ func (c *Config) Init() error {
 			}
 		}
 		c.TLS = cfg
-		t.DialTLSContext = c.dialTLS
 	}
-	t.DialContext = c.dialTCP
-	c.transport = t
 	c.h1 = c.Protocol == HTTP1 || (c.Protocol == Auto && c.TLS == nil)
 	return nil
+}
+
+type lazyTransport struct {
+	once sync.Once
+	t    *http.Transport
+}
+
+// httpTransport returns the transport of c's HTTP/2 and ALPN-decided connections,
+// building it on the first call.
+func (c *Config) httpTransport() *http.Transport {
+	c.transport.once.Do(func() {
+		t := &http.Transport{
+			// A proxy forwards bodies as they come: never add Accept-Encoding nor
+			// decompress on the caller's behalf.
+			DisableCompression: true,
+			// Requests go out whole; a 100-continue from the client was already handled
+			// downstream, so the body is sent right after the headers.
+			ExpectContinueTimeout:  0,
+			MaxResponseHeaderBytes: 1 << 20,
+			ForceAttemptHTTP2:      false,
+			Protocols:              new(http.Protocols),
+			HTTP2:                  &http.HTTP2Config{},
+		}
+		switch {
+		case c.Protocol == HTTP2:
+			// Explicit HTTP/2: prior knowledge, in plaintext (h2c) and under TLS alike, so
+			// that an ALPN list without "h2" (Istio's "istio-peer-exchange", "istio")
+			// still yields HTTP/2, as Envoy's codec does not depend on ALPN. Under TLS
+			// the dialled conn hides its *tls.Conn type for net/http to take this path.
+			t.Protocols.SetUnencryptedHTTP2(true)
+		case c.Protocol == Auto && c.TLS != nil:
+			// auto_config: ALPN decides (h2 preferred).
+			t.Protocols.SetHTTP1(true)
+			t.Protocols.SetHTTP2(true)
+		default:
+			t.Protocols.SetHTTP1(true)
+		}
+		if c.TLS != nil {
+			t.DialTLSContext = c.dialTLS
+		}
+		t.DialContext = c.dialTCP
+		c.transport.t = t
+	})
+	return c.transport.t
 }
 
 // dialTCP opens a TCP connection. The connection is counted by the caller (the pool)
@@ -709,7 +727,7 @@ func (p *Pool) dial(ctx context.Context) (*pconn, error) {
 			pc.h1.pc = pc
 		}
 	} else {
-		pc.cc, err = p.cfg.transport.NewClientConn(dctx, p.cfg.tlsProto, p.addr)
+		pc.cc, err = p.cfg.httpTransport().NewClientConn(dctx, p.cfg.tlsProto, p.addr)
 	}
 	cancel()
 	if err != nil {
