@@ -63,6 +63,12 @@ func newH1Mesh(t *testing.T) *h1Mesh {
 			w.Header().Set("X-Got-Trailer", r.Trailer.Get("X-T"))
 			w.Header().Set("X-Got-Expect", r.Header.Get("Expect"))
 			_, _ = w.Write(b)
+		case "/hop":
+			w.Header().Set("Connection", "X-Hop")
+			w.Header().Set("X-Hop", "secret")
+			w.Header().Set("Keep-Alive", "timeout=5")
+			w.Header().Set("X-Keep", "yes")
+			_, _ = io.WriteString(w, "hop")
 		case "/slow":
 			time.Sleep(300 * time.Millisecond)
 			fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path)
@@ -202,6 +208,33 @@ func TestH1HTTP10(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestH1ResponseHeaders: the writer takes the upstream response's header map as its
+// own (h1writer.AdoptHeader); hop-by-hop fields, and those the upstream's Connection
+// names, still go, and the route's response header ops still apply.
+func TestH1ResponseHeaders(t *testing.T) {
+	m := newH1Mesh(t)
+	hop := prefixRoute("/hop", "a")
+	hop.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-route", Value: "added"}}}
+	hop.ResponseHeadersToRemove = []string{"x-keep-not"}
+	m.pushRC(t, routeConfig("r", hop, prefixRoute("/", "a")))
+	m.waitBackend(t, "/hop", "")
+	rc := m.dial(t)
+	for i := 0; i < 2; i++ { // the second on a reused connection
+		rc.write("GET /hop HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, body := rc.response("GET")
+		if resp.StatusCode != 200 || body != "hop" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+		h := resp.Header
+		if h.Get("X-Hop") != "" || h.Get("Keep-Alive") != "" || strings.Contains(h.Get("Connection"), "X-Hop") {
+			t.Errorf("hop-by-hop fields passed: %v", h)
+		}
+		if h.Get("X-Keep") != "yes" || h.Get("X-Route") != "added" || h.Get("Content-Length") != "3" || h.Get("Server") == "" {
+			t.Errorf("fields missing: %v", h)
+		}
+	}
 }
 
 // TestH1Pipelined: requests sent before the previous answers come back are answered in

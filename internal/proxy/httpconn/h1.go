@@ -294,7 +294,7 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 	req = req.WithContext(hc.ctx)
 	req.RemoteAddr = hc.remote
 	req.TLS = hc.tls
-	w := &h1writer{hc: hc, req: req, header: make(http.Header, 8)}
+	w := &h1writer{hc: hc, req: req}
 	if body != nil {
 		if ex, ok := req.Header["Expect"]; ok {
 			if req.ProtoMinor == 1 && len(ex) == 1 && equalFold(ex[0], "100-continue") {
@@ -488,7 +488,26 @@ type h1writer struct {
 
 var _ http.ResponseWriter = (*h1writer)(nil)
 
-func (w *h1writer) Header() http.Header { return w.header }
+// Header returns the response's header map, made on first use: a proxied response
+// usually brings its own (AdoptHeader).
+func (w *h1writer) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
+
+// AdoptHeader makes h the response's header map, instead of a copy of it, when nothing
+// was set in the writer's own yet and the head is not written. The caller hands h over:
+// it reads and changes it only through Header() from then on. It saves a map per
+// proxied response.
+func (w *h1writer) AdoptHeader(h http.Header) bool {
+	if w.wroteHeader || w.hijacked || len(w.header) > 0 || h == nil {
+		return false
+	}
+	w.header = h
+	return true
+}
 
 func (w *h1writer) WriteHeader(code int) {
 	if w.wroteHeader || w.hijacked {

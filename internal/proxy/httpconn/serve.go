@@ -286,6 +286,13 @@ func (w *responseWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// AdoptHeader passes the router's offer of the upstream response's header map to the
+// HTTP/1.1 writer underneath (see h1writer.AdoptHeader).
+func (w *responseWriter) AdoptHeader(h http.Header) bool {
+	a, ok := w.ResponseWriter.(interface{ AdoptHeader(http.Header) bool })
+	return ok && !w.wroteHeader && a.AdoptHeader(h)
+}
+
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)

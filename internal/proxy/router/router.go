@@ -973,6 +973,10 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 
 // writeResponse copies the upstream response downstream: headers (with the route's
 // response mutations), the body (flushed as it arrives when streaming), then trailers.
+// headerAdopter is a ResponseWriter that can take a response's header map as its own
+// instead of a copy: the connection manager's HTTP/1.1 writer, before anything was set.
+type headerAdopter interface{ AdoptHeader(http.Header) bool }
+
 func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *Route, wc *weightedCluster, resp *http.Response, cst *upstream.ClusterStats, setCookie string, attemptCount bool) {
 	info := x.Info
 	defer resp.Body.Close()
@@ -982,14 +986,25 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 	info.ResponseCode = resp.StatusCode
 	info.ResponseDetails = "via_upstream"
 
-	wh := x.W.Header()
-	for k, vs := range resp.Header {
-		wh[k] = vs
+	// What the rest reads of the upstream's head, before the header ops may change it.
+	ct := resp.Header.Get("Content-Type")
+	grpcStatus := resp.Header.Get(hdrGRPCStatus)
+	connTokens := resp.Header["Connection"]
+	// The downstream writer takes the upstream's header map as its own when it can
+	// (HTTP/1.1, nothing set yet); else the fields are copied.
+	var wh http.Header
+	if a, ok := x.W.(headerAdopter); ok && a.AdoptHeader(resp.Header) {
+		wh = resp.Header
+	} else {
+		wh = x.W.Header()
+		for k, vs := range resp.Header {
+			wh[k] = vs
+		}
 	}
 	for _, k := range hopHeaders {
 		delete(wh, k)
 	}
-	if c := resp.Header["Connection"]; len(c) > 0 {
+	if c := connTokens; len(c) > 0 {
 		for _, v := range c {
 			for tok := range strings.SplitSeq(v, ",") {
 				delete(wh, http.CanonicalHeaderKey(strings.TrimSpace(tok)))
@@ -999,8 +1014,8 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 	if resp.ContentLength >= 0 && len(resp.TransferEncoding) == 0 && x.R.Method != http.MethodHead {
 		setContentLength(wh, resp.ContentLength)
 	}
-	if v := wh.Get(hdrGRPCStatus); v != "" {
-		info.GRPCStatus = v
+	if grpcStatus != "" {
+		info.GRPCStatus = grpcStatus
 	}
 	if len(route.respOps) > 0 || (wc != nil && len(wc.respLevel.add)+len(wc.respLevel.remove) > 0) {
 		fc := fmtCtx{r: x.R, reqH: x.R.Header, respH: wh, info: info, status: resp.StatusCode}
@@ -1023,13 +1038,12 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 	}
 	x.W.WriteHeader(resp.StatusCode)
 
-	ct := resp.Header.Get("Content-Type")
 	// A gRPC trailers-only response (grpc-status in the headers, no body) must leave as
 	// one HEADERS frame with END_STREAM: flushing the headers first would turn them into
 	// initial metadata and the client would miss the status. An HTTP/2 response that
 	// ended with its HEADERS has ContentLength 0 and a body that is not http.NoBody.
 	trailersOnly := resp.Body == http.NoBody || resp.ContentLength == 0 ||
-		(isGRPCContentType(ct) && resp.Header.Get(hdrGRPCStatus) != "")
+		(isGRPCContentType(ct) && grpcStatus != "")
 	streaming := !trailersOnly && (resp.ContentLength < 0 || isGRPCContentType(ct) || strings.HasPrefix(ct, "text/event-stream"))
 	rc := http.NewResponseController(x.W)
 	if streaming {
