@@ -218,8 +218,13 @@ func TestH1ResponseHeaders(t *testing.T) {
 	hop := prefixRoute("/hop", "a")
 	hop.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-route", Value: "added"}}}
 	hop.ResponseHeadersToRemove = []string{"x-keep-not"}
-	m.pushRC(t, routeConfig("r", hop, prefixRoute("/", "a")))
-	m.waitBackend(t, "/hop", "")
+	v := m.pushRC(t, routeConfig("r", hop, prefixRoute("/", "a")))
+	eventually(t, 10*time.Second, func() error {
+		if got := m.cp.acked("type.googleapis.com/envoy.config.route.v3.RouteConfiguration"); got != v {
+			return fmt.Errorf("routes acked %q, want %q", got, v)
+		}
+		return nil
+	})
 	rc := m.dial(t)
 	for i := 0; i < 2; i++ { // the second on a reused connection
 		rc.write("GET /hop HTTP/1.1\r\nHost: x\r\n\r\n")
