@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/weft-mesh/weft/internal/meshfile"
+	"github.com/weft-mesh/weft/internal/testnet"
 )
 
 // The README's examples are checked here so that the docs stay true (as CoreDNS's
@@ -704,15 +704,7 @@ func readmeProxyExample(t *testing.T, all []command, spans []readmeLine, root st
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testnet.FreePort(t) }
 
 // syncBuffer is a bytes.Buffer safe for a process's output and the test's reads.
 type syncBuffer struct {

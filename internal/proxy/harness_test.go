@@ -39,6 +39,7 @@ import (
 
 	"github.com/weft-mesh/weft/internal/proxy"
 	"github.com/weft-mesh/weft/internal/proxy/bootstrap"
+	"github.com/weft-mesh/weft/internal/testnet"
 )
 
 // anypbAny shortens typed_per_filter_config literals.
@@ -211,15 +212,7 @@ func runProxyWith(t *testing.T, b *bootstrapv3.Bootstrap) *proxy.Proxy {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testnet.FreePort(t) }
 
 // eventually polls f until it returns nil or the deadline passes.
 func eventually(t *testing.T, d time.Duration, f func() error) {

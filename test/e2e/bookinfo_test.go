@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -23,6 +22,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/testnet"
 )
 
 func repoRoot(t testing.TB) string {
@@ -64,14 +65,7 @@ func binaries(t testing.TB) string {
 	return binDir
 }
 
-func freePort(t testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { return testnet.FreePort(t) }
 
 // mesh is a running `weft up` of Bookinfo.
 type mesh struct {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weft-mesh/weft/internal/proxy/stats"
+	"github.com/weft-mesh/weft/internal/testnet"
 )
 
 type fakeSource struct {
@@ -401,9 +403,7 @@ func TestStartErrorsAndDisabled(t *testing.T) {
 	}
 	defer ln.Close()
 	// The admin address binds, the health one is taken: Start fails and frees the admin one.
-	free, _ := net.Listen("tcp", "127.0.0.1:0")
-	freeAddr := free.Addr().String()
-	free.Close()
+	freeAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testnet.FreePort(t)))
 	_, err = Start(Options{Address: freeAddr, HealthAddress: ln.Addr().String(), PrometheusAddress: Disabled, Source: newFake()})
 	if err == nil {
 		t.Fatal("Start succeeded on a taken port")

@@ -24,6 +24,7 @@ import (
 
 	"github.com/weft-mesh/weft/internal/proxy/tlsctx"
 	"github.com/weft-mesh/weft/internal/proxy/tlsctx/tlstest"
+	"github.com/weft-mesh/weft/internal/testnet"
 )
 
 func TestTwoListenersRawTCP(t *testing.T) {
@@ -352,12 +353,7 @@ func TestInvalidUpdateChangesNothing(t *testing.T) {
 func TestRemoveAndRebindListener(t *testing.T) {
 	f := newFixture(t)
 	// A fixed port, to check that a removed listener frees it and a renamed one keeps it.
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := probe.Addr().(*net.TCPAddr).Port
-	probe.Close()
+	port := testnet.FreePort(t)
 	l := simpleListener(t, "first", "one")
 	l.Address = sockAddr("127.0.0.1", uint32(port))
 	f.update(t, l)

@@ -15,6 +15,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weft-mesh/weft/internal/proxy/sockio"
 	"github.com/weft-mesh/weft/internal/proxy/stats"
 	"github.com/weft-mesh/weft/internal/proxy/tlsctx"
 )
@@ -479,7 +480,9 @@ func addrPort(a net.Addr) netip.AddrPort {
 // serve runs one accepted connection through listener filters, original-destination
 // dispatch, filter chain match and TLS, then hands it to the chain's network filter.
 func (m *Manager) serve(s *socket, raw net.Conn) {
-	rc := &replayConn{Conn: raw, m: m}
+	// Inspection and original_dst read the socket itself; everything after reads and
+	// writes it through raw socket calls (package sockio), TLS included.
+	rc := &replayConn{Conn: sockio.Wrap(raw), m: m}
 	if !m.track(rc) {
 		_ = raw.Close()
 		return

@@ -26,6 +26,7 @@ import (
 	"github.com/weft-mesh/weft/internal/proxy/stats"
 	"github.com/weft-mesh/weft/internal/proxy/stream"
 	"github.com/weft-mesh/weft/internal/proxy/upstream"
+	"github.com/weft-mesh/weft/internal/testnet"
 )
 
 // testUpstream is a real HTTP server on loopback. It stamps X-Upstream with its name.
@@ -63,13 +64,7 @@ func startUpstream(t testing.TB, name string, h2c bool, handler http.HandlerFunc
 
 // deadAddr is a loopback address nothing listens on.
 func deadAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(testnet.FreePort(t)))
 }
 
 func staticCluster(t testing.TB, name string, addrs ...string) *clusterv3.Cluster {

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/proxy/sockio"
 )
 
 var (
@@ -207,6 +209,8 @@ func (c *Config) dialTCP(ctx context.Context, network, addr string) (net.Conn, e
 		// Envoy sets TCP_NODELAY on upstream connections.
 		_ = tc.SetNoDelay(true)
 	}
+	// Reads and writes, TLS's included, go through raw socket calls (package sockio).
+	conn = sockio.Wrap(conn)
 	if ds, ok := ctx.Value(dialKey{}).(*dialState); ok {
 		// From here the connection's Close gives back its max_connections slot.
 		ds.dialed = true

@@ -1,0 +1,213 @@
+package sockio
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pair returns a wrapped client connection and the server's end of it, over loopback.
+func pair(t testing.TB) (*Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			acc <- nil
+			return
+		}
+		acc <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-acc
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	w, ok := Wrap(c).(*Conn)
+	if !ok {
+		if runtime.GOOS != "linux" {
+			t.Skip("raw socket calls are Linux only")
+		}
+		t.Fatalf("Wrap(%T) did not wrap", c)
+	}
+	return w, s
+}
+
+// TestBothWaysLarge: 8 MB each way at once, more than the socket buffers hold, so
+// writes meet EAGAIN and wait in the poller, and reads wait for data.
+func TestBothWaysLarge(t *testing.T) {
+	c, s := pair(t)
+	const size = 8 << 20
+	up, down := make([]byte, size), make([]byte, size)
+	rand.Read(up)
+	rand.Read(down)
+	var wg sync.WaitGroup
+	var gotUp, gotDown []byte
+	var errs [4]error
+	wg.Add(4)
+	go func() { defer wg.Done(); _, errs[0] = c.Write(up) }()
+	go func() { defer wg.Done(); _, errs[1] = s.Write(down) }()
+	go func() { defer wg.Done(); gotUp, errs[2] = readN(s, size) }()
+	go func() { defer wg.Done(); gotDown, errs[3] = readN(c, size) }()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("op %d: %v", i, err)
+		}
+	}
+	if !bytes.Equal(gotUp, up) || !bytes.Equal(gotDown, down) {
+		t.Fatal("bytes differ")
+	}
+}
+
+func readN(r io.Reader, n int) ([]byte, error) {
+	b := make([]byte, n)
+	_, err := io.ReadFull(r, b)
+	return b, err
+}
+
+func TestEOF(t *testing.T) {
+	c, s := pair(t)
+	if _, err := s.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "bye" {
+		t.Fatalf("%q %v", b, err)
+	}
+	if n, err := c.Read(make([]byte, 4)); n != 0 || err != io.EOF {
+		t.Fatalf("after EOF: %d %v", n, err)
+	}
+}
+
+// TestReadDeadline: deadlines apply, and the error is the net package's timeout.
+func TestReadDeadline(t *testing.T) {
+	c, _ := pair(t)
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	_, err := c.Read(make([]byte, 10))
+	var ne net.Error
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+	if d := time.Since(start); d < 40*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("returned after %v", d)
+	}
+	// A deadline in the past ends a read that is already waiting, as the HTTP
+	// server's drain and the pool's cancellation use it.
+	_ = c.SetReadDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 10)); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	_ = c.SetReadDeadline(time.Unix(1, 0))
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("err = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiting read not woken by a past deadline")
+	}
+}
+
+func TestCloseWhileReading(t *testing.T) {
+	c, _ := pair(t)
+	done := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 10)); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	c.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("err = %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("read not ended by Close")
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+}
+
+// TestWriteToReset: writing to a peer that reset the connection fails with an error
+// (EPIPE or ECONNRESET) instead of raising SIGPIPE.
+func TestWriteToReset(t *testing.T) {
+	c, s := pair(t)
+	_ = s.(*net.TCPConn).SetLinger(0)
+	s.Close() // RST
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for err == nil && time.Now().Before(deadline) {
+		_, err = c.Write(make([]byte, 64<<10))
+	}
+	var oe *net.OpError
+	if err == nil || !errors.As(err, &oe) || oe.Op != "write" {
+		t.Fatalf("err = %v, want a write OpError", err)
+	}
+}
+
+func TestWrapLeavesOthers(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if Wrap(a) != a {
+		t.Fatal("a net.Pipe conn was wrapped")
+	}
+}
+
+// BenchmarkPingPong: one 1 KB request and response over loopback per op, with the
+// net package's calls and with sockio's, under GOMAXPROCS=1 as a sidecar runs.
+func BenchmarkPingPong(b *testing.B) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for _, raw := range []bool{false, true} {
+		name := "net"
+		if raw {
+			name = "sockio"
+		}
+		b.Run(name, func(b *testing.B) {
+			c, s := pair(b)
+			var conn io.ReadWriter = c.TCPConn
+			if raw {
+				conn = c
+			}
+			go func() {
+				buf := make([]byte, 1024)
+				for {
+					if _, err := io.ReadFull(s, buf); err != nil {
+						return
+					}
+					if _, err := s.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			buf := make([]byte, 1024)
+			b.SetBytes(2048)
+			for b.Loop() {
+				if _, err := conn.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(conn, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
