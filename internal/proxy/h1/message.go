@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -27,11 +28,14 @@ type Reader struct {
 	hr headerReader
 	// MaxHeaderBytes bounds a head (request or status line and header fields).
 	MaxHeaderBytes int
+	// Context, when set, is the context of the requests ReadRequest returns; else
+	// theirs is context.Background. Setting it here spares the copy of the request
+	// that WithContext makes.
+	Context context.Context
 }
 
 // ReadRequest reads a request head and sets up its body. The request's context is
-// context.Background; the caller sets its own with WithContext or by assigning ctx
-// through NewRequestWithContext's rules (the server builds the request itself).
+// r.Context.
 func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 	n := r.MaxHeaderBytes
 	if n <= 0 {
@@ -66,7 +70,14 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 			return nil, nil, badRequest("malformed method")
 		}
 	}
-	req := &http.Request{Method: internMethod(method)}
+	var req *http.Request
+	if r.Context != nil {
+		var zero http.Request
+		req = zero.WithContext(r.Context) // the one allocation of the request
+	} else {
+		req = new(http.Request)
+	}
+	req.Method = internMethod(method)
 	switch string(version) {
 	case "HTTP/1.1":
 		req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, 1

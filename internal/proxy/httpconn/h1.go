@@ -186,6 +186,7 @@ func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, pre *bufio.Reader) {
 	hc.bw.Reset(nc)
 	hc.r.MaxHeaderBytes = m.maxHeaderBytes
 	hc.ctx, hc.cancel = context.WithCancelCause(context.WithValue(context.Background(), connKey{}, lc))
+	hc.r.Context = hc.ctx
 	if lc.Remote.IsValid() {
 		hc.remote = lc.Remote.String()
 	}
@@ -291,7 +292,9 @@ func (hc *h1conn) reject(err error) {
 // whether the connection can carry another request.
 func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) {
 	m := hc.m
-	req = req.WithContext(hc.ctx)
+	if req.Context() != hc.ctx { // the reader gives its requests hc.ctx
+		req = req.WithContext(hc.ctx)
+	}
 	req.RemoteAddr = hc.remote
 	req.TLS = hc.tls
 	w := &h1writer{hc: hc, req: req}

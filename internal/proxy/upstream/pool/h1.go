@@ -31,6 +31,58 @@ type h1conn struct {
 	peek peeker
 	busy atomic.Bool
 	dead atomic.Bool
+
+	// The context of the exchange in progress is watched (its end fails the
+	// connection's I/O) only once the exchange has run for watchAfter or until the
+	// context's deadline, whichever is sooner: context.AfterFunc costs five
+	// allocations and most exchanges are over before then.
+	wmu     sync.Mutex
+	wctx    context.Context // the exchange's context; nil between exchanges
+	wstop   func() bool     // the AfterFunc's stop once armed
+	wtimer  *time.Timer     // made on the connection's first exchange, then reset
+	armFn   func()
+	abortFn func()
+}
+
+// watchAfter is how long an exchange runs before its context is watched.
+const watchAfter = 50 * time.Millisecond
+
+// watch starts watching ctx for the exchange that begins.
+func (c *h1conn) watch(ctx context.Context) {
+	d := watchAfter
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, max(time.Until(dl), 0))
+	}
+	c.wmu.Lock()
+	c.wctx, c.wstop = ctx, nil
+	c.wmu.Unlock()
+	if c.wtimer == nil {
+		c.armFn = c.arm
+		c.abortFn = func() { c.nc.SetDeadline(aLongTimeAgo) }
+		c.wtimer = time.AfterFunc(d, c.armFn)
+	} else {
+		c.wtimer.Reset(d)
+	}
+}
+
+// arm makes the end of the exchange's context fail the connection's I/O.
+func (c *h1conn) arm() {
+	c.wmu.Lock()
+	if c.wctx != nil && c.wstop == nil {
+		c.wstop = context.AfterFunc(c.wctx, c.abortFn)
+	}
+	c.wmu.Unlock()
+}
+
+// unwatch ends the watch of the exchange. It reports false when the context ended
+// while watched: the connection's deadline was then set in the past.
+func (c *h1conn) unwatch() bool {
+	c.wtimer.Stop()
+	c.wmu.Lock()
+	ok := c.wstop == nil || c.wstop()
+	c.wctx, c.wstop = nil, nil
+	c.wmu.Unlock()
+	return ok
 }
 
 // aLongTimeAgo is a deadline in the past: set on a connection it fails pending I/O.
@@ -85,13 +137,10 @@ var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // connection and hands it back to the pool at its end.
 func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, error) {
 	ctx := req.Context()
-	var stop func() bool
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
-	}
+	c.watch(ctx)
 	fail := func(err error) (*http.Response, error) {
 		c.close()
-		if stop != nil && !stop() {
+		if !c.unwatch() || ctx.Err() != nil {
 			return nil, fmt.Errorf("upstream: %w", ctx.Err())
 		}
 		return nil, err
@@ -166,10 +215,12 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// The connection now carries the upgraded protocol; it leaves the pool with
 		// the response (Body is read-write, as net/http's).
-		resp.Body = &upgraded{c: c, stop: stop}
+		// Its context is watched for as long as it is open.
+		c.arm()
+		resp.Body = &upgraded{c: c}
 		return resp, nil
 	}
-	b := &h1body{c: c, ctx: ctx, stop: stop, written: written, keep: !resp.Close && !req.Close}
+	b := &h1body{c: c, ctx: ctx, written: written, keep: !resp.Close && !req.Close}
 	if body == nil {
 		b.finish(true)
 		resp.Body = http.NoBody
@@ -191,7 +242,6 @@ type h1body struct {
 	c       *h1conn
 	rc      io.ReadCloser
 	ctx     context.Context
-	stop    func() bool
 	written chan error
 	keep    bool
 	done    bool
@@ -230,7 +280,7 @@ func (b *h1body) finish(eof bool) {
 	// Content-Length): read as the next request's response they would answer it
 	// with someone else's data.
 	reuse := eof && b.keep && c.br.Buffered() == 0
-	if b.stop != nil && !b.stop() {
+	if !c.unwatch() {
 		reuse = false // the request context ended: the deadline is in the past
 	}
 	if b.written != nil {
@@ -250,7 +300,6 @@ func (b *h1body) finish(eof bool) {
 // upgraded is the body of a 101 response: the raw connection.
 type upgraded struct {
 	c    *h1conn
-	stop func() bool
 	done atomic.Bool
 }
 
@@ -258,9 +307,7 @@ func (u *upgraded) Read(p []byte) (int, error)  { return u.c.br.Read(p) }
 func (u *upgraded) Write(p []byte) (int, error) { return u.c.nc.Write(p) }
 func (u *upgraded) Close() error {
 	if u.done.CompareAndSwap(false, true) {
-		if u.stop != nil {
-			u.stop()
-		}
+		u.c.unwatch()
 		u.c.close()
 		u.c.pc.pool.h1Done(u.c.pc)
 	}

@@ -3,6 +3,8 @@ package pool
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -272,5 +274,82 @@ func TestH1PoolStaleAndUnsolicited(t *testing.T) {
 	req, _ = http.NewRequest("GET", "http://svc/after", nil)
 	if _, body, err := do(t, p, req); err != nil || body != "ok" {
 		t.Fatalf("after unsolicited bytes: %q %v", body, err)
+	}
+}
+
+// TestH1PoolContextEndsExchange: the end of a request's context fails its exchange,
+// whether it comes before the pool starts watching the context (a deadline shorter
+// than watchAfter, a cancel right away) or after (a cancel during the response body),
+// and the connection is not reused. Fast exchanges on the same connection go on.
+func TestH1PoolContextEndsExchange(t *testing.T) {
+	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/hang":
+				_, _ = br.ReadByte() // until the pool closes the connection
+				return
+			case "/trickle":
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst")
+				_, _ = br.ReadByte()
+				return
+			default:
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	p := rawPool(t, u)
+	fast := func(when string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://svc/fast", nil)
+		if _, body, err := do(t, p, req); err != nil || body != "ok" {
+			t.Fatalf("%s: %q %v", when, body, err)
+		}
+	}
+	fast("first")
+	fast("reused") // the connection's second exchange: its watch timer is reset, not remade
+
+	// A deadline shorter than watchAfter.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://svc/hang", nil)
+	start := time.Now()
+	_, _, err := do(t, p, req)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 10*time.Second {
+		t.Fatalf("deadline: %v after %v", err, time.Since(start))
+	}
+	fast("after the deadline")
+
+	// A cancel before the watch starts: the watch finds the context ended.
+	ctx, cancel = context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, "GET", "http://svc/hang", nil)
+	time.AfterFunc(5*time.Millisecond, cancel)
+	start = time.Now()
+	if _, _, err := do(t, p, req); !errors.Is(err, context.Canceled) || time.Since(start) > 10*time.Second {
+		t.Fatalf("early cancel: %v after %v", err, time.Since(start))
+	}
+
+	// A cancel while the response body is read, long after watchAfter.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	req, _ = http.NewRequestWithContext(ctx, "GET", "http://svc/trickle", nil)
+	resp, err := p.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(3*watchAfter, cancel)
+	start = time.Now()
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "first" || !errors.Is(err, context.Canceled) || time.Since(start) > 10*time.Second {
+		t.Fatalf("body cancel: %q %v after %v", b, err, time.Since(start))
+	}
+	before := u.accepts.Load()
+	fast("after the cancels")
+	if u.accepts.Load() != before+1 {
+		t.Fatal("a connection whose exchange was cancelled was reused")
 	}
 }
