@@ -568,16 +568,16 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		return nil
 	}
 
-	remote := ""
-	if info.Downstream.IsValid() {
-		remote = info.Downstream.Addr().String()
-	}
 	// The request's upstream state in one allocation: the LB context escapes into
 	// the cluster's picker, the URL into the upstream requests.
 	fs := &forwardState{}
 	lbctx := &fs.lbctx
 	var setCookie string
 	if len(f.hash) > 0 {
+		remote := "" // the source IP, for connection_properties hashing
+		if info.Downstream.IsValid() {
+			remote = info.Downstream.Addr().String()
+		}
 		lbctx.Hash, lbctx.HasHash, setCookie = f.requestHash(r, remote)
 	}
 
