@@ -1,7 +1,9 @@
 // Command profproxy is weft-proxy with profiles: the same proxy.Main as cmd/weft-proxy,
 // with a CPU profile for its whole life and an allocation profile at exit, written to
-// $WEFT_PROFILE_DIR/<bootstrap file name>.{cpu,allocs}.pprof. The benchmark harness runs
-// it (never the measured runs) to show where weft-proxy spends its time under load.
+// $WEFT_PROFILE_DIR/<bootstrap file name>.{cpu,allocs}.pprof, and with
+// WEFT_PROFILE_TRACE=1 an execution trace (<name>.trace, for `go tool trace`, e.g.
+// -pprof=sched for the time goroutines waited to run). The benchmark harness runs it
+// (never the measured runs) to show where weft-proxy spends its time under load.
 package main
 
 import (
@@ -9,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 
 	"github.com/weft-mesh/weft/internal/proxy"
@@ -35,6 +38,13 @@ func run(args []string) int {
 	if err := pprof.StartCPUProfile(cpu); err != nil {
 		fmt.Fprintln(os.Stderr, "profproxy:", err)
 		return 1
+	}
+	if os.Getenv("WEFT_PROFILE_TRACE") == "1" {
+		if f, err := os.Create(filepath.Join(dir, name+".trace")); err == nil {
+			if err := trace.Start(f); err == nil {
+				defer func() { trace.Stop(); f.Close() }()
+			}
+		}
 	}
 	code := proxy.Main(args)
 	pprof.StopCPUProfile()
