@@ -1,5 +1,6 @@
 // Package sockio reads and writes a TCP connection's socket with raw system calls, for
-// the proxy's HTTP/1.1 hot path.
+// the proxy's connections (the listener wraps every accepted one after inspection, the
+// upstream pools every one they dial; TLS and HTTP/2 run on top).
 //
 // Why: a Go read or write on a socket enters the scheduler's syscall state, and with
 // GOMAXPROCS=1 (a sidecar's setting) the runtime's monitor thread takes the one P away
@@ -15,5 +16,6 @@
 // Wrap returns a net.Conn whose Read and Write are the raw ones, and whose other
 // methods are the *net.TCPConn's (deadlines, Close, CloseWrite, SyscallConn); a
 // connection that is not a *net.TCPConn, or any connection off Linux, is returned as it
-// is.
+// is. The trade: a raw call is invisible to the race detector's view of the buffer and
+// cannot be preempted while it runs, which for a non-blocking socket is microseconds.
 package sockio
