@@ -255,6 +255,18 @@ func TestH1PoolStaleAndUnsolicited(t *testing.T) {
 		case "/extra":
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
 			time.Sleep(500 * time.Millisecond) // keep the connection open
+		case "/late":
+			// Bytes nobody asked for, a moment after the response: the pool must not
+			// read them as the answer to the next request on this connection.
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			time.Sleep(20 * time.Millisecond)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+			for {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
 		default:
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			// close at once: the pool learns it only on the next request
@@ -274,6 +286,17 @@ func TestH1PoolStaleAndUnsolicited(t *testing.T) {
 	req, _ = http.NewRequest("GET", "http://svc/after", nil)
 	if _, body, err := do(t, p, req); err != nil || body != "ok" {
 		t.Fatalf("after unsolicited bytes: %q %v", body, err)
+	}
+	// Stray bytes that arrive after the response, with the connection taken again at
+	// once (well within any idle threshold).
+	req, _ = http.NewRequest("GET", "http://svc/late", nil)
+	if _, body, err := do(t, p, req); err != nil || body != "ok" {
+		t.Fatalf("late: %q %v", body, err)
+	}
+	time.Sleep(60 * time.Millisecond)
+	req, _ = http.NewRequest("GET", "http://svc/after-late", nil)
+	if _, body, err := do(t, p, req); err != nil || body != "ok" {
+		t.Fatalf("after late unsolicited bytes: %q %v (want a fresh connection's answer)", body, err)
 	}
 }
 

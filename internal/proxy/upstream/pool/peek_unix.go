@@ -5,6 +5,7 @@ package pool
 import (
 	"net"
 	"syscall"
+	"unsafe"
 )
 
 // peeker tells whether the peer closed an idle plaintext connection (or sent bytes
@@ -32,7 +33,10 @@ func (p *peeker) init(nc net.Conn) {
 	}
 	p.rc = rc
 	p.fn = func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// A raw call, as package sockio makes them: a non-blocking peek never
+		// blocks, so the scheduler need not know about it.
+		_, _, err := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 		// EAGAIN: nothing to read, the connection is fine. Anything else is an
 		// error, EOF or unsolicited data: unusable.
 		p.closed = err != syscall.EAGAIN && err != syscall.EWOULDBLOCK

@@ -554,8 +554,9 @@ func (p *Pool) tryReserve() *pconn {
 			}
 			continue
 		}
-		if pc.h1 != nil && pc.requests.Load() > 0 && idleLongerThan(pc, peekAfterIdle) && pc.h1.peek.peerClosed() {
-			// The server closed it while idle.
+		if pc.h1 != nil && pc.requests.Load() > 0 && pc.h1.peek.peerClosed() {
+			// The server closed it while idle, or sent bytes nobody asked for (read as
+			// the next response they would answer another client's request).
 			pc.h1.close()
 			pc.streams.Add(-1)
 			p.remove(pc)
@@ -756,17 +757,6 @@ func (p *Pool) dial(ctx context.Context) (*pconn, error) {
 	p.gen++
 	p.mu.Unlock()
 	return pc, nil
-}
-
-// peekAfterIdle is how long a connection must have been idle before it is checked for a
-// close by the server when taken again. A connection in steady use is not checked: the
-// check is a syscall per request, servers close idle connections after seconds, and a
-// close that slips through costs a replayable request one more try (RoundTrip).
-const peekAfterIdle = 100 * time.Millisecond
-
-func idleLongerThan(pc *pconn, d time.Duration) bool {
-	at := pc.idleAt.Load()
-	return at == 0 || time.Now().UnixNano()-at > int64(d)
 }
 
 // overIdleLimit reports whether one more idle HTTP/1.1 connection exceeds MaxIdle.
