@@ -117,6 +117,14 @@ func New(opts Options) (*Proxy, error) {
 		quit:      make(chan struct{}),
 		startedAt: time.Now(),
 	}
+	// The stats matcher decides which metrics exist, so it is set before any is made.
+	accept, err := compileStatsMatcher(opts.Bootstrap.GetStatsConfig().GetStatsMatcher())
+	if err != nil {
+		return nil, fmt.Errorf("proxy: stats_config.stats_matcher.%w", err)
+	}
+	if accept != nil {
+		p.stats.SetFilter(accept)
+	}
 	p.clusters = upstream.NewManager(upstream.Options{Secrets: p.secrets, Stats: p.stats, Log: p.log})
 	// The filters' counters go to this proxy's store (the filter API passes none).
 	fault.UseStats(p.stats)

@@ -136,6 +136,7 @@ type Store struct {
 	entries  map[entryKey]*entry
 	names    map[string]derivedNames // by metric name (template)
 	lastTags []Tag                   // the tags of the last entry created
+	accept   func(flat string) bool  // nil: every metric is kept
 }
 
 type entryKey struct {
@@ -149,6 +150,16 @@ type derivedNames struct{ name, prom string }
 // New returns an empty store.
 func New() *Store {
 	return &Store{entries: make(map[entryKey]*entry), names: make(map[string]derivedNames)}
+}
+
+// SetFilter makes the store keep only the metrics whose flat name accept approves
+// (Envoy's stats_config.stats_matcher). A metric it refuses still counts for its user
+// but is not stored nor shown: it costs its user's pointer and 8 to 200 bytes instead
+// of an entry. Call it before metrics are looked up; those already stored stay.
+func (s *Store) SetFilter(accept func(flat string) bool) {
+	s.mu.Lock()
+	s.accept = accept
+	s.mu.Unlock()
 }
 
 // Flat is Envoy's flat name of a metric: each "{key}" of a template name is replaced by
@@ -288,6 +299,9 @@ func (s *Store) get(k kind, name string, tags []Tag, mk func() any) any {
 	defer s.mu.Unlock()
 	if e, ok := s.entries[key]; ok {
 		return e.value
+	}
+	if s.accept != nil && !s.accept(key.flat) {
+		return mk() // refused by the stats matcher: counted, never shown
 	}
 	dn, ok := s.names[name]
 	if !ok {

@@ -237,3 +237,35 @@ func TestConcurrentLookups(t *testing.T) {
 		t.Fatalf("counter = %d, want 800", v)
 	}
 }
+
+// TestFilter: a store with a filter keeps only the metrics the filter accepts, by flat
+// name; refused ones still count for their user and are neither listed nor looked up.
+func TestFilter(t *testing.T) {
+	s := New()
+	s.SetFilter(func(flat string) bool { return strings.HasPrefix(flat, "cluster_manager") })
+	kept := s.Counter("cluster_manager.cluster_added")
+	dropped := s.Counter("cluster.upstream_rq_total", Tag{Key: "envoy_cluster_name", Value: "a"})
+	g := s.Gauge("cluster.upstream_cx_active", Tag{Key: "envoy_cluster_name", Value: "a"})
+	kept.Inc()
+	dropped.Add(3)
+	g.Set(2)
+	if dropped.Value() != 3 || g.Value() != 2 {
+		t.Fatal("a refused metric does not count")
+	}
+	var text, prom strings.Builder
+	if err := s.WriteText(&text, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WritePrometheus(&prom); err != nil {
+		t.Fatal(err)
+	}
+	if text.String() != "cluster_manager.cluster_added: 1\n" {
+		t.Errorf("/stats = %q", text.String())
+	}
+	if strings.Contains(prom.String(), "envoy_cluster_upstream") || !strings.Contains(prom.String(), "envoy_cluster_manager_cluster_added 1") {
+		t.Errorf("prometheus = %q", prom.String())
+	}
+	if _, ok := s.Value("cluster.a.upstream_rq_total"); ok {
+		t.Error("a refused metric can be looked up")
+	}
+}
