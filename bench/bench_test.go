@@ -49,12 +49,13 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	work := t.TempDir()
 	cfg := Config{
 		Quick: true, Duration: 2 * time.Second, Warmup: 300 * time.Millisecond, Pacing: "jitter", Reps: 1,
 		QPS: []int{1000}, Conns: []int{4}, Paths: []string{"direct", "weft"},
-		Out: out, Work: t.TempDir(), Tools: toolsDir,
+		Out: out, Work: work, Tools: toolsDir,
 		Sections: []string{secDataPlane, secControl, secSidecar},
-		CPCases:  cases, CPChanges: 1, ChangeTimeout: 30 * time.Second, SidecarSizes: []int{10}, MaxRSSMB: 2048,
+		CPCases:  cases, CPChanges: 1, ChangeTimeout: 30 * time.Second, SidecarSizes: []int{10}, SidecarStats: []string{"", statsIstio}, MaxRSSMB: 2048,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
 	res, err := Run(ctx, cfg)
@@ -71,8 +72,8 @@ func TestSmoke(t *testing.T) {
 	if err := json.Unmarshal(js, &back); err != nil {
 		t.Fatalf("results.json: %v", err)
 	}
-	if len(back.DataPlane) != 2 || len(back.ControlPlane) != 1 || len(back.Sidecar) != 2 {
-		t.Fatalf("results.json has %d data-plane cells, %d control-plane cases, %d sidecar figures; want 2, 1, 2",
+	if len(back.DataPlane) != 2 || len(back.ControlPlane) != 1 || len(back.Sidecar) != 4 {
+		t.Fatalf("results.json has %d data-plane cells, %d control-plane cases, %d sidecar figures; want 2, 1, 4",
 			len(back.DataPlane), len(back.ControlPlane), len(back.Sidecar))
 	}
 
@@ -111,6 +112,17 @@ func TestSmoke(t *testing.T) {
 		if s.Error != "" || s.PeakRSSMB <= 1 || s.Clusters < 10 {
 			t.Errorf("sidecar RSS: %+v", s)
 		}
+	}
+	if res.Sidecar[2].Stats != statsIstio || res.Sidecar[0].Stats != "" {
+		t.Errorf("sidecar stats settings: %q, %q", res.Sidecar[0].Stats, res.Sidecar[2].Stats)
+	}
+	// The istio setting reaches the sidecar's bootstrap; the default leaves it out.
+	withList, err := os.ReadFile(filepath.Join(work, "sidecar-10-scoped-false-stats-istio", "sidecar.json"))
+	if err != nil || !strings.Contains(string(withList), `"inclusion_list"`) || !strings.Contains(string(withList), `"cluster.xds-grpc"`) {
+		t.Errorf("istio sidecar bootstrap has no inclusion list: %v", err)
+	}
+	if plain, err := os.ReadFile(filepath.Join(work, "sidecar-10-scoped-false", "sidecar.json")); err != nil || strings.Contains(string(plain), "stats_matcher") {
+		t.Errorf("default sidecar bootstrap carries a stats matcher: %v", err)
 	}
 
 	md, err := os.ReadFile(filepath.Join(out, "results.md"))

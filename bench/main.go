@@ -55,7 +55,10 @@ type Config struct {
 	CPChanges     int
 	ChangeTimeout time.Duration
 	SidecarSizes  []int // mesh sizes (services) for the sidecar RSS figure
-	Profile       bool
+	// SidecarStats are the stats settings of the sidecar RSS figure: "" every metric,
+	// statsIstio Istio's inclusion list. Empty means {""}.
+	SidecarStats []string
+	Profile      bool
 	// Merge keeps the sections not run from the results.json already in Out.
 	Merge bool
 	// MaxRSSMB: a control plane or sidecar whose RSS passes it is killed and its case
@@ -94,6 +97,7 @@ func benchMain(args []string, stderr io.Writer) int {
 	merge := fs.Bool("merge", false, "keep the sections not run from the results.json already in -out (re-run one section)")
 	maxRSS := fs.Int("max-rss-mb", 4096, "kill a control plane or sidecar whose RSS passes this (its case fails)")
 	sidecarSizes := fs.String("sidecar-sizes", "10,10000", "mesh sizes (services) for the sidecar RSS figure")
+	sidecarStats := fs.String("sidecar-stats", "all", "the sidecar RSS figure's stats settings: all (every metric, weft's default), istio (the stats inclusion list of Istio's bootstraps), or both: all,istio")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -120,6 +124,18 @@ func benchMain(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	for _, m := range strings.Split(*sidecarStats, ",") {
+		switch strings.TrimSpace(m) {
+		case "all":
+			cfg.SidecarStats = append(cfg.SidecarStats, "")
+		case statsIstio:
+			cfg.SidecarStats = append(cfg.SidecarStats, statsIstio)
+		default:
+			fmt.Fprintf(stderr, "bench: -sidecar-stats: %q is not all or istio\n", m)
+			return 2
+		}
+	}
+
 	switch cfg.Pacing {
 	case "jitter", "uniform", "none":
 	default:

@@ -180,13 +180,13 @@ func markdown(res *Results) string {
 	if len(res.Sidecar) > 0 {
 		b.WriteString("## Sidecar memory by mesh size\n\n")
 		b.WriteString("One real weft-proxy (GOMAXPROCS=1) configured by the control plane over ADS; mesh of N services × 2 endpoints; no traffic.\n\n")
-		b.WriteString("| services in mesh | scoped | clusters held | ready s | peak RSS MB | RSS MB | note |\n|---|---|---|---|---|---|---|\n")
+		b.WriteString("| services in mesh | scoped | stats | clusters held | ready s | peak RSS MB | RSS MB | note |\n|---|---|---|---|---|---|---|---|\n")
 		for _, r := range res.Sidecar {
 			if r.Error != "" {
-				fmt.Fprintf(&b, "| %d | %s | — | not ready | %.1f | %.1f | %s |\n", r.Services, yes(r.Scoped), r.PeakRSSMB, r.RSSMB, strings.ReplaceAll(r.Error, "|", "/"))
+				fmt.Fprintf(&b, "| %d | %s | %s | — | not ready | %.1f | %.1f | %s |\n", r.Services, yes(r.Scoped), statsLabel(r.Stats), r.PeakRSSMB, r.RSSMB, strings.ReplaceAll(r.Error, "|", "/"))
 				continue
 			}
-			fmt.Fprintf(&b, "| %d | %s | %d | %.1f | %.1f | %.1f | |\n", r.Services, yes(r.Scoped), r.Clusters, r.ReadySeconds, r.PeakRSSMB, r.RSSMB)
+			fmt.Fprintf(&b, "| %d | %s | %s | %d | %.1f | %.1f | %.1f | |\n", r.Services, yes(r.Scoped), statsLabel(r.Stats), r.Clusters, r.ReadySeconds, r.PeakRSSMB, r.RSSMB)
 		}
 		b.WriteString("\n")
 	}

@@ -132,13 +132,19 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	if contains(cfg.Sections, secSidecar) {
 		for _, n := range cfg.SidecarSizes {
-			for _, scoped := range []bool{false, true} {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
+			modes := cfg.SidecarStats
+			if len(modes) == 0 {
+				modes = []string{""}
+			}
+			for _, mode := range modes {
+				for _, scoped := range []bool{false, true} {
+					if ctx.Err() != nil {
+						return nil, ctx.Err()
+					}
+					r := runSidecarRSS(ctx, tl, work, n, scoped, mode, cfg.MaxRSSMB)
+					cfg.Log.Info("sidecar rss", "services", n, "scoped", scoped, "stats", statsLabel(mode), "clusters", r.Clusters, "peak_mb", round(r.PeakRSSMB, 1), "err", r.Error)
+					res.Sidecar = append(res.Sidecar, r)
 				}
-				r := runSidecarRSS(ctx, tl, work, n, scoped, cfg.MaxRSSMB)
-				cfg.Log.Info("sidecar rss", "services", n, "scoped", scoped, "clusters", r.Clusters, "peak_mb", round(r.PeakRSSMB, 1), "err", r.Error)
-				res.Sidecar = append(res.Sidecar, r)
 			}
 		}
 	}

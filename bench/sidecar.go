@@ -12,6 +12,8 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/config/metrics/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/weft-mesh/weft/internal/node"
@@ -28,12 +30,40 @@ type SidecarRSS struct {
 	ReadySeconds float64 `json:"ready_seconds"`
 	PeakRSSMB    float64 `json:"peak_rss_mb"` // VmHWM
 	RSSMB        float64 `json:"rss_mb"`      // VmRSS once settled
-	Error        string  `json:"error,omitempty"`
+	// Stats is the sidecar's stats_config.stats_matcher: "" keeps every metric (weft's
+	// default), "istio" the inclusion list of Istio's bootstraps (istioStatsPrefixes).
+	Stats string `json:"stats,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
-// runSidecarRSS measures one mesh size, scoped or not.
-func runSidecarRSS(ctx context.Context, t *tools, dir string, services int, scoped bool, maxRSSMB int) SidecarRSS {
-	r := SidecarRSS{Services: services, Scoped: scoped}
+// statsIstio names the stats setting of Istio's bootstraps (-sidecar-stats istio).
+const statsIstio = "istio"
+
+// statsLabel is how a stats setting reads in logs and tables.
+func statsLabel(mode string) string {
+	if mode == statsIstio {
+		return "Istio's inclusion list"
+	}
+	return "all"
+}
+
+// istioStatsPrefixes is the stats inclusion list of Istio's sidecar bootstraps: no
+// per-cluster metrics but the xDS cluster's.
+var istioStatsPrefixes = []string{"reporter=", "cluster_manager", "listener_manager", "server", "cluster.xds-grpc", "wasm", "component"}
+
+func istioStatsConfig() *metricsv3.StatsConfig {
+	ps := make([]*matcherv3.StringMatcher, len(istioStatsPrefixes))
+	for i, pre := range istioStatsPrefixes {
+		ps[i] = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: pre}}
+	}
+	return &metricsv3.StatsConfig{StatsMatcher: &metricsv3.StatsMatcher{
+		StatsMatcher: &metricsv3.StatsMatcher_InclusionList{InclusionList: &matcherv3.ListStringMatcher{Patterns: ps}},
+	}}
+}
+
+// runSidecarRSS measures one mesh size, scoped or not, with one stats setting.
+func runSidecarRSS(ctx context.Context, t *tools, dir string, services int, scoped bool, statsMode string, maxRSSMB int) SidecarRSS {
+	r := SidecarRSS{Services: services, Scoped: scoped, Stats: statsMode}
 	if err := sidecarRSSInto(ctx, t, dir, &r, maxRSSMB); err != nil {
 		r.Error = err.Error()
 	}
@@ -46,6 +76,9 @@ func sidecarRSSInto(ctx context.Context, t *tools, dir string, r *SidecarRSS, ma
 		hosts = scopedHosts
 	}
 	sub := filepath.Join(dir, fmt.Sprintf("sidecar-%d-scoped-%v", r.Services, r.Scoped))
+	if r.Stats != "" {
+		sub += "-stats-" + r.Stats
+	}
 	if err := os.MkdirAll(sub, 0o755); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
@@ -73,6 +106,9 @@ func sidecarRSSInto(ctx context.Context, t *tools, dir string, r *SidecarRSS, ma
 	})
 	b.Node.Metadata = node.Metadata(p)
 	b.Node.Locality = &corev3.Locality{}
+	if r.Stats == statsIstio {
+		b.StatsConfig = istioStatsConfig()
+	}
 	if err := bootstrap.Validate(b); err != nil {
 		return fmt.Errorf("bench: sidecar bootstrap: %w", err)
 	}
