@@ -246,6 +246,7 @@ func TestH1PoolInformational(t *testing.T) {
 // (unsolicited, or a body longer than its Content-Length) never become the next
 // request's response.
 func TestH1PoolStaleAndUnsolicited(t *testing.T) {
+	strayWritten := make(chan struct{}, 1)
 	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -261,6 +262,7 @@ func TestH1PoolStaleAndUnsolicited(t *testing.T) {
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			time.Sleep(20 * time.Millisecond)
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+			strayWritten <- struct{}{} // on loopback the bytes are in the pool's socket now
 			for {
 				if _, err := http.ReadRequest(br); err != nil {
 					return
@@ -293,7 +295,11 @@ func TestH1PoolStaleAndUnsolicited(t *testing.T) {
 	if _, body, err := do(t, p, req); err != nil || body != "ok" {
 		t.Fatalf("late: %q %v", body, err)
 	}
-	time.Sleep(60 * time.Millisecond)
+	select {
+	case <-strayWritten:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server never wrote its stray bytes")
+	}
 	req, _ = http.NewRequest("GET", "http://svc/after-late", nil)
 	if _, body, err := do(t, p, req); err != nil || body != "ok" {
 		t.Fatalf("after late unsolicited bytes: %q %v (want a fresh connection's answer)", body, err)
