@@ -423,6 +423,32 @@ func TestH1EarlyResponse(t *testing.T) {
 	}
 }
 
+// TestH1EarlyResponseSlowClient: a small body that has not all arrived is not waited
+// for before the request goes upstream: the upstream sees the head, answers 413 at
+// once, and the client gets it while the rest of its body is still unsent. (The pool
+// writes a small body in one piece with the head only when all of it is already in
+// the connection's read buffer.) Also with a chunked body, whose first chunk must reach
+// the upstream without waiting for more.
+func TestH1EarlyResponseSlowClient(t *testing.T) {
+	m := newH1Mesh(t)
+	for _, c := range []struct{ framing, first string }{
+		{"Content-Length: 1000", "0123456789"},
+		{"Transfer-Encoding: chunked", "a\r\n0123456789\r\n"},
+	} {
+		rc := m.dial(t)
+		rc.write("POST /early HTTP/1.1\r\nHost: x\r\n" + c.framing + "\r\n\r\n" + c.first)
+		_ = rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(rc.br, &http.Request{Method: "POST"})
+		if err != nil {
+			t.Fatalf("%s: no response while the body is incomplete: %v", c.framing, err)
+		}
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("%s: %d, want 413", c.framing, resp.StatusCode)
+		}
+		_ = rc.c.Close()
+	}
+}
+
 // TestH1EarlyResponseExpectContinue: with Expect: 100-continue the proxy's 100 (sent
 // when the upstream writer starts reading the body, on its own goroutine) and the
 // upstream's early 413 never interleave, and the 413 arrives.

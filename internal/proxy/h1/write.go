@@ -162,7 +162,8 @@ var ErrBodyLength = errors.New("h1: body length does not match content-length")
 
 // CopyBody writes body to bw with the framing WriteRequestHead chose: chunked, or
 // exactly length bytes (a body that ends early or runs over is an error, since the
-// connection's framing would break). buf is the copy buffer.
+// connection's framing would break). buf is the copy buffer. What each read brings is
+// flushed before the next read, so a slowly arriving body flows as it comes.
 func CopyBody(bw *bufio.Writer, body io.Reader, chunked bool, length int64, trailer http.Header, buf []byte) error {
 	var w io.Writer = bw
 	if chunked {
@@ -178,6 +179,12 @@ func CopyBody(bw *bufio.Writer, body io.Reader, chunked bool, length int64, trai
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr
+			}
+			// What arrived goes on now: the next read may wait on a slow client.
+			if err == nil {
+				if ferr := bw.Flush(); ferr != nil {
+					return ferr
+				}
 			}
 		}
 		if err == io.EOF {

@@ -69,6 +69,39 @@ type attemptBody struct {
 	off int64
 }
 
+// Buffered reports whether this attempt can read the rest of the body without waiting
+// for the client: it is kept in the replay buffer already, or the source says all of
+// it is in memory (see pool's inline write). Unknown sources count as buffered.
+func (a *attemptBody) Buffered() bool {
+	rb := a.rb
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if rb.srcErr == io.EOF || (rb.length >= 0 && rb.total == rb.length) {
+		return !rb.overflow.Load() || a.off >= rb.total
+	}
+	if rb.reading {
+		return false
+	}
+	return sourceBuffered(rb.src)
+}
+
+// sourceBuffered asks a body whether all of it is in memory; a body that cannot tell
+// counts as buffered (the pool then writes it as it always did).
+func sourceBuffered(r io.Reader) bool {
+	if b, ok := r.(interface{ Buffered() bool }); ok {
+		return b.Buffered()
+	}
+	return true
+}
+
+// passBody hands the downstream body to one attempt: reads pass through, Close does
+// nothing (the connection manager owns the body), Buffered is the body's own.
+type passBody struct{ r io.Reader }
+
+func (b passBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b passBody) Close() error               { return nil }
+func (b passBody) Buffered() bool             { return sourceBuffered(b.r) }
+
 func (a *attemptBody) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil

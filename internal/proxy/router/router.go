@@ -686,7 +686,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		} else if rb != nil {
 			req.Body = rb.attempt()
 		} else {
-			req.Body = io.NopCloser(r.Body)
+			req.Body = passBody{r.Body}
 		}
 		if hasBody && r.Trailer != nil {
 			// Filled when the downstream body ends, read when the upstream one does.
