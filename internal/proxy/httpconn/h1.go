@@ -292,9 +292,7 @@ func (hc *h1conn) reject(err error) {
 // whether the connection can carry another request.
 func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) {
 	m := hc.m
-	if req.Context() != hc.ctx { // the reader gives its requests hc.ctx
-		req = req.WithContext(hc.ctx)
-	}
+	// The request already has hc.ctx: the reader builds it with it (hc.r.Context).
 	req.RemoteAddr = hc.remote
 	req.TLS = hc.tls
 	w := &h1writer{hc: hc, req: req}

@@ -40,8 +40,7 @@ type h1conn struct {
 	wctx    context.Context // the exchange's context; nil between exchanges
 	wstop   func() bool     // the AfterFunc's stop once armed
 	wtimer  *time.Timer     // made on the connection's first exchange, then reset
-	armFn   func()
-	abortFn func()
+	abortFn func()          // c.nc's deadline in the past, bound once
 }
 
 // watchAfter is how long an exchange runs before its context is watched.
@@ -57,9 +56,8 @@ func (c *h1conn) watch(ctx context.Context) {
 	c.wctx, c.wstop = ctx, nil
 	c.wmu.Unlock()
 	if c.wtimer == nil {
-		c.armFn = c.arm
 		c.abortFn = func() { c.nc.SetDeadline(aLongTimeAgo) }
-		c.wtimer = time.AfterFunc(d, c.armFn)
+		c.wtimer = time.AfterFunc(d, c.arm)
 	} else {
 		c.wtimer.Reset(d)
 	}
