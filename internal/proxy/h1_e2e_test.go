@@ -449,6 +449,33 @@ func TestH1EarlyResponseSlowClient(t *testing.T) {
 	}
 }
 
+// TestH2EarlyResponseSlowClient: the same over HTTP/2 (h2c) to the proxy and HTTP/1.1
+// to the upstream: a body the proxy cannot tell is all in memory (net/http's HTTP/2
+// request body) is streamed after the head, not read whole first.
+func TestH2EarlyResponseSlowClient(t *testing.T) {
+	m := newH1Mesh(t)
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write([]byte("0123456789")) }() // and nothing more
+	req, _ := http.NewRequest("POST", m.url+"/early", pr)
+	req.ContentLength = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := tr.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("no response while the body is incomplete: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("%d, want 413", resp.StatusCode)
+	}
+}
+
 // TestH1EarlyResponseExpectContinue: with Expect: 100-continue the proxy's 100 (sent
 // when the upstream writer starts reading the body, on its own goroutine) and the
 // upstream's early 413 never interleave, and the 413 arrives.

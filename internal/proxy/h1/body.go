@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -72,6 +73,21 @@ func (b *Body) Remaining() int64 {
 // the reader's buffer: writing it on cannot block on the peer.
 func (b *Body) Buffered() bool {
 	return !b.chunked && !b.toClose && (b.done || int64(b.br.Buffered()) >= b.remaining)
+}
+
+// BodyBuffered reports whether all of body can be read without waiting on a peer:
+// a body that says so (Body.Buffered, and the router's wrappers that pass it on), or
+// one that is in memory by its type. A body that cannot tell is not buffered: whoever
+// writes it streams it rather than wait for all of it, which a slow client may take
+// long to send.
+func BodyBuffered(body io.Reader) bool {
+	switch b := body.(type) {
+	case interface{ Buffered() bool }:
+		return b.Buffered()
+	case *bytes.Reader, *strings.Reader:
+		return true
+	}
+	return false
 }
 
 func (b *Body) Read(p []byte) (int, error) {

@@ -318,3 +318,30 @@ func TestChunkedLastDataNotHeldByTrailer(t *testing.T) {
 		t.Fatal("the chunk's data waited for the trailer section")
 	}
 }
+
+type saysBuffered bool
+
+func (s saysBuffered) Read([]byte) (int, error) { return 0, io.EOF }
+func (s saysBuffered) Buffered() bool            { return bool(s) }
+
+// TestBodyBuffered: only bodies known to be in memory count as buffered; one that
+// cannot tell (an HTTP/2 body, a pipe, a NopCloser) is streamed by its writer.
+func TestBodyBuffered(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	for name, c := range map[string]struct {
+		r    io.Reader
+		want bool
+	}{
+		"bytes.Reader":   {bytes.NewReader([]byte("x")), true},
+		"strings.Reader": {strings.NewReader("x"), true},
+		"says yes":       {saysBuffered(true), true},
+		"says no":        {saysBuffered(false), false},
+		"pipe":           {pr, false},
+		"NopCloser":      {io.NopCloser(strings.NewReader("x")), false},
+	} {
+		if got := BodyBuffered(c.r); got != c.want {
+			t.Errorf("%s: %v, want %v", name, got, c.want)
+		}
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 )
 
 // errStaleAttempt ends the request body of an attempt that a retry replaced.
@@ -70,8 +72,8 @@ type attemptBody struct {
 }
 
 // Buffered reports whether this attempt can read the rest of the body without waiting
-// for the client: it is kept in the replay buffer already, or the source says all of
-// it is in memory (see pool's inline write). Unknown sources count as buffered.
+// for the client: it is kept in the replay buffer already, or the source's rest is in
+// memory (h1.BodyBuffered; see the upstream pool's one-write path).
 func (a *attemptBody) Buffered() bool {
 	rb := a.rb
 	rb.mu.Lock()
@@ -82,25 +84,16 @@ func (a *attemptBody) Buffered() bool {
 	if rb.reading {
 		return false
 	}
-	return sourceBuffered(rb.src)
+	return h1.BodyBuffered(rb.src)
 }
 
-// sourceBuffered asks a body whether all of it is in memory; a body that cannot tell
-// counts as buffered (the pool then writes it as it always did).
-func sourceBuffered(r io.Reader) bool {
-	if b, ok := r.(interface{ Buffered() bool }); ok {
-		return b.Buffered()
-	}
-	return true
-}
-
-// passBody hands the downstream body to one attempt: reads pass through, Close does
-// nothing (the connection manager owns the body), Buffered is the body's own.
+// passBody hands a body to one attempt or mirror: reads pass through, Close does
+// nothing (the body's owner closes it), Buffered is the body's own.
 type passBody struct{ r io.Reader }
 
 func (b passBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b passBody) Close() error               { return nil }
-func (b passBody) Buffered() bool             { return sourceBuffered(b.r) }
+func (b passBody) Buffered() bool             { return h1.BodyBuffered(b.r) }
 
 func (a *attemptBody) Read(p []byte) (int, error) {
 	if len(p) == 0 {

@@ -69,7 +69,7 @@ func (rt *Router) mirror(x *filter.Exchange, f *forward, h http.Header, authorit
 			uu.Host = auth
 			req := &http.Request{Method: method, URL: &uu, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: hdr, Host: auth}
 			if len(body) > 0 {
-				req.Body = io.NopCloser(bytes.NewReader(body))
+				req.Body = passBody{bytes.NewReader(body)} // in memory: one write
 				req.ContentLength = int64(len(body))
 			}
 			resp, err := cl.RoundTrip(req.WithContext(ctx), host)

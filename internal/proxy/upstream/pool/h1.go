@@ -126,17 +126,6 @@ var errStale = errors.New("upstream: reused connection closed by the server")
 // small one fits the socket buffers even when the server answers without reading it.
 const inlineBodyMax = 64 << 10
 
-// bodyBuffered reports whether a request body says all of it is in memory already
-// (the downstream connection's read buffer holds it): only then is it written inline,
-// where reading it cannot wait on a slow client while the upstream has not even seen
-// the request's head. A body that cannot tell counts as buffered.
-func bodyBuffered(b io.Reader) bool {
-	if bb, ok := b.(interface{ Buffered() bool }); ok {
-		return bb.Buffered()
-	}
-	return true
-}
-
 // max1xx bounds the informational responses before the final one.
 const max1xx = 16
 
@@ -157,7 +146,7 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	chunked := h1.WriteRequestHead(c.bw, req, hasBody)
 	var written chan error
-	if hasBody && (chunked || req.ContentLength > inlineBodyMax || !bodyBuffered(req.Body)) {
+	if hasBody && (chunked || req.ContentLength > inlineBodyMax || !h1.BodyBuffered(req.Body)) {
 		// The head goes at once: the upstream may answer (401, 413) before the body
 		// has come, and should see the request while it comes.
 		if err := c.bw.Flush(); err != nil {
