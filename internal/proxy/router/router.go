@@ -686,7 +686,8 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		} else if rb != nil {
 			req.Body = rb.attempt()
 		} else {
-			req.Body = passBody{r.Body}
+			fs.body = passBody{r.Body}
+			req.Body = &fs.body
 		}
 		if hasBody && r.Trailer != nil {
 			// Filled when the downstream body ends, read when the upstream one does.
@@ -970,6 +971,7 @@ type forwardState struct {
 	lbctx   lb.Context
 	u       url.URL
 	timeout routeCtx
+	body    passBody // the downstream body, as every attempt reads it
 }
 
 // routeCtx is the context of a request under a route timeout, without a timer until
