@@ -980,8 +980,8 @@ type forwardState struct {
 // HTTP/2 round trip, a retry back-off) or an Err past the deadline makes the real
 // context, context.WithDeadlineCause with errGlobalTimeout, and from then on everything
 // is the real context's. Most exchanges end before anything waits: they cost no timer,
-// no cancel propagation and no channel (context.WithTimeoutCause was 7 allocations
-// and 700 bytes on every request).
+// no cancel propagation and no channel (context.WithTimeoutCause was 4 allocations on
+// every request: BenchmarkProxyHTTP1 109 -> 105).
 type routeCtx struct {
 	parent   context.Context
 	deadline time.Time
