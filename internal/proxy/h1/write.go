@@ -67,8 +67,8 @@ func validName(k string) bool {
 }
 
 // WriteRequestHead writes req's request line and header fields, framing included: a
-// body of known length gets Content-Length, one of unknown length (ContentLength -1)
-// is chunked. It reports whether the body must be written chunked. The Connection
+// body of known length gets Content-Length, one of unknown length (ContentLength -1,
+// or 0 with a body, as net/http's client reads a Request) is chunked. It reports whether the body must be written chunked. The Connection
 // header is written when req.Close is set or the header carries one (an upgrade).
 func WriteRequestHead(bw *bufio.Writer, req *http.Request, hasBody bool) (chunked bool) {
 	bw.WriteString(req.Method)
@@ -110,7 +110,7 @@ func WriteRequestHead(bw *bufio.Writer, req *http.Request, hasBody bool) (chunke
 		if req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
 			bw.WriteString("Content-Length: 0\r\n")
 		}
-	case req.ContentLength >= 0:
+	case req.ContentLength > 0:
 		bw.WriteString("Content-Length: ")
 		writeInt(bw, req.ContentLength)
 		bw.WriteString("\r\n")

@@ -60,3 +60,31 @@ func TestWriteNeutralisesInjection(t *testing.T) {
 		t.Fatalf("trailer %v from %q", b.Trailer, buf.String())
 	}
 }
+
+// TestWriteRequestFraming: the head's framing follows net/http's reading of a Request:
+// ContentLength > 0 is a length; -1, or 0 with a body, is unknown and goes chunked; no
+// body writes Content-Length: 0 for the methods that carry one.
+func TestWriteRequestFraming(t *testing.T) {
+	for _, c := range []struct {
+		method  string
+		length  int64
+		hasBody bool
+		want    string
+		chunked bool
+	}{
+		{"POST", 5, true, "Content-Length: 5\r\n", false},
+		{"POST", -1, true, "Transfer-Encoding: chunked\r\n", true},
+		{"POST", 0, true, "Transfer-Encoding: chunked\r\n", true},
+		{"POST", 0, false, "Content-Length: 0\r\n", false},
+	} {
+		req, _ := http.NewRequest(c.method, "http://h/p", nil)
+		req.ContentLength = c.length
+		var buf bytes.Buffer
+		bw := bufio.NewWriter(&buf)
+		chunked := WriteRequestHead(bw, req, c.hasBody)
+		_ = bw.Flush()
+		if chunked != c.chunked || !strings.Contains(buf.String(), c.want) {
+			t.Errorf("%s length %d body %v: chunked %v, head %q; want %q", c.method, c.length, c.hasBody, chunked, buf.String(), c.want)
+		}
+	}
+}
