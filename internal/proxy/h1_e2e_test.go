@@ -997,3 +997,101 @@ func TestH1ResponseTrailers(t *testing.T) {
 		t.Fatalf("trailer %v", resp.Trailer)
 	}
 }
+
+// TestH1ExchangeReuse: a connection reuses its request's storage and both header maps
+// from one clean exchange to the next, and gives them up when an exchange does not end
+// cleanly. Eight keep-alive connections each send a mix (plain, chunked with a trailer,
+// HEAD, direct response, a refused upstream attempt) with a value of their own in a
+// header, which the backend echoes in the response's header and body: any map or
+// request shared between two exchanges shows as a value of another request (and as a
+// race under -race).
+func TestH1ExchangeReuse(t *testing.T) {
+	m := newH1Mesh(t)
+	m.a.serve = func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasPrefix(r.URL.Path, "/id/") {
+			return false
+		}
+		id := r.Header.Get("X-Id")
+		w.Header().Set("X-Id", id)
+		w.Header().Set("X-Path", r.URL.Path)
+		if strings.HasSuffix(r.URL.Path, "/chunked") {
+			w.Header().Set("Trailer", "X-Sum")
+			_, _ = io.WriteString(w, id)
+			w.(http.Flusher).Flush()
+			w.Header().Set("X-Sum", "sum-"+id)
+			return true
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(id)))
+		if r.Method != http.MethodHead {
+			_, _ = io.WriteString(w, id)
+		}
+		return true
+	}
+	const conns, perConn = 8, 120
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for c := 0; c < conns; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var dials atomic.Int64
+			client := countingClient(&dials)
+			for i := 0; i < perConn; i++ {
+				id := fmt.Sprintf("c%d-r%d", c, i)
+				method, path := http.MethodGet, "/id/"+id
+				switch i % 5 {
+				case 1:
+					path += "/chunked"
+				case 2:
+					method = http.MethodHead
+				case 3:
+					path = "/direct/" + id // a local reply: no upstream attempt
+				}
+				req, _ := http.NewRequest(method, m.url+path, nil)
+				req.Header.Set("X-Id", id)
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- fmt.Errorf("%s %s: %v", method, path, err)
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					errs <- fmt.Errorf("%s %s: body: %v", method, path, err)
+					return
+				}
+				wantBody := id
+				switch {
+				case i%5 == 2:
+					wantBody = ""
+				case i%5 == 3:
+					wantBody = "direct"
+				}
+				if resp.StatusCode != 200 || string(body) != wantBody {
+					errs <- fmt.Errorf("%s %s: %d %q, want 200 %q", method, path, resp.StatusCode, body, wantBody)
+					return
+				}
+				if i%5 != 3 && (resp.Header.Get("X-Id") != id || resp.Header.Get("X-Path") != path) {
+					errs <- fmt.Errorf("%s %s: response fields X-Id %q X-Path %q", method, path, resp.Header.Get("X-Id"), resp.Header.Get("X-Path"))
+					return
+				}
+				if i%5 == 3 && resp.Header.Get("X-Id") != "" {
+					errs <- fmt.Errorf("%s %s: a direct response carries X-Id %q", method, path, resp.Header.Get("X-Id"))
+					return
+				}
+				if i%5 == 1 && resp.Trailer.Get("X-Sum") != "sum-"+id {
+					errs <- fmt.Errorf("%s %s: trailer %v", method, path, resp.Trailer)
+					return
+				}
+			}
+			if n := dials.Load(); n != 1 {
+				errs <- fmt.Errorf("connection %d: %d dials, want 1 (the exchanges shared one connection)", c, n)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"net/http"
 	"net/textproto"
+	"sync"
 )
 
 // Errors a malformed message yields; the server answers them with 400 (or 431 for
@@ -41,10 +42,10 @@ type headerReader struct {
 }
 
 // readHeader reads header lines up to the empty line that ends the section into a new
-// http.Header. max bounds the section's bytes; *n is decremented by what was read.
-// Values of all fields share one string; keys are canonical (net/http's form) and
-// interned for the common ones, so a typical head costs three allocations: the map,
-// the value slices and the value string.
+// http.Header (or one given back with RecycleHeader). max bounds the section's bytes; *n
+// is decremented by what was read. Values of all fields share one string; keys are
+// canonical (net/http's form) and interned for the common ones, so a typical head costs
+// three allocations: the map (none when recycled), the value slices and the value string.
 func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error) {
 	hr.fields = hr.fields[:0]
 	hr.vals = hr.vals[:0]
@@ -86,7 +87,7 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 		hr.vals = append(hr.vals, v...)
 		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals)})
 	}
-	h := make(http.Header, len(hr.fields))
+	h := newHeader(len(hr.fields))
 	if len(hr.fields) == 0 {
 		return h, nil
 	}
@@ -102,6 +103,36 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 		h[f.key] = slots[i : i+1 : i+1]
 	}
 	return h, nil
+}
+
+// recycleMax bounds the maps RecycleHeader keeps: a cleared map keeps its slots, and a
+// rare head with many fields should not pin them for the heads that follow.
+const recycleMax = 16
+
+// headerPool holds the emptied maps given back with RecycleHeader. A proxy parses two
+// heads per request (the request's and the response's), and each head's map with its
+// slots is the largest allocation of the exchange (about 400 bytes for up to 8 fields);
+// the server recycles both once the exchange is over.
+var headerPool sync.Pool
+
+func newHeader(n int) http.Header {
+	if n <= recycleMax {
+		if h, _ := headerPool.Get().(http.Header); h != nil {
+			return h
+		}
+	}
+	return make(http.Header, n)
+}
+
+// RecycleHeader gives h back, emptied, for a later head to reuse. The caller must hold
+// the only reference left to h: nothing may read or write it afterwards (the values it
+// held, strings, stay valid).
+func RecycleHeader(h http.Header) {
+	if h == nil || len(h) > recycleMax {
+		return
+	}
+	clear(h)
+	headerPool.Put(h)
 }
 
 // readLine returns one line without its CRLF (a bare LF is accepted, as net/http and

@@ -32,6 +32,43 @@ type Reader struct {
 	// theirs is context.Background. Setting it here spares the copy of the request
 	// that WithContext makes.
 	Context context.Context
+	// Buf, when set, is where ReadRequest puts the next request and its URL, instead
+	// of new ones. A connection that serves one request at a time sets it once the
+	// previous request is over and nothing holds it any more.
+	Buf *RequestBuf
+	// tmpl is a request that carries Context: http.Request's context can only be set
+	// by a copy, so a request in Buf starts as a copy of it.
+	tmpl *http.Request
+}
+
+// RequestBuf is the storage of one request, for a connection that reuses it from one
+// request to the next (Reader.Buf). The body is never in it: a body may be held by
+// another goroutine after its exchange (a late read must fail, not read the next
+// request's body), so each request has a body of its own.
+type RequestBuf struct {
+	req http.Request
+	url url.URL
+}
+
+// newRequest is the request ReadRequest fills: in r.Buf, or new.
+func (r *Reader) newRequest() *http.Request {
+	if r.Buf == nil {
+		if r.Context == nil {
+			return new(http.Request)
+		}
+		var zero http.Request
+		return zero.WithContext(r.Context) // the one allocation of the request
+	}
+	ctx := r.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if r.tmpl == nil || r.tmpl.Context() != ctx {
+		var zero http.Request
+		r.tmpl = zero.WithContext(ctx)
+	}
+	r.Buf.req = *r.tmpl
+	return &r.Buf.req
 }
 
 // ReadRequest reads a request head and sets up its body. The request's context is
@@ -70,13 +107,7 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 			return nil, nil, badRequest("malformed method")
 		}
 	}
-	var req *http.Request
-	if r.Context != nil {
-		var zero http.Request
-		req = zero.WithContext(r.Context) // the one allocation of the request
-	} else {
-		req = new(http.Request)
-	}
+	req := r.newRequest()
 	req.Method = internMethod(method)
 	switch string(version) {
 	case "HTTP/1.1":
@@ -95,7 +126,11 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 		}
 	}
 	req.RequestURI = string(target)
-	if err := parseTarget(req); err != nil {
+	var u *url.URL
+	if r.Buf != nil {
+		u = &r.Buf.url
+	}
+	if err := parseTarget(req, u); err != nil {
 		return nil, nil, err
 	}
 
@@ -173,8 +208,8 @@ func headErr(err error) error {
 // parseTarget fills req.URL from the request target: origin-form without
 // percent-escapes takes a path of its own without url.ParseRequestURI, the rest goes
 // through it (absolute-form from clients using the proxy as HTTP_PROXY, authority-form
-// for CONNECT, escaped paths).
-func parseTarget(req *http.Request) error {
+// for CONNECT, escaped paths). The fast path fills into, when not nil.
+func parseTarget(req *http.Request, into *url.URL) error {
 	t := req.RequestURI
 	if req.Method == http.MethodConnect && !strings.HasPrefix(t, "/") {
 		// authority-form: the Host rules apply to it (it becomes the Host).
@@ -203,7 +238,11 @@ func parseTarget(req *http.Request) error {
 			}
 		}
 		if fast {
-			u := &url.URL{Path: t[:end]}
+			u := into
+			if u == nil {
+				u = new(url.URL)
+			}
+			*u = url.URL{Path: t[:end]}
 			if end < len(t) {
 				u.RawQuery = t[end+1:]
 				if u.RawQuery == "" {

@@ -379,3 +379,71 @@ func TestPathSafeTable(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestBufReuse reads requests one after the other into one RequestBuf, as a
+// connection does, with header maps given back in between: each request sees only its
+// own fields, target and framing.
+func TestRequestBufReuse(t *testing.T) {
+	raw := "POST /first?q=1 HTTP/1.1\r\nHost: a\r\nX-One: 1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: t\r\n\r\n" +
+		"GET /second HTTP/1.1\r\nHost: b\r\nX-Two: 2\r\n\r\n" +
+		"GET /third%20x HTTP/1.0\r\nHost: c\r\n\r\n"
+	br := bufio.NewReader(strings.NewReader(raw))
+	var buf RequestBuf
+	r := Reader{Buf: &buf}
+	type seen struct {
+		method, host, path, rawQuery string
+		header                       http.Header
+		cl                           int64
+		te                           []string
+		trailer                      http.Header
+		minor                        int
+		body                         string
+	}
+	want := []seen{
+		{"POST", "a", "/first", "q=1", http.Header{"X-One": {"1"}}, -1, []string{"chunked"}, http.Header{"X-T": {"t"}}, 1, "abc"},
+		{"GET", "b", "/second", "", http.Header{"X-Two": {"2"}}, 0, nil, nil, 1, ""},
+		{"GET", "c", "/third x", "", http.Header{}, 0, nil, nil, 0, ""},
+	}
+	var prev *http.Request
+	for i, w := range want {
+		req, _, err := r.ReadRequest(br)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if prev != nil && req != prev {
+			t.Fatalf("request %d: not read into the buffer", i)
+		}
+		prev = req
+		b, err := io.ReadAll(req.Body)
+		if err != nil {
+			t.Fatalf("request %d body: %v", i, err)
+		}
+		got := seen{req.Method, req.Host, req.URL.Path, req.URL.RawQuery, req.Header, req.ContentLength, req.TransferEncoding, req.Trailer, req.ProtoMinor, string(b)}
+		if !reflect.DeepEqual(got, w) {
+			t.Fatalf("request %d:\n got %+v\nwant %+v", i, got, w)
+		}
+		if req.Context() == nil {
+			t.Fatalf("request %d: no context", i)
+		}
+		RecycleHeader(req.Header)
+	}
+}
+
+// TestRecycleHeaderBounds: a map with more fields than recycleMax is not kept, and a
+// recycled map comes back empty.
+func TestRecycleHeaderBounds(t *testing.T) {
+	big := http.Header{}
+	for i := 0; i <= recycleMax; i++ {
+		big[strings.Repeat("k", i+1)] = []string{"v"}
+	}
+	RecycleHeader(big)
+	if len(big) != recycleMax+1 {
+		t.Fatalf("a map over the bound was cleared: %d fields left", len(big))
+	}
+	small := http.Header{"A": {"1"}, "B": {"2"}}
+	RecycleHeader(small)
+	if len(small) != 0 {
+		t.Fatalf("a recycled map keeps %d fields", len(small))
+	}
+	RecycleHeader(nil) // no panic
+}

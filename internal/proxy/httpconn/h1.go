@@ -134,6 +134,21 @@ type h1conn struct {
 	watchArmed bool
 	watchDone  chan struct{}
 	watchFn    func()
+
+	// ex is the storage of the next request, reused from one request to the next
+	// while the exchanges end cleanly (see serve).
+	ex *h1exchange
+}
+
+// h1exchange is the per-request state of an HTTP/1.1 connection in one piece: the
+// request, its response writer and the manager's exchange state. A connection keeps one
+// and reuses it for its next request when nothing can hold the last one any more; that
+// spares five allocations and about 1 KB per request, a third of what the proxy
+// allocated per request, and with them a third of the collector's cycles.
+type h1exchange struct {
+	rb h1.RequestBuf
+	w  h1writer
+	st exchangeState
 }
 
 // connReader is the connection as the bufio.Reader sees it: a byte the client-gone
@@ -251,6 +266,10 @@ func (hc *h1conn) loop() (hijacked bool) {
 		if m.headersTimeout > 0 {
 			_ = hc.nc.SetReadDeadline(time.Now().Add(m.headersTimeout))
 		}
+		if hc.ex == nil {
+			hc.ex = new(h1exchange)
+		}
+		hc.r.Buf = &hc.ex.rb
 		req, body, err := hc.r.ReadRequest(hc.br)
 		if err != nil {
 			hc.reject(err)
@@ -295,7 +314,9 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 	// The request already has hc.ctx: the reader builds it with it (hc.r.Context).
 	req.RemoteAddr = hc.remote
 	req.TLS = hc.tls
-	w := &h1writer{hc: hc, req: req}
+	ex := hc.ex
+	w := &ex.w
+	*w = h1writer{hc: hc, req: req}
 	if body != nil {
 		if ex, ok := req.Header["Expect"]; ok {
 			if req.ProtoMinor == 1 && len(ex) == 1 && equalFold(ex[0], "100-continue") {
@@ -323,9 +344,10 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 				w.aborted = true
 			}
 		}()
-		m.ServeHTTP(w, req)
+		m.serve(w, req, &ex.st)
 	}()
 	if w.hijacked {
+		hc.ex = nil // the upgrade keeps it
 		return false, true
 	}
 	// Take the body back before the connection is read again: the handler may have
@@ -340,27 +362,56 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 		bodyOK = false
 	}
 	hc.stopWatch()
+	keep = hc.end(w, body, bodyOK)
+	hc.recycle(ex, req, bodyOK)
+	return keep, false
+}
+
+// end finishes the response and tells whether the connection can carry another request.
+func (hc *h1conn) end(w *h1writer, body *h1.Body, bodyOK bool) bool {
 	if w.aborted || hc.ctx.Err() != nil {
-		return false, false
+		return false
 	}
 	if err := w.finish(); err != nil {
-		return false, false
+		return false
 	}
 	if w.closeAfter || !bodyOK {
-		return false, false
+		return false
 	}
 	if body != nil && !body.Done() {
 		// Keep the connection if the rest of the body is small enough to read away.
 		rem := body.Remaining()
 		if rem < 0 || rem > maxDiscard {
-			return false, false
+			return false
 		}
 		_ = hc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if !body.Discard(maxDiscard) {
-			return false, false
+			return false
 		}
 	}
-	return true, false
+	return true
+}
+
+// recycle decides whether the exchange's storage, and the request's and response's
+// header maps, serve the next request. Only an exchange that ended cleanly gives them
+// back: one upstream attempt that answered, no response flag, the body taken back. On
+// any other path something may still hold them (a failed attempt's transport writing
+// the request on its own goroutine, a retry's clone, a hijacked connection), and the
+// next request gets new ones.
+//
+// The request's header map went upstream as the attempt's own (the router changes it
+// in place): a transport reads it while it writes the request head, which is over once
+// the upstream answered. The response's came from the upstream's response (adopted by
+// the writer) or was made here; the transports hand it over with the response.
+func (hc *h1conn) recycle(ex *h1exchange, req *http.Request, bodyOK bool) {
+	info := &ex.st.info
+	if ex.w.aborted || !bodyOK || info.Flags != 0 || info.Attempts > 1 {
+		hc.ex = nil
+		return
+	}
+	h1.RecycleHeader(req.Header)
+	h1.RecycleHeader(ex.w.header)
+	ex.w.header = nil
 }
 
 // startWatch arms the client-gone watch for a request whose body has been read (or

@@ -19,9 +19,14 @@ import (
 
 // ServeHTTP serves one request: stamp, match the route, run the filter chain, log.
 func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// One allocation holds the request's state. It is not pooled: the router's
-	// mirrors and upgrades may keep the Info after ServeHTTP returns.
-	st := &exchangeState{}
+	// One allocation holds the request's state (the HTTP/2 server's requests; the
+	// HTTP/1.1 connections bring theirs).
+	m.serve(w, r, &exchangeState{})
+}
+
+// serve is ServeHTTP with the exchange's state in st, which it clears first.
+func (m *Manager) serve(w http.ResponseWriter, r *http.Request, st *exchangeState) {
+	*st = exchangeState{}
 	info := &st.info
 	info.Start = time.Now()
 	m.rqTotal.Inc()
