@@ -169,7 +169,7 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 		// would read the chunks as the next request; weft refuses it.
 		return nil, nil, badRequest("transfer-encoding on HTTP/1.0")
 	}
-	body, err := r.framing(br, h, false, req.Method)
+	body, err := r.framing(br, h, false, req.Method, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -370,7 +370,22 @@ func hasToken(vals []string, token string) bool {
 }
 
 // framing decides a message's body (RFC 9112 section 6). nil means no body.
-func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method string) (*Body, error) {
+// responseBuf is a response with its body.
+type responseBuf struct {
+	resp http.Response
+	body Body
+}
+
+// framing reads the message's framing from h and sets up its body, in into when not nil.
+func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method string, into *Body) (*Body, error) {
+	// into is a zero Body when given.
+	mk := func() *Body {
+		if into == nil {
+			into = new(Body)
+		}
+		into.br, into.hr = br, &r.hr
+		return into
+	}
 	te, hasTE := h["Transfer-Encoding"]
 	cl, hasCL := h["Content-Length"]
 	if hasTE {
@@ -388,7 +403,9 @@ func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method 
 			delete(h, "Content-Length")
 		}
 		delete(h, "Transfer-Encoding")
-		return &Body{br: br, hr: &r.hr, chunked: true}, nil
+		b := mk()
+		b.chunked = true
+		return b, nil
 	}
 	if hasCL {
 		n, err := parseContentLength(cl)
@@ -401,10 +418,14 @@ func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method 
 		if n == 0 {
 			return nil, nil
 		}
-		return &Body{br: br, hr: &r.hr, remaining: n}, nil
+		b := mk()
+		b.remaining = n
+		return b, nil
 	}
 	if response {
-		return &Body{br: br, hr: &r.hr, toClose: true}, nil
+		b := mk()
+		b.toClose = true
+		return b, nil
 	}
 	return nil, nil
 }
@@ -460,7 +481,9 @@ func (r *Reader) ReadResponse(br *bufio.Reader, method string) (*http.Response, 
 	if code < 100 {
 		return nil, nil, fmt.Errorf("h1: malformed status code %q", truncate(line))
 	}
-	resp := &http.Response{StatusCode: code, ProtoMajor: 1}
+	// The response and its body in one allocation: they live and die together.
+	rb := &responseBuf{resp: http.Response{StatusCode: code, ProtoMajor: 1}}
+	resp := &rb.resp
 	if line[7] == '1' {
 		resp.Proto, resp.ProtoMinor = "HTTP/1.1", 1
 	} else {
@@ -493,7 +516,7 @@ func (r *Reader) ReadResponse(br *bufio.Reader, method string) (*http.Response, 
 		// RFC 9112 section 6.1: faulty framing; read it, then close.
 		resp.Close = true
 	}
-	body, err := r.framing(br, h, true, method)
+	body, err := r.framing(br, h, true, method, &rb.body)
 	if err != nil {
 		return nil, nil, err
 	}

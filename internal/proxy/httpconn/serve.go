@@ -151,7 +151,7 @@ func (m *Manager) fillInfo(info *stream.Info, c *listener.Conn, r *http.Request)
 	if r.ProtoMajor == 2 {
 		info.Path = r.URL.RequestURI()
 	}
-	info.UserAgent = r.Header.Get("User-Agent")
+	info.UserAgent = first(r.Header, "User-Agent")
 	if c != nil {
 		info.Listener = c.Listener
 		info.Downstream = c.Remote
@@ -173,7 +173,7 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 	h := r.Header
 	// Envoy keeps an incoming x-request-id unless the request is from the edge
 	// (use_remote_address) and preserve_external_request_id is off.
-	id := h.Get("X-Request-Id")
+	id := first(h, "X-Request-Id")
 	if m.generateRequestID && (id == "" || (m.useRemoteAddress && !m.preserveRequestID)) {
 		id = newRequestID()
 		h.Set("X-Request-Id", id)
@@ -195,14 +195,14 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 				h.Set("X-Forwarded-For", ip)
 			}
 		}
-	} else if h.Get("X-Forwarded-Proto") == "" {
+	} else if first(h, "X-Forwarded-Proto") == "" {
 		if tls {
 			h["X-Forwarded-Proto"] = valHTTPS
 		} else {
 			h["X-Forwarded-Proto"] = valHTTP
 		}
 	}
-	info.ForwardedFor = h.Get("X-Forwarded-For")
+	info.ForwardedFor = first(h, "X-Forwarded-For")
 	m.xfcc.apply(h, c)
 }
 
@@ -346,3 +346,12 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// first is h.Get(key) for a key in canonical form: a map lookup without Get's
+// canonicalisation.
+func first(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
