@@ -410,7 +410,10 @@ func (hc *h1conn) recycle(ex *h1exchange, req *http.Request, bodyOK bool) {
 		return
 	}
 	h1.RecycleHeader(req.Header)
-	h1.RecycleHeader(ex.w.header)
+	if len(ex.w.header) > 0 {
+		// Empty, it may be the request's map just recycled (a map goes back once).
+		h1.RecycleHeader(ex.w.header)
+	}
 	ex.w.header = nil
 }
 
