@@ -322,7 +322,7 @@ func TestChunkedLastDataNotHeldByTrailer(t *testing.T) {
 type saysBuffered bool
 
 func (s saysBuffered) Read([]byte) (int, error) { return 0, io.EOF }
-func (s saysBuffered) Buffered() bool            { return bool(s) }
+func (s saysBuffered) Buffered() bool           { return bool(s) }
 
 // TestBodyBuffered: only bodies known to be in memory count as buffered; one that
 // cannot tell (an HTTP/2 body, a pipe, a NopCloser) is streamed by its writer.
