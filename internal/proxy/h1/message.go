@@ -369,16 +369,15 @@ func hasToken(vals []string, token string) bool {
 	return false
 }
 
-// framing decides a message's body (RFC 9112 section 6). nil means no body.
-// responseBuf is a response with its body.
+// responseBuf is a response with its body, in one allocation.
 type responseBuf struct {
 	resp http.Response
 	body Body
 }
 
-// framing reads the message's framing from h and sets up its body, in into when not nil.
+// framing decides a message's body (RFC 9112 section 6) and sets it up, in into (a zero
+// Body) when not nil. nil means no body.
 func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method string, into *Body) (*Body, error) {
-	// into is a zero Body when given.
 	mk := func() *Body {
 		if into == nil {
 			into = new(Body)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weft-mesh/weft/internal/proxy/filter"
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 	"github.com/weft-mesh/weft/internal/proxy/listener"
 	"github.com/weft-mesh/weft/internal/proxy/router"
 	"github.com/weft-mesh/weft/internal/proxy/stream"
@@ -151,7 +152,7 @@ func (m *Manager) fillInfo(info *stream.Info, c *listener.Conn, r *http.Request)
 	if r.ProtoMajor == 2 {
 		info.Path = r.URL.RequestURI()
 	}
-	info.UserAgent = first(r.Header, "User-Agent")
+	info.UserAgent = h1.FirstValue(r.Header, "User-Agent")
 	if c != nil {
 		info.Listener = c.Listener
 		info.Downstream = c.Remote
@@ -173,7 +174,7 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 	h := r.Header
 	// Envoy keeps an incoming x-request-id unless the request is from the edge
 	// (use_remote_address) and preserve_external_request_id is off.
-	id := first(h, "X-Request-Id")
+	id := h1.FirstValue(h, "X-Request-Id")
 	if m.generateRequestID && (id == "" || (m.useRemoteAddress && !m.preserveRequestID)) {
 		id = newRequestID()
 		h.Set("X-Request-Id", id)
@@ -195,14 +196,14 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 				h.Set("X-Forwarded-For", ip)
 			}
 		}
-	} else if first(h, "X-Forwarded-Proto") == "" {
+	} else if h1.FirstValue(h, "X-Forwarded-Proto") == "" {
 		if tls {
 			h["X-Forwarded-Proto"] = valHTTPS
 		} else {
 			h["X-Forwarded-Proto"] = valHTTP
 		}
 	}
-	info.ForwardedFor = first(h, "X-Forwarded-For")
+	info.ForwardedFor = h1.FirstValue(h, "X-Forwarded-For")
 	m.xfcc.apply(h, c)
 }
 
@@ -346,12 +347,3 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// first is h.Get(key) for a key in canonical form: a map lookup without Get's
-// canonicalisation.
-func first(h http.Header, key string) string {
-	if v := h[key]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}

@@ -19,6 +19,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 
 	"github.com/weft-mesh/weft/internal/proxy/filter"
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 	"github.com/weft-mesh/weft/internal/proxy/stats"
 	"github.com/weft-mesh/weft/internal/proxy/stream"
 	"github.com/weft-mesh/weft/internal/proxy/upstream"
@@ -290,19 +291,19 @@ func (rt *Router) retryFor(f *forward, h http.Header) effectiveRetry {
 	if f.retry != nil {
 		er.on, er.numRetries = f.retry.on, f.retry.numRetries
 	}
-	hdrOn := parseRetryOn(first(h, hdrRetryOn)) | parseRetryOn(first(h, hdrRetryGRPCOn))
+	hdrOn := parseRetryOn(h1.FirstValue(h, hdrRetryOn)) | parseRetryOn(h1.FirstValue(h, hdrRetryGRPCOn))
 	if hdrOn != 0 {
 		er.on |= hdrOn
 		if er.p == nil {
 			er.numRetries = 1
 		}
 	}
-	if v := first(h, hdrMaxRetries); v != "" {
+	if v := h1.FirstValue(h, hdrMaxRetries); v != "" {
 		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
 			er.numRetries = n
 		}
 	}
-	if v := first(h, hdrRetriableCodes); v != "" {
+	if v := h1.FirstValue(h, hdrRetriableCodes); v != "" {
 		for s := range strings.SplitSeq(v, ",") {
 			if c, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
 				er.extraCodes = append(er.extraCodes, c)
@@ -337,7 +338,7 @@ func (er *effectiveRetry) retriableFailure(f failure) bool {
 
 // retriableResponse: retry_on conditions on response headers.
 func (er *effectiveRetry) retriableResponse(resp *http.Response) bool {
-	if first(resp.Header, hdrOverloaded) != "" {
+	if h1.FirstValue(resp.Header, hdrOverloaded) != "" {
 		return false // Envoy never retries an overloaded upstream
 	}
 	code := resp.StatusCode
@@ -349,7 +350,7 @@ func (er *effectiveRetry) retriableResponse(resp *http.Response) bool {
 		return true
 	case on&roRetriable4xx != 0 && code == http.StatusConflict:
 		return true
-	case on&roEnvoyRateLimited != 0 && first(resp.Header, hdrRateLimited) != "":
+	case on&roEnvoyRateLimited != 0 && h1.FirstValue(resp.Header, hdrRateLimited) != "":
 		return true
 	}
 	if on&roRetriableStatusCodes != 0 {
@@ -375,7 +376,7 @@ func (er *effectiveRetry) retriableResponse(resp *http.Response) bool {
 		}
 	}
 	if on&(roGRPCCancelled|roGRPCDeadlineExceeded|roGRPCInternal|roGRPCResourceExhausted|roGRPCUnavailable) != 0 {
-		if v := first(resp.Header, hdrGRPCStatus); v != "" {
+		if v := h1.FirstValue(resp.Header, hdrGRPCStatus); v != "" {
 			switch s, _ := strconv.Atoi(v); {
 			case s == grpcCancelled && on&roGRPCCancelled != 0,
 				s == grpcDeadlineExceeded && on&roGRPCDeadlineExceeded != 0,
@@ -479,7 +480,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	er := rt.retryFor(f, h)
 	timeout := f.timeout
 	if f.useGRPCTimeout {
-		if d, ok := parseGRPCTimeout(first(h, hdrGRPCTimeout)); ok {
+		if d, ok := parseGRPCTimeout(h1.FirstValue(h, hdrGRPCTimeout)); ok {
 			if f.grpcTimeoutMax > 0 && d > f.grpcTimeoutMax {
 				d = f.grpcTimeoutMax
 			}
@@ -489,25 +490,25 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 			timeout = d
 		}
 	}
-	if v := first(h, hdrUpstreamTimeout); v != "" {
+	if v := h1.FirstValue(h, hdrUpstreamTimeout); v != "" {
 		if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
 			timeout = time.Duration(ms) * time.Millisecond
 		}
 	} else if rt.respectExpected {
-		if v := first(h, hdrExpectedTimeout); v != "" {
+		if v := h1.FirstValue(h, hdrExpectedTimeout); v != "" {
 			if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
 				timeout = time.Duration(ms) * time.Millisecond
 			}
 		}
 	}
 	perTry := er.perTry()
-	if v := first(h, hdrPerTryTimeout); v != "" {
+	if v := h1.FirstValue(h, hdrPerTryTimeout); v != "" {
 		if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
 			perTry = time.Duration(ms) * time.Millisecond
 		}
 	}
 	// An Upgrade header survives only for a WebSocket upgrade.
-	te := first(h, "Te")
+	te := h1.FirstValue(h, "Te")
 	stripHopHeaders(h, upgrade)
 	if te != "" && headerHasToken(te, "trailers") {
 		h["Te"] = []string{"trailers"}
@@ -1067,8 +1068,8 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 	info.ResponseDetails = "via_upstream"
 
 	// What the rest reads of the upstream's head, before the header ops may change it.
-	ct := first(resp.Header, "Content-Type")
-	grpcStatus := first(resp.Header, hdrGRPCStatus)
+	ct := h1.FirstValue(resp.Header, "Content-Type")
+	grpcStatus := h1.FirstValue(resp.Header, hdrGRPCStatus)
 	connTokens := resp.Header["Connection"]
 	// The downstream writer takes the upstream's header map as its own when it can
 	// (HTTP/1.1, nothing set yet); else the fields are copied.
@@ -1204,16 +1205,6 @@ func stripHopHeaders(h http.Header, upgrade bool) {
 	if upgrade {
 		h["Connection"] = []string{"Upgrade"}
 	}
-}
-
-// first is h.Get(key) for a key already in canonical form (the constants above): a
-// map lookup, without the canonicalisation Get runs on every call (2 % of the proxy's
-// CPU at maximum throughput, most of it on these keys).
-func first(h http.Header, key string) string {
-	if v := h[key]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
 }
 
 // headerHasToken reports whether a comma-separated header value holds token
