@@ -1001,10 +1001,10 @@ func TestH1ResponseTrailers(t *testing.T) {
 // TestH1ExchangeReuse: a connection reuses its request's storage and both header maps
 // from one clean exchange to the next, and gives them up when an exchange does not end
 // cleanly. Eight keep-alive connections each send a mix (plain, chunked with a trailer,
-// HEAD, direct response, a refused upstream attempt) with a value of their own in a
-// header, which the backend echoes in the response's header and body: any map or
-// request shared between two exchanges shows as a value of another request (and as a
-// race under -race).
+// HEAD, direct response, an upstream that resets without answering) with a value of
+// their own in a header, which the backend echoes in the response's header and body: any
+// map or request shared between two exchanges shows as a value of another request (and
+// as a race under -race).
 func TestH1ExchangeReuse(t *testing.T) {
 	m := newH1Mesh(t)
 	m.a.serve = func(w http.ResponseWriter, r *http.Request) bool {
@@ -1012,6 +1012,12 @@ func TestH1ExchangeReuse(t *testing.T) {
 			return false
 		}
 		id := r.Header.Get("X-Id")
+		if strings.HasSuffix(r.URL.Path, "/reset") {
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.Close()
+			}
+			return true
+		}
 		w.Header().Set("X-Id", id)
 		w.Header().Set("X-Path", r.URL.Path)
 		if strings.HasSuffix(r.URL.Path, "/chunked") {
@@ -1046,6 +1052,10 @@ func TestH1ExchangeReuse(t *testing.T) {
 					method = http.MethodHead
 				case 3:
 					path = "/direct/" + id // a local reply: no upstream attempt
+				case 4:
+					if i%10 == 4 {
+						path += "/reset" // a failed exchange: its storage is given up
+					}
 				}
 				req, _ := http.NewRequest(method, m.url+path, nil)
 				req.Header.Set("X-Id", id)
@@ -1059,6 +1069,14 @@ func TestH1ExchangeReuse(t *testing.T) {
 				if err != nil {
 					errs <- fmt.Errorf("%s %s: body: %v", method, path, err)
 					return
+				}
+				reset := strings.HasSuffix(path, "/reset")
+				if reset {
+					if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Id") != "" {
+						errs <- fmt.Errorf("%s %s: %d with X-Id %q, want 503 without", method, path, resp.StatusCode, resp.Header.Get("X-Id"))
+						return
+					}
+					continue
 				}
 				wantBody := id
 				switch {

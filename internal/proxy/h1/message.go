@@ -50,15 +50,9 @@ type RequestBuf struct {
 	url url.URL
 }
 
-// newRequest is the request ReadRequest fills: in r.Buf, or new.
+// newRequest is the request ReadRequest fills, in r.Buf or new (the one allocation of
+// the request), starting as a copy of tmpl.
 func (r *Reader) newRequest() *http.Request {
-	if r.Buf == nil {
-		if r.Context == nil {
-			return new(http.Request)
-		}
-		var zero http.Request
-		return zero.WithContext(r.Context) // the one allocation of the request
-	}
 	ctx := r.Context
 	if ctx == nil {
 		ctx = context.Background()
@@ -67,8 +61,14 @@ func (r *Reader) newRequest() *http.Request {
 		var zero http.Request
 		r.tmpl = zero.WithContext(ctx)
 	}
-	r.Buf.req = *r.tmpl
-	return &r.Buf.req
+	var req *http.Request
+	if r.Buf != nil {
+		req = &r.Buf.req
+	} else {
+		req = new(http.Request)
+	}
+	*req = *r.tmpl
+	return req
 }
 
 // ReadRequest reads a request head and sets up its body. The request's context is

@@ -269,8 +269,8 @@ func (hc *h1conn) loop() (hijacked bool) {
 		}
 		if hc.ex == nil {
 			hc.ex = new(h1exchange)
+			hc.r.Buf = &hc.ex.rb
 		}
-		hc.r.Buf = &hc.ex.rb
 		req, body, err := hc.r.ReadRequest(hc.br)
 		if err != nil {
 			hc.reject(err)
@@ -415,7 +415,6 @@ func (hc *h1conn) recycle(ex *h1exchange, req *http.Request, bodyOK bool) {
 		// Empty, it may be the request's map just recycled (a map goes back once).
 		h1.RecycleHeader(ex.w.header)
 	}
-	ex.w.header = nil
 }
 
 // startWatch arms the client-gone watch for a request whose body has been read (or

@@ -13,6 +13,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 	"github.com/weft-mesh/weft/internal/proxy/stream"
 )
 
@@ -346,10 +347,7 @@ func (c *fmtCtx) reqValue(key string) string {
 	if h == nil && c.r != nil {
 		h = c.r.Header
 	}
-	if vs := h[key]; len(vs) > 0 {
-		return vs[0]
-	}
-	return ""
+	return h1.FirstValue(h, key)
 }
 
 // strftime formats t with the common strftime conversions Envoy's START_TIME accepts:

@@ -676,9 +676,10 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		// request stays on the stack. A later attempt has its own, since the transport
 		// of a failed one may still read its request.
 		var zero http.Request
-		req := &fs.req
+		var req *http.Request
 		if attempt == 1 {
 			fs.req = *zero.WithContext(actx)
+			req = &fs.req
 		} else {
 			req = zero.WithContext(actx)
 		}
