@@ -93,14 +93,27 @@ func sharedList(anys []*anypb.Any) *typeResources {
 }
 
 // wire is r (whose resources are t's) in protobuf wire form: its small fields in
-// buffers of their own, each resource as the two shared buffers of its encoding.
+// buffers of their own, the resources as buffers pointing at their shared encodings,
+// one per run of neighbours that were encoded together (see encoded.wire): a response
+// of a thousand clusters of one class is a few buffers, not a thousand.
 func (t *typeResources) wire(r *discovery.DiscoveryResponse) mem.BufferSlice {
-	out := make(mem.BufferSlice, 0, 2*len(t.items)+2)
+	out := make(mem.BufferSlice, 0, 8)
 	if v := r.GetVersionInfo(); v != "" {
 		out = append(out, mem.SliceBuffer(protowire.AppendString(protowire.AppendTag(nil, drVersionInfo, protowire.BytesType), v)))
 	}
+	var run []byte
 	for _, e := range t.items {
-		out = append(out, e.wireHead, e.wireValue)
+		if follows(run, e.wire) {
+			run = run[:len(run)+len(e.wire)]
+			continue
+		}
+		if len(run) > 0 {
+			out = append(out, mem.SliceBuffer(run))
+		}
+		run = e.wire
+	}
+	if len(run) > 0 {
+		out = append(out, mem.SliceBuffer(run))
 	}
 	var tail []byte
 	if v := r.GetTypeUrl(); v != "" {
@@ -115,15 +128,29 @@ func (t *typeResources) wire(r *discovery.DiscoveryResponse) mem.BufferSlice {
 	return out
 }
 
-// wireBuffers sets e's wire form as an element of a response's resources: the field
-// header and the Any's type URL (wireHead), then the encoding itself (wireValue).
-func (e *encoded) wireBuffers() {
-	a := e.any
-	anyLen := protowire.SizeTag(1) + protowire.SizeBytes(len(a.GetTypeUrl())) +
-		protowire.SizeTag(2) + protowire.SizeBytes(len(a.GetValue()))
-	h := protowire.AppendTag(nil, drResources, protowire.BytesType)
-	h = protowire.AppendVarint(h, uint64(anyLen))
-	h = protowire.AppendString(protowire.AppendTag(h, 1, protowire.BytesType), a.GetTypeUrl())
-	h = protowire.AppendVarint(protowire.AppendTag(h, 2, protowire.BytesType), uint64(len(a.GetValue())))
-	e.wireHead, e.wireValue = mem.SliceBuffer(h), mem.SliceBuffer(a.GetValue())
+// follows reports whether next starts where run ends, within run's capacity: the two
+// are neighbours in one block, and run[:len(run)+len(next)] covers both.
+func follows(run, next []byte) bool {
+	return len(run) > 0 && cap(run)-len(run) >= len(next) &&
+		unsafe.Add(unsafe.Pointer(unsafe.SliceData(run)), len(run)) == unsafe.Pointer(unsafe.SliceData(next))
+}
+
+// wireSize is the size of a resource's wire form (see encoded.wire) whose Any has
+// typeURL and an encoding of n bytes.
+func wireSize(typeURL string, n int) int {
+	anyLen := anyFieldsSize(typeURL, n)
+	return protowire.SizeTag(drResources) + protowire.SizeVarint(uint64(anyLen)) + anyLen
+}
+
+func anyFieldsSize(typeURL string, n int) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(len(typeURL)) + protowire.SizeTag(2) + protowire.SizeBytes(n)
+}
+
+// appendWire appends a resource's wire form (see encoded.wire) to b.
+func appendWire(b []byte, typeURL string, value []byte) []byte {
+	b = protowire.AppendTag(b, drResources, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(anyFieldsSize(typeURL, len(value))))
+	b = protowire.AppendString(protowire.AppendTag(b, 1, protowire.BytesType), typeURL)
+	b = protowire.AppendVarint(protowire.AppendTag(b, 2, protowire.BytesType), uint64(len(value)))
+	return append(b, value...)
 }

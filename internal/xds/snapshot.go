@@ -13,7 +13,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -98,33 +97,67 @@ type encoded struct {
 	// any is the resource as a response carries it, shared by every response (the
 	// bytes are the Empty's unknown fields, not a copy).
 	any *anypb.Any
-	// wireHead, wireValue: the resource as an element of a response (see
-	// responseCodec).
-	wireHead, wireValue mem.Buffer
+	// wire is the resource as an element of a response's resources field: field
+	// header, the Any's type URL, then the encoding (any's value is wire's tail). The
+	// resources encoded together are laid out one after the other in one block, and
+	// wire's capacity runs on to the block's end, so that a response can send a run of
+	// neighbours as one buffer (see typeResources.wire).
+	wire []byte
 }
 
 // GetName implements go-control-plane's types.ResourceWithName.
 func (e *encoded) GetName() string { return e.name }
 
-func encode(r types.Resource) (*encoded, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-	if err != nil {
-		return nil, err
+// encodeBlockMax bounds a block of encodings laid out together: a block lives as
+// long as any of its resources does, so one resource that outlives its neighbours
+// keeps at most this much of them.
+const encodeBlockMax = 256 << 10
+
+// encodeBatch encodes items into one block per encodeBlockMax (a resource larger than
+// that has a block of its own), in items' order. On error, it returns the index of
+// the resource that failed.
+func encodeBatch(items []types.Resource) ([]*encoded, int, error) {
+	out := make([]*encoded, len(items))
+	var scratch, block []byte
+	for i, r := range items {
+		var err error
+		scratch, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(scratch[:0], r)
+		if err != nil {
+			return nil, i, err
+		}
+		typeURL := resource.APITypePrefix + string(r.ProtoReflect().Descriptor().FullName())
+		n := wireSize(typeURL, len(scratch))
+		if cap(block)-len(block) < n {
+			block = make([]byte, 0, max(n, min(encodeBlockMax, blockWant(items[i:], n))))
+		}
+		start := len(block)
+		block = appendWire(block, typeURL, scratch)
+		out[i] = newEncoded(cache.GetResourceName(r), typeURL, block[start:len(block):cap(block)], n-len(scratch))
 	}
-	name := cache.GetResourceName(r)
+	return out, 0, nil
+}
+
+// blockWant is a guess of the room the rest of a batch needs: its first resource's
+// size times its length, so a batch of alike resources fills blocks without waste.
+func blockWant(rest []types.Resource, first int) int {
+	return first * len(rest) * 5 / 4
+}
+
+// newEncoded makes the encoding of resource name from its wire form, whose value
+// starts at valueAt.
+func newEncoded(name, typeURL string, wire []byte, valueAt int) *encoded {
+	value := wire[valueAt:len(wire):len(wire)]
 	h := sha256.New()
 	var n [8]byte
 	// Length prefixes keep (name, bytes) boundaries unambiguous.
 	binary.BigEndian.PutUint64(n[:], uint64(len(name)))
 	h.Write(n[:])
 	h.Write([]byte(name))
-	h.Write(b)
-	e := &encoded{Empty: &emptypb.Empty{}, name: name,
-		any: &anypb.Any{TypeUrl: resource.APITypePrefix + string(r.ProtoReflect().Descriptor().FullName()), Value: b}}
+	h.Write(value)
+	e := &encoded{Empty: &emptypb.Empty{}, name: name, any: &anypb.Any{TypeUrl: typeURL, Value: value}, wire: wire}
 	h.Sum(e.digest[:0])
-	e.Empty.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
-	e.wireBuffers()
-	return e, nil
+	e.Empty.ProtoReflect().SetUnknown(protoreflect.RawFields(value))
+	return e
 }
 
 // encodingMemo remembers resource encodings by resource identity. Generators hand the
@@ -201,15 +234,22 @@ func (m *encodingMemo) encodeAll(items []types.Resource) ([]*encoded, error) {
 	if missing == 0 {
 		return out, nil
 	}
+	// The missing ones are encoded together, in items' order (a list's order is its
+	// responses' order: neighbours encoded together go out as one buffer).
+	idx := make([]int, 0, missing)
+	todo := make([]types.Resource, 0, missing)
 	for i, r := range items {
-		if out[i] != nil {
-			continue
+		if out[i] == nil {
+			idx, todo = append(idx, i), append(todo, r)
 		}
-		e, err := encode(r)
-		if err != nil {
-			return nil, fmt.Errorf("resource[%d] %q: marshal: %w", i, cache.GetResourceName(r), err)
-		}
-		out[i] = e
+	}
+	enc, bad, err := encodeBatch(todo)
+	if err != nil {
+		i := idx[bad]
+		return nil, fmt.Errorf("resource[%d] %q: marshal: %w", i, cache.GetResourceName(items[i]), err)
+	}
+	for j, i := range idx {
+		out[i] = enc[j]
 	}
 	if m != nil {
 		m.mu.Lock()
