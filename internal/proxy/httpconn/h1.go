@@ -838,14 +838,6 @@ type dateStamp struct {
 
 var cachedDate atomic.Pointer[dateStamp]
 
-// prefixConn replays bytes read during protocol detection to net/http's server.
-type prefixConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // isH2Preface reads just enough of a plaintext connection to tell HTTP/2 prior

@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -26,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weft-mesh/weft/internal/proxy/filter"
+	"github.com/weft-mesh/weft/internal/proxy/h2"
 	"github.com/weft-mesh/weft/internal/proxy/listener"
 	"github.com/weft-mesh/weft/internal/proxy/router"
 	"github.com/weft-mesh/weft/internal/proxy/stats"
@@ -99,8 +99,6 @@ type Manager struct {
 	handler filter.Handler
 	// rerouteFn is m.reroute, bound once: a method value made per request allocates.
 	rerouteFn func(*filter.Exchange)
-	server    *http.Server
-	ln        *chanListener
 	codec     hcmv3.HttpConnectionManager_CodecType
 
 	useRemoteAddress  bool
@@ -113,11 +111,11 @@ type Manager struct {
 	inbound           bool
 	accessLog         AccessLogger
 
-	conns sync.Map // net.Conn -> *listener.Conn, for ConnContext
-
-	// HTTP/1.1 is served by weft's codec (h1.go); net/http's server keeps HTTP/2.
+	// HTTP/1.1 and HTTP/2 are served by weft's codecs (h1.go, package h2).
 	h1             h1server
-	http1, http2   bool // the codecs the config allows
+	h2             h2server
+	h2cfg          h2.Config // what every HTTP/2 connection starts from
+	http1, http2   bool      // the codecs the config allows
 	idleTimeout    time.Duration
 	headersTimeout time.Duration
 	maxHeaderBytes int
@@ -207,9 +205,7 @@ func (f *Factory) build(cfg *hcmv3.HttpConnectionManager, chain listener.ChainIn
 	m.rqTimeoutCount = st.Counter("http.downstream_rq_timeout", tag)
 
 	m.rerouteFn = m.reroute
-	m.server = m.newServer(cfg)
-	m.ln = newChanListener()
-	go func() { _ = m.server.Serve(m.ln) }()
+	m.configure(cfg)
 	return m, nil
 }
 
@@ -257,32 +253,25 @@ func (f *Factory) buildFilters(list []*hcmv3.HttpFilter) (filter.Handler, error)
 	return h, nil
 }
 
-// ServeConn implements listener.NetworkFilter; it returns at once. HTTP/1.1 goes to
-// weft's codec, HTTP/2 (ALPN h2, or the h2c preface in plaintext) to net/http's server.
+// ServeConn implements listener.NetworkFilter; it returns at once. HTTP/1.1 (ALPN
+// http/1.1, or a plaintext connection that does not start with the HTTP/2 preface)
+// goes to the HTTP/1.1 codec, HTTP/2 (ALPN h2, or the h2c preface) to package h2.
 func (m *Manager) ServeConn(ctx context.Context, c *listener.Conn) {
 	var nc net.Conn = c
-	// net/http serves HTTP/2 over TLS only for a *tls.Conn it can see; the metadata
-	// travels beside it (ConnContext).
+	// Under TLS the codecs read and write the *tls.Conn; its metadata travels beside
+	// it in the requests' context.
 	if c.TLS {
 		nc = c.Conn
 	}
 	m.cxTotal.Inc()
 	switch {
 	case c.ALPN == "h2" || !m.http1:
-		m.serveH2(c, nc)
+		go m.serveH2(c, nc, nil)
 	case c.TLS || c.ALPN == "http/1.1" || !m.http2:
 		go m.serveH1(c, nc, nil)
 	default:
 		// Plaintext of unknown protocol: h2c prior knowledge or HTTP/1.
 		go m.detect(c, nc)
-	}
-}
-
-func (m *Manager) serveH2(c *listener.Conn, nc net.Conn) {
-	m.conns.Store(nc, c)
-	if !m.ln.push(nc) {
-		m.conns.Delete(nc)
-		_ = nc.Close()
 	}
 }
 
@@ -296,7 +285,7 @@ func (m *Manager) detect(c *listener.Conn, nc net.Conn) {
 	}
 	if h2 {
 		_ = nc.SetReadDeadline(time.Time{})
-		m.serveH2(c, &prefixConn{Conn: nc, r: br})
+		m.serveH2(c, nc, br)
 		return
 	}
 	m.serveH1(c, nc, br)
@@ -304,122 +293,47 @@ func (m *Manager) detect(c *listener.Conn, nc net.Conn) {
 
 // Drain implements listener.NetworkFilter: HTTP/1.1 connections close after their
 // current request (answered with Connection: close) or, when idle, after a short
-// grace; HTTP/2 connections get GOAWAY.
+// grace; HTTP/2 connections get GOAWAY and close once their open streams are done.
 func (m *Manager) Drain(ctx context.Context) error {
 	h1err := make(chan error, 1)
 	go func() { h1err <- m.drainH1(ctx) }()
-	err := m.server.Shutdown(ctx)
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		_ = m.server.Close()
-	}
+	err := m.drainH2(ctx)
 	if e := <-h1err; err == nil {
 		err = e
 	}
 	return err
 }
 
-func (m *Manager) newServer(cfg *hcmv3.HttpConnectionManager) *http.Server {
-	s := &http.Server{
-		Handler:  m,
-		ErrorLog: slog.NewLogLogger(m.opts.Log.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, nc net.Conn) context.Context {
-			if c, ok := m.conns.Load(nc); ok {
-				return context.WithValue(ctx, connKey{}, c.(*listener.Conn))
-			}
-			return ctx
-		},
-		ConnState: func(nc net.Conn, st http.ConnState) {
-			switch st {
-			case http.StateNew:
-				m.cxActive.Inc()
-			case http.StateHijacked, http.StateClosed:
-				m.cxActive.Dec()
-				m.conns.Delete(nc)
-			}
-		},
-	}
-	var p http.Protocols
+// configure takes the codecs, timeouts and limits from the config.
+func (m *Manager) configure(cfg *hcmv3.HttpConnectionManager) {
 	switch cfg.GetCodecType() {
 	case hcmv3.HttpConnectionManager_HTTP1:
-		p.SetHTTP1(true)
+		m.http1 = true
 	case hcmv3.HttpConnectionManager_HTTP2:
-		p.SetHTTP2(true)
-		p.SetUnencryptedHTTP2(true)
+		m.http2 = true
 	default: // AUTO: by ALPN over TLS, by the connection preface in plaintext
-		p.SetHTTP1(true)
-		p.SetHTTP2(true)
-		p.SetUnencryptedHTTP2(true)
+		m.http1, m.http2 = true, true
 	}
-	s.Protocols = &p
-	m.http1, m.http2 = p.HTTP1(), p.HTTP2()
+	m.idleTimeout = time.Hour // Envoy's default idle_timeout
 	if d := cfg.GetCommonHttpProtocolOptions().GetIdleTimeout(); d != nil {
-		s.IdleTimeout = d.AsDuration()
-	} else {
-		s.IdleTimeout = time.Hour // Envoy's default idle_timeout
+		m.idleTimeout = d.AsDuration()
 	}
 	if d := cfg.GetRequestHeadersTimeout(); d != nil && d.AsDuration() > 0 {
-		s.ReadHeaderTimeout = d.AsDuration()
+		m.headersTimeout = d.AsDuration()
 	}
+	m.maxHeaderBytes = 60 * 1024 // Envoy's default max_request_headers_kb
 	if kb := cfg.GetMaxRequestHeadersKb(); kb != nil {
-		s.MaxHeaderBytes = int(kb.GetValue()) * 1024
-	} else {
-		s.MaxHeaderBytes = 60 * 1024 // Envoy's default max_request_headers_kb
+		m.maxHeaderBytes = int(kb.GetValue()) * 1024
 	}
-	m.idleTimeout, m.headersTimeout, m.maxHeaderBytes = s.IdleTimeout, s.ReadHeaderTimeout, s.MaxHeaderBytes
 	if m.idleTimeout <= 0 {
 		m.idleTimeout = 100 * 365 * 24 * time.Hour // 0 disables it, as in Envoy
 	}
-	h2 := &http.HTTP2Config{}
+	m.h2cfg = h2.Config{Handler: m, MaxHeaderBytes: m.maxHeaderBytes, IdleTimeout: m.idleTimeout, Log: m.opts.Log}
 	if o := cfg.GetHttp2ProtocolOptions(); o != nil {
-		if v := o.GetMaxConcurrentStreams(); v != nil {
-			h2.MaxConcurrentStreams = int(v.GetValue())
-		}
-		if v := o.GetInitialStreamWindowSize(); v != nil {
-			h2.MaxReceiveBufferPerStream = int(v.GetValue())
-		}
-		if v := o.GetInitialConnectionWindowSize(); v != nil {
-			h2.MaxReceiveBufferPerConnection = int(v.GetValue())
-		}
+		m.h2cfg.MaxConcurrentStreams = o.GetMaxConcurrentStreams().GetValue()
+		m.h2cfg.StreamWindow = o.GetInitialStreamWindowSize().GetValue()
+		m.h2cfg.ConnWindow = o.GetInitialConnectionWindowSize().GetValue()
 	}
-	s.HTTP2 = h2
-	return s
 }
 
 type connKey struct{}
-
-// chanListener is a net.Listener fed by ServeConn, so one http.Server serves every
-// connection a filter chain hands over.
-type chanListener struct {
-	ch     chan net.Conn
-	done   chan struct{}
-	closed sync.Once
-}
-
-func newChanListener() *chanListener {
-	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *chanListener) push(c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.closed.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }

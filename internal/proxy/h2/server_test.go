@@ -1,0 +1,350 @@
+package h2
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// server serves h on a loopback listener with weft's codec, plaintext (h2c with prior
+// knowledge); it returns the address and the connections it served.
+type server struct {
+	addr  string
+	mu    sync.Mutex
+	conns []*Conn
+}
+
+func serve(t *testing.T, h http.Handler, cfg Config) *server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{addr: ln.Addr().String()}
+	cfg.Handler = h
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c := NewConn(nc, nil, cfg)
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); c.Serve() }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		for _, c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		wg.Wait()
+	})
+	return s
+}
+
+func (s *server) conn(i int) *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns[i]
+}
+
+func client(t *testing.T) *http.Client {
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+}
+
+func TestServeExchange(t *testing.T) {
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Method", r.Method)
+		w.Header().Set("X-Path", r.URL.RequestURI())
+		w.Header().Set("X-Host", r.Host)
+		w.Header().Set("X-Proto", r.Proto)
+		w.Header().Set("X-Cookie", r.Header.Get("Cookie"))
+		w.Header().Set("X-Len", fmt.Sprint(r.ContentLength))
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("read body: %v", err)
+		}
+		w.Write(b)
+	}), Config{})
+	c := client(t)
+	req, _ := http.NewRequest("POST", "http://"+s.addr+"/a/b?q=1", strings.NewReader("hello"))
+	req.Header.Add("Cookie", "a=1")
+	req.Header.Add("Cookie", "b=2")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for k, want := range map[string]string{
+		"X-Method": "POST", "X-Path": "/a/b?q=1", "X-Host": s.addr, "X-Proto": "HTTP/2.0",
+		"X-Cookie": "a=1; b=2", "X-Len": "5", "Content-Length": "5",
+	} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	if string(body) != "hello" || resp.StatusCode != 200 || resp.Header.Get("Date") == "" {
+		t.Errorf("status %d body %q date %q", resp.StatusCode, body, resp.Header.Get("Date"))
+	}
+}
+
+// TestServeLargeBodies: bodies several times the windows go both ways, in order.
+func TestServeLargeBodies(t *testing.T) {
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		if _, err := io.Copy(w, r.Body); err != nil {
+			t.Errorf("copy: %v", err)
+		}
+	}), Config{StreamWindow: 65535, ConnWindow: 65535})
+	c := client(t)
+	want := make([]byte, 3<<20+17)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.Post("http://"+s.addr+"/echo", "application/octet-stream", bytes.NewReader(want))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("echo: %d bytes (err %v), want %d equal bytes", len(got), err, len(want))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestServeTrailers: trailers set after the body (TrailerPrefix, as the router sets
+// them) and declared ones reach the client; a gRPC trailers-only response (status in
+// the head, no body) is one HEADERS frame.
+func TestServeTrailers(t *testing.T) {
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/prefix":
+			w.Header().Set("Content-Type", "application/grpc")
+			w.WriteHeader(200)
+			w.Write([]byte("msg"))
+			w.(http.Flusher).Flush()
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+			w.Header().Set(http.TrailerPrefix+"Grpc-Message", "ok")
+		case "/declared":
+			w.Header().Set("Trailer", "X-Sum")
+			w.Write([]byte("data"))
+			w.Header().Set("X-Sum", "42")
+		case "/only":
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Grpc-Status", "5")
+			w.WriteHeader(200)
+		}
+	}), Config{})
+	c := client(t)
+	for path, want := range map[string]map[string]string{
+		"/prefix":   {"Grpc-Status": "0", "Grpc-Message": "ok"},
+		"/declared": {"X-Sum": "42"},
+		"/only":     {},
+	} {
+		resp, err := c.Get("http://" + s.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		for k, v := range want {
+			if got := resp.Trailer.Get(k); got != v {
+				t.Errorf("%s: trailer %s = %q, want %q (trailers %v)", path, k, got, v, resp.Trailer)
+			}
+		}
+		if path == "/only" && (resp.Header.Get("Grpc-Status") != "5" || len(resp.Trailer) != 0) {
+			t.Errorf("trailers-only: head %v trailers %v", resp.Header, resp.Trailer)
+		}
+	}
+}
+
+// TestServeConcurrentStreams: many streams at once on one connection, each answered
+// with its own body.
+func TestServeConcurrentStreams(t *testing.T) {
+	var peak, cur atomic.Int32
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := cur.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		cur.Add(-1)
+		io.WriteString(w, r.URL.Query().Get("i"))
+	}), Config{})
+	c := client(t)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.Get(fmt.Sprintf("http://%s/?i=%d", s.addr, i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != fmt.Sprint(i) {
+				t.Errorf("request %d answered %q", i, b)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(s.conns) != 1 || peak.Load() < 10 {
+		t.Errorf("%d connections, %d streams at once at peak: want 1 connection and concurrency", len(s.conns), peak.Load())
+	}
+}
+
+// TestServeClientReset: a client that gives up resets the stream, and the handler's
+// context ends.
+func TestServeClientReset(t *testing.T) {
+	ended := make(chan error, 1)
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			ended <- context.Cause(r.Context())
+		case <-time.After(10 * time.Second):
+			ended <- errors.New("context not canceled")
+		}
+	}), Config{})
+	c := client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.addr+"/", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	if err := <-ended; !errors.Is(err, errStreamReset) {
+		t.Errorf("handler context ended with %v, want the reset", err)
+	}
+}
+
+// TestServeAbort: a handler that aborts after the head resets the stream: the client
+// sees a broken body, not a complete one.
+func TestServeAbort(t *testing.T) {
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("partial"))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}), Config{})
+	resp, err := client(t).Get("http://" + s.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var se http2.StreamError
+	if !errors.As(err, &se) || se.Code != http2.ErrCodeInternal {
+		t.Errorf("body read error %v, want a stream reset with INTERNAL_ERROR", err)
+	}
+}
+
+// TestServeIdleAndShutdown: a connection with no stream closes after the idle
+// timeout; Shutdown lets the open stream finish, then closes.
+func TestServeIdleAndShutdown(t *testing.T) {
+	release := make(chan struct{})
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}), Config{IdleTimeout: 300 * time.Millisecond})
+	c := client(t)
+	get := func(path string) error {
+		resp, err := c.Get("http://" + s.addr + path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && string(b) != "ok" {
+			err = fmt.Errorf("body %q", b)
+		}
+		return err
+	}
+	if err := get("/"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.conn(0).Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle connection still open after 5 s (idle timeout 300 ms)")
+	}
+
+	slow := make(chan error, 1)
+	go func() { slow <- get("/slow") }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("second connection not made")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c2 := s.conn(1)
+	time.Sleep(50 * time.Millisecond) // the stream is open
+	c2.Shutdown()
+	select {
+	case <-c2.Done():
+		t.Fatal("connection closed under an open stream")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Errorf("stream open at shutdown: %v", err)
+	}
+	select {
+	case <-c2.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection still open after its last stream ended")
+	}
+}

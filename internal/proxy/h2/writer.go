@@ -1,0 +1,376 @@
+package h2
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+)
+
+// responseWriter is a stream's http.ResponseWriter. The head waits for the body's
+// first bytes, the handler's Flush or its return, and the body is gathered into
+// frames of up to dataChunk: a response the handler writes and returns leaves as its
+// HEADERS, DATA and trailers in one write.
+type responseWriter struct {
+	s           *stream
+	header      http.Header
+	status      int
+	wroteHeader bool // the handler chose the status
+	sentHeader  bool // the HEADERS frame went out
+	head        bool // a HEAD request: the body is not sent
+	buf         []byte
+	trailers    []string // declared in the Trailer header when the status was chosen
+	err         error
+}
+
+var _ http.Flusher = (*responseWriter)(nil)
+
+func (w *responseWriter) Header() http.Header { return w.header }
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("h2: invalid WriteHeader code %v", code))
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.informational(code)
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+	for _, v := range w.header["Trailer"] {
+		for k := range strings.SplitSeq(v, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				w.trailers = append(w.trailers, http.CanonicalHeaderKey(k))
+			}
+		}
+	}
+}
+
+// informational sends a 1xx head at once (103 Early Hints carries the header).
+func (w *responseWriter) informational(code int) {
+	c := w.s.c
+	if w.err != nil {
+		return
+	}
+	var h http.Header
+	if code == http.StatusEarlyHints {
+		h = w.header
+	}
+	w.err = c.write(func() error {
+		c.encodeHead(code, h, -1)
+		return c.writeHeaderBlock(w.s.id, false)
+	})
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.head {
+		return len(p), nil
+	}
+	if len(w.buf)+len(p) <= dataChunk {
+		w.buf = append(w.buf, p...)
+		return len(p), nil
+	}
+	if len(w.buf) > 0 {
+		if err := w.send(w.buf, false); err != nil {
+			return 0, err
+		}
+		w.buf = w.buf[:0]
+	}
+	if len(p) >= dataChunk {
+		if err := w.send(p, false); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+func (w *responseWriter) WriteString(s string) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err == nil && len(w.buf)+len(s) <= dataChunk && bodyAllowed(w.status) && !w.head {
+		w.buf = append(w.buf, s...)
+		return len(s), nil
+	}
+	return w.Write([]byte(s))
+}
+
+func (w *responseWriter) Flush() { _ = w.FlushError() }
+
+// FlushError sends the head and whatever body is gathered.
+func (w *responseWriter) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) == 0 && w.sentHeader {
+		return nil
+	}
+	err := w.send(w.buf, false)
+	w.buf = w.buf[:0]
+	return err
+}
+
+// send sends the head if it has not gone out, then p, as the windows allow.
+func (w *responseWriter) send(p []byte, end bool) error {
+	err := w.sendLast(p, end, nil)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return err
+}
+
+// sendLast is send, with the trailers (if any) after p ending the stream. The head,
+// the part of p the windows admit now and the trailers go in one write.
+func (w *responseWriter) sendLast(p []byte, end bool, trailers http.Header) error {
+	s, c := w.s, w.s.c
+	endData := end && len(trailers) == 0
+	c.mu.Lock()
+	if s.err != nil || c.done {
+		err := s.err
+		c.mu.Unlock()
+		if err == nil {
+			err = errClientGone
+		}
+		return err
+	}
+	n := min(int64(len(p)), max(0, min(s.sendWindow, c.sendWindow)), int64(c.peerMaxFrame))
+	s.sendWindow -= n
+	c.sendWindow -= n
+	c.mu.Unlock()
+	now, rest := p[:n], p[n:]
+	length := int64(-1)
+	if end && !w.sentHeader && len(rest) == 0 && w.header["Content-Length"] == nil && bodyAllowed(w.status) && !w.head {
+		length = int64(len(p))
+	}
+	headerEnds := endData && len(p) == 0 && !w.sentHeader // the head ends the stream
+	if end && len(rest) == 0 {
+		s.endLocal()
+	}
+	err := c.write(func() error {
+		if !w.sentHeader {
+			c.encodeHead(w.status, w.header, length)
+			if err := c.writeHeaderBlock(s.id, headerEnds); err != nil {
+				return err
+			}
+			w.sentHeader = true
+		}
+		if len(now) > 0 || (endData && len(rest) == 0 && !headerEnds) {
+			if err := c.writeData(s.id, now, endData && len(rest) == 0); err != nil {
+				return err
+			}
+		}
+		if len(rest) == 0 && len(trailers) > 0 {
+			c.encodeFields(trailers, true)
+			return c.writeHeaderBlock(s.id, true)
+		}
+		return nil
+	})
+	if err != nil || len(rest) == 0 {
+		return err
+	}
+	if err := s.sendData(rest, endData); err != nil {
+		return err
+	}
+	if len(trailers) > 0 {
+		s.endLocal()
+		return c.write(func() error {
+			c.encodeFields(trailers, true)
+			return c.writeHeaderBlock(s.id, true)
+		})
+	}
+	return nil
+}
+
+// finish ends the response after the handler returned: the head if it has not gone
+// out, the gathered body, the trailers, END_STREAM.
+func (w *responseWriter) finish() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	var trailers http.Header
+	for _, k := range w.trailers {
+		if vs := w.header[k]; len(vs) > 0 {
+			if trailers == nil {
+				trailers = http.Header{}
+			}
+			trailers[k] = vs
+		}
+	}
+	for k, vs := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && len(vs) > 0 {
+			if trailers == nil {
+				trailers = http.Header{}
+			}
+			trailers[http.CanonicalHeaderKey(name)] = vs
+		}
+	}
+	return w.sendLast(w.buf, true, trailers)
+}
+
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// encodeHead HPACK-encodes a response head into c.hbuf (under wmu): :status, the
+// header's fields but trailers and connection-specific ones, a date if it has none,
+// and content-length when length >= 0.
+func (c *Conn) encodeHead(status int, h http.Header, length int64) {
+	c.hw.b = c.hbuf[:0]
+	c.field(":status", statusValue(status))
+	c.writeFields(h, false)
+	if h["Date"] == nil && status >= 200 {
+		c.field("date", httpDate())
+	}
+	if length >= 0 {
+		c.field("content-length", strconv.FormatInt(length, 10))
+	}
+	c.hbuf = c.hw.b
+}
+
+// encodeFields HPACK-encodes trailers into c.hbuf (under wmu).
+func (c *Conn) encodeFields(h http.Header, trailers bool) {
+	c.hw.b = c.hbuf[:0]
+	c.writeFields(h, trailers)
+	c.hbuf = c.hw.b
+}
+
+func (c *Conn) writeFields(h http.Header, trailers bool) {
+	for k, vs := range h {
+		if !trailers && strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		name := lowerKey(k)
+		if connSpecific[name] || name == "" {
+			continue
+		}
+		if name == "te" {
+			continue
+		}
+		for _, v := range vs {
+			c.field(name, v)
+		}
+	}
+}
+
+func (c *Conn) field(name, value string) {
+	_ = c.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
+}
+
+var statusValues = func() (s [600]string) {
+	for i := range s {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
+
+func statusValue(code int) string {
+	if code >= 0 && code < len(statusValues) {
+		return statusValues[code]
+	}
+	return strconv.Itoa(code)
+}
+
+// Header names: HTTP/2 carries them in lower case; net/http's maps key them in
+// canonical form. The common ones are converted without allocating.
+var commonHeaders = []string{
+	"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges",
+	"Access-Control-Allow-Credentials", "Access-Control-Allow-Headers",
+	"Access-Control-Allow-Methods", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers",
+	"Access-Control-Max-Age", "Access-Control-Request-Headers", "Access-Control-Request-Method",
+	"Age", "Allow", "Authorization", "Cache-Control", "Content-Disposition", "Content-Encoding",
+	"Content-Language", "Content-Length", "Content-Location", "Content-Range", "Content-Type",
+	"Cookie", "Date", "Etag", "Expect", "Expires", "From", "Host", "If-Match",
+	"If-Modified-Since", "If-None-Match", "If-Unmodified-Since", "Last-Modified", "Link",
+	"Location", "Max-Forwards", "Origin", "Proxy-Authenticate", "Proxy-Authorization",
+	"Range", "Referer", "Refresh", "Retry-After", "Server", "Set-Cookie",
+	"Strict-Transport-Security", "Te", "Trailer", "Transfer-Encoding", "User-Agent", "Vary",
+	"Via", "Www-Authenticate", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
+	"X-Forwarded-Client-Cert", "X-Request-Id", "X-B3-Traceid", "X-B3-Spanid",
+	"X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags", "Traceparent", "Tracestate",
+	"X-Envoy-Attempt-Count", "X-Envoy-Upstream-Service-Time", "X-Envoy-Expected-Rq-Timeout-Ms",
+	"X-Envoy-Decorator-Operation", "X-Envoy-Peer-Metadata", "X-Envoy-Peer-Metadata-Id",
+	"Grpc-Status", "Grpc-Message", "Grpc-Encoding", "Grpc-Accept-Encoding", "Grpc-Timeout",
+	"Grpc-Status-Details-Bin", "Content-Security-Policy", "X-Content-Type-Options",
+	"Keep-Alive", "Connection", "Proxy-Connection", "Upgrade", "Fortio-Version", "Sec-Websocket-Key",
+}
+
+var (
+	toCanonical = map[string]string{}
+	toLower     = map[string]string{}
+)
+
+func init() {
+	for _, k := range commonHeaders {
+		l := strings.ToLower(k)
+		toCanonical[l] = k
+		toLower[k] = l
+	}
+}
+
+// canonicalKey is the net/http map key of a lower-case wire name.
+func canonicalKey(name string) string {
+	if k, ok := toCanonical[name]; ok {
+		return k
+	}
+	return http.CanonicalHeaderKey(name)
+}
+
+// lowerKey is the wire name of a header map key.
+func lowerKey(k string) string {
+	if l, ok := toLower[k]; ok {
+		return l
+	}
+	for i := 0; i < len(k); i++ {
+		if 'A' <= k[i] && k[i] <= 'Z' {
+			return strings.ToLower(k)
+		}
+	}
+	return k
+}
+
+func parseRequestURI(path string) (*url.URL, error) {
+	return url.ParseRequestURI(path)
+}
+
+// dates: the Date header value, made once a second.
+type dateStamp struct {
+	sec int64
+	val string
+}
+
+var dates atomic.Pointer[dateStamp]
+
+func httpDate() string {
+	now := time.Now()
+	if d := dates.Load(); d != nil && d.sec == now.Unix() {
+		return d.val
+	}
+	d := &dateStamp{sec: now.Unix(), val: now.UTC().Format(http.TimeFormat)}
+	dates.Store(d)
+	return d.val
+}
