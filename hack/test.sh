@@ -19,6 +19,14 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# h2spec, the HTTP/2 conformance suite the h2 codec's test runs (built from the Go
+# module proxy; H2SPEC tells the test where it is).
+export H2SPEC="${H2SPEC:-$(go env GOPATH)/bin/h2spec}"
+if [ ! -x "$H2SPEC" ]; then
+  echo "installing: h2spec"
+  GOBIN="$(dirname "$H2SPEC")" GOFLAGS=-mod=mod go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+fi
+
 go vet ./...
 go vet -tags e2e ./...
 # Tier 1. -p 2: a 2-core machine; the race detector multiplies CPU and memory per binary.
@@ -26,4 +34,5 @@ go test -race -p 2 -timeout 25m ./...
 # Tier 2: the packages with end-to-end tests (build tag e2e): whole processes, the
 # local mesh with Bookinfo, headless Chromium.
 e2e=$(grep -rl --include='*_test.go' '^//go:build e2e' . | xargs -n1 dirname | sort -u)
-go test -race -p 1 -timeout 25m -tags e2e $e2e
+# -count=1: they build the binaries in a subprocess, which the test cache cannot see.
+go test -race -p 1 -count=1 -timeout 25m -tags e2e $e2e

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"net"
 	"net/http"
@@ -84,31 +85,19 @@ type Conn struct {
 	cfg    Config
 	nc     net.Conn
 	br     *bufio.Reader
-	fr     *http2.Framer // reads on the serve goroutine; writes under wmu
 	closed chan struct{}
 
-	// Writes: every frame goes into bw under wmu; the writer that finds no other
-	// writer waiting flushes, so concurrent streams share writes.
-	wmu     sync.Mutex
-	writers atomic.Int32
-	bw      *bufio.Writer
-	henc    *hpack.Encoder
-	hbuf    []byte
-	hw      sliceWriter
-	werr    error // the first write error; later writes fail with it
+	wire
 
 	mu            sync.Mutex // guards the fields below and every stream's
 	streams       map[uint32]*stream
 	maxClientID   uint32
-	sendWindow    int64 // the connection's send window
-	peerInitWin   int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
-	peerMaxFrame  uint32
-	recvWindow    int64 // what the peer may still send on the connection
-	recvUnacked   int64 // consumed or discarded, not yet given back
-	running       int   // handlers running
-	goingAway     bool  // GOAWAY sent: no new streams, close once none is open
-	peerAway      bool  // GOAWAY received: no new streams
-	done          bool  // the connection is finished: everything fails
+	flow          sendFlow
+	recv          recvWindow
+	running       int  // handlers running
+	goingAway     bool // GOAWAY sent: no new streams, close once none is open
+	peerAway      bool // GOAWAY received: no new streams
+	done          bool // the connection is finished: everything fails
 	idle          *time.Timer
 	shutdownAsked bool
 
@@ -154,23 +143,15 @@ func NewConn(nc net.Conn, br *bufio.Reader, cfg Config) *Conn {
 		br = bufio.NewReaderSize(nc, 16<<10)
 	}
 	c := &Conn{
-		cfg:          cfg,
-		nc:           nc,
-		br:           br,
-		closed:       make(chan struct{}),
-		bw:           bufio.NewWriterSize(nc, writeBufSize),
-		streams:      map[uint32]*stream{},
-		sendWindow:   initialWindow,
-		peerInitWin:  initialWindow,
-		peerMaxFrame: peerFrameFloor,
-		recvWindow:   initialWindow,
+		cfg:     cfg,
+		nc:      nc,
+		br:      br,
+		closed:  make(chan struct{}),
+		streams: map[uint32]*stream{},
+		flow:    newSendFlow(),
+		recv:    newRecvWindow(initialWindow),
 	}
-	c.fr = http2.NewFramer(c.bw, br)
-	c.fr.SetReuseFrames()
-	c.fr.SetMaxReadFrameSize(readFrameSize)
-	c.fr.MaxHeaderListSize = uint32(cfg.MaxHeaderBytes)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.henc = hpack.NewEncoder(&c.hw)
+	c.wire.init(nc, br, cfg.MaxHeaderBytes)
 	return c
 }
 
@@ -196,7 +177,7 @@ func (c *Conn) Serve() {
 		return nil
 	})
 	c.mu.Lock()
-	c.recvWindow = int64(c.cfg.ConnWindow)
+	c.recv = newRecvWindow(c.cfg.ConnWindow)
 	c.armIdleLocked()
 	c.mu.Unlock()
 	for {
@@ -352,25 +333,6 @@ func (c *Conn) resetStream(id uint32, code http2.ErrCode) {
 	c.write(func() error { return c.fr.WriteRSTStream(id, code) })
 }
 
-// write runs fn, which writes frames, under the write lock, and flushes unless
-// another writer is waiting (it will flush).
-func (c *Conn) write(fn func() error) error {
-	c.writers.Add(1)
-	c.wmu.Lock()
-	err := c.werr
-	if err == nil {
-		err = fn()
-	}
-	if c.writers.Add(-1) == 0 && err == nil {
-		err = c.bw.Flush()
-	}
-	if err != nil && c.werr == nil {
-		c.werr = err
-	}
-	c.wmu.Unlock()
-	return err
-}
-
 func (c *Conn) handle(f http2.Frame) error {
 	if !c.sawSettings { // the serve goroutine's own
 		c.sawSettings = true
@@ -414,58 +376,25 @@ func (c *Conn) handle(f http2.Frame) error {
 }
 
 func (c *Conn) onSettings(f *http2.SettingsFrame) error {
-	if f.IsAck() {
-		return nil
-	}
-	if err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			return err
-		}
-		switch s.ID {
-		case http2.SettingInitialWindowSize:
-			c.mu.Lock()
-			delta := int64(s.Val) - c.peerInitWin
-			c.peerInitWin = int64(s.Val)
-			for _, st := range c.streams {
-				st.sendWindow += delta
-				if st.sendWindow > maxWindow {
-					c.mu.Unlock()
-					return http2.ConnectionError(http2.ErrCodeFlowControl)
-				}
-				st.wake.Broadcast()
+	return c.settings(f, &c.mu, &c.flow, c.streamFlows(), nil)
+}
+
+// streamFlows ranges over the open streams' flows (c.mu held).
+func (c *Conn) streamFlows() iter.Seq[*streamFlow] {
+	return func(yield func(*streamFlow) bool) {
+		for _, s := range c.streams {
+			if !yield(&s.streamFlow) {
+				return
 			}
-			c.mu.Unlock()
-		case http2.SettingMaxFrameSize:
-			c.mu.Lock()
-			c.peerMaxFrame = s.Val
-			c.mu.Unlock()
-		case http2.SettingHeaderTableSize:
-			c.wmu.Lock()
-			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
-			c.wmu.Unlock()
 		}
-		return nil
-	}); err != nil {
-		return err
 	}
-	return c.write(c.fr.WriteSettingsAck)
 }
 
 func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	inc := int64(f.Increment)
 	if f.StreamID == 0 {
-		c.sendWindow += inc
-		if c.sendWindow > maxWindow {
-			return http2.ConnectionError(http2.ErrCodeFlowControl)
-		}
-		for _, s := range c.streams {
-			if s.waiting {
-				s.wake.Broadcast()
-			}
-		}
-		return nil
+		return c.flow.update(nil, f.Increment, 0, c.streamFlows())
 	}
 	s := c.streams[f.StreamID]
 	if s == nil {
@@ -474,12 +403,7 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 		return nil // closed: a late update
 	}
-	s.sendWindow += inc
-	if s.sendWindow > maxWindow {
-		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
-	}
-	s.wake.Broadcast()
-	return nil
+	return c.flow.update(&s.streamFlow, f.Increment, f.StreamID, nil)
 }
 
 func (c *Conn) onReset(f *http2.RSTStreamFrame) error {
@@ -501,90 +425,40 @@ func (c *Conn) onReset(f *http2.RSTStreamFrame) error {
 func (c *Conn) onData(f *http2.DataFrame) error {
 	id := f.StreamID
 	n := int64(f.Length) // flow control counts the padding too
-	data := f.Data()
 	c.mu.Lock()
-	if n > c.recvWindow {
+	if !c.recv.admit(n) {
 		c.mu.Unlock()
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
-	c.recvWindow -= n
 	s := c.streams[id]
 	if s == nil || s.remoteClosed {
-		// Not ours to read: give the connection window back.
-		c.recvUnacked += n
-		upd := c.connUpdateLocked()
-		closedID := s == nil && id <= c.maxClientID
+		// Not ours to read: the connection's window goes back.
+		c.recv.give(n)
+		upd := c.recv.update()
+		idle := s == nil && id > c.maxClientID
 		c.mu.Unlock()
 		c.sendUpdates(0, 0, upd)
-		if s == nil && !closedID {
-			return http2.ConnectionError(http2.ErrCodeProtocol) // idle stream
+		if idle {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeStreamClosed}
 	}
-	if n > s.recvWindow {
+	if err := s.data(&c.recv, id, f.Data(), n, f.StreamEnded()); err != nil {
 		c.mu.Unlock()
-		return http2.StreamError{StreamID: id, Code: http2.ErrCodeFlowControl}
+		return err
 	}
-	s.recvWindow -= n
-	pad := n - int64(len(data))
-	s.received += int64(len(data))
-	if s.declared >= 0 && s.received > s.declared {
-		c.mu.Unlock()
-		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
-	}
-	if s.bodyClosed {
-		// The handler is not reading: what arrives is dropped and given back.
-		c.recvUnacked += n
-	} else {
-		s.buf = append(s.buf, data...)
-		c.recvUnacked += pad
-		s.recvUnacked += pad
-	}
-	if f.StreamEnded() {
-		if s.declared >= 0 && s.received != s.declared {
-			c.mu.Unlock()
-			return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
-		}
+	if s.remoteClosed {
 		s.endRemoteLocked()
 	}
 	s.wake.Broadcast()
-	upd := c.connUpdateLocked()
+	upd := c.recv.update()
 	var supd uint32
 	if !s.remoteClosed {
-		supd = s.streamUpdateLocked()
+		supd = s.recvWin.update()
 	}
 	c.mu.Unlock()
 	c.sendUpdates(id, supd, upd)
 	return nil
-}
-
-// connUpdateLocked returns the connection window to give back now (0: not yet):
-// updates go out once half the window is used, not for every frame.
-func (c *Conn) connUpdateLocked() uint32 {
-	if c.recvUnacked < int64(c.cfg.ConnWindow)/2 {
-		return 0
-	}
-	n := c.recvUnacked
-	c.recvUnacked = 0
-	c.recvWindow += n
-	return uint32(n)
-}
-
-func (c *Conn) sendUpdates(id, streamInc, connInc uint32) {
-	if streamInc == 0 && connInc == 0 {
-		return
-	}
-	_ = c.write(func() error {
-		if connInc > 0 {
-			if err := c.fr.WriteWindowUpdate(0, connInc); err != nil {
-				return err
-			}
-		}
-		if streamInc > 0 {
-			return c.fr.WriteWindowUpdate(id, streamInc)
-		}
-		return nil
-	})
 }
 
 // connection-specific fields, which an HTTP/2 request must not carry (RFC 9113
@@ -630,8 +504,8 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if err != nil {
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
-	s := &stream{c: c, id: id, declared: declared, recvWindow: int64(c.cfg.StreamWindow)}
-	s.wake.L = &c.mu
+	s := &stream{c: c, id: id}
+	s.inbound = inbound{recvWin: newRecvWindow(c.cfg.StreamWindow), declared: declared}
 	ctx, cancel := context.WithCancelCause(c.cfg.Context)
 	s.cancel = cancel
 	req = req.WithContext(ctx)
@@ -665,7 +539,7 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		cancel(errClientGone)
 		return io.EOF
 	}
-	s.sendWindow = c.peerInitWin
+	c.flow.start(&s.streamFlow, &c.mu)
 	c.streams[id] = s
 	c.running++
 	if c.idle != nil {
@@ -804,8 +678,13 @@ func (c *Conn) newRequest(f *http2.MetaHeadersFrame) (*http.Request, int64, erro
 		// RFC 9113 8.2.3: crumbs are joined for an HTTP/1.1 hop.
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
-	if authority == "" {
-		authority = h.Get("Host")
+	// The authority is Request.Host, as the HTTP/1.1 codec makes it; a host field is
+	// its stand-in when :authority is absent.
+	if hosts := h["Host"]; len(hosts) > 0 {
+		if authority == "" {
+			authority = hosts[0]
+		}
+		delete(h, "Host")
 	}
 	r := &http.Request{
 		Method:     method,
@@ -845,19 +724,12 @@ type stream struct {
 	rw     responseWriter
 	body   requestBody
 
-	// Guarded by c.mu.
-	wake         sync.Cond // data, window, reset or end: whoever waits on the stream
-	waiting      bool      // a writer waits for the connection's window
-	sendWindow   int64
-	recvWindow   int64
-	recvUnacked  int64
-	declared     int64 // content-length, -1 if none
-	received     int64
-	buf          []byte // body bytes not yet read
-	remoteClosed bool   // END_STREAM received
-	bodyClosed   bool   // the handler closed the body
-	localClosed  bool   // END_STREAM sent
-	err          error  // the stream failed (reset, connection gone)
+	// Guarded by c.mu. The flow's condition also wakes the body's reader (data, end,
+	// reset).
+	streamFlow
+	inbound           // the request body
+	localClosed bool  // END_STREAM sent
+	err         error // the stream failed (reset, connection gone)
 }
 
 func (s *stream) endRemoteLocked() {
@@ -880,6 +752,17 @@ func (s *stream) endLocal() {
 		c.armIdleLocked()
 	}
 	c.mu.Unlock()
+}
+
+// failed is why the stream can send no more, nil while it can (c.mu held).
+func (s *stream) failed() error {
+	switch {
+	case s.err != nil:
+		return s.err
+	case s.c.done:
+		return errClientGone
+	}
+	return nil
 }
 
 func (s *stream) failLocked(err error) {
@@ -941,36 +824,10 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	s := b.s
 	c := s.c
 	c.mu.Lock()
-	for len(s.buf) == 0 && !s.remoteClosed && s.err == nil && !s.bodyClosed {
-		s.wake.Wait()
-	}
-	switch {
-	case s.bodyClosed:
-		c.mu.Unlock()
-		return 0, errBodyClosed
-	case len(s.buf) == 0 && s.remoteClosed:
-		c.mu.Unlock()
-		return 0, io.EOF
-	case len(s.buf) == 0:
-		err := s.err
-		c.mu.Unlock()
-		return 0, err
-	}
-	n := copy(p, s.buf)
-	s.buf = s.buf[n:]
-	if len(s.buf) == 0 {
-		s.buf = s.buf[:0:0] // let the read buffer go; a new one is made on demand
-	}
-	c.recvUnacked += int64(n)
-	s.recvUnacked += int64(n)
-	upd := c.connUpdateLocked()
-	var supd uint32
-	if !s.remoteClosed && s.err == nil {
-		supd = s.streamUpdateLocked()
-	}
+	n, upd, supd, err := s.read(&c.recv, &s.wake, p, func() error { return s.err }, errBodyClosed)
 	c.mu.Unlock()
 	c.sendUpdates(s.id, supd, upd)
-	return n, nil
+	return n, err
 }
 
 // Buffered reports whether the whole body has arrived (h1.BodyBuffered): it can be
@@ -980,17 +837,6 @@ func (b *requestBody) Buffered() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return b.s.remoteClosed && b.s.err == nil && !b.s.bodyClosed
-}
-
-// streamUpdateLocked is connUpdateLocked for the stream's window.
-func (s *stream) streamUpdateLocked() uint32 {
-	if s.recvUnacked < int64(s.c.cfg.StreamWindow)/2 {
-		return 0
-	}
-	n := s.recvUnacked
-	s.recvUnacked = 0
-	s.recvWindow += n
-	return uint32(n)
 }
 
 // Close stops reading the body; what is buffered or still arrives is given back.
@@ -1005,10 +851,7 @@ func (b *requestBody) Close() error {
 		c.mu.Unlock()
 		return nil
 	}
-	s.bodyClosed = true
-	c.recvUnacked += int64(len(s.buf))
-	s.buf = nil
-	upd := c.connUpdateLocked()
+	upd := s.close(&c.recv)
 	s.wake.Broadcast()
 	c.mu.Unlock()
 	c.sendUpdates(0, 0, upd)
@@ -1021,23 +864,11 @@ func (s *stream) sendData(p []byte, end bool) error {
 	c := s.c
 	for {
 		c.mu.Lock()
-		for s.err == nil && !c.done && len(p) > 0 && (s.sendWindow <= 0 || c.sendWindow <= 0) {
-			s.waiting = true
-			s.wake.Wait()
-			s.waiting = false
-		}
-		if s.err != nil || c.done {
-			err := s.err
-			if err == nil {
-				err = errClientGone
-			}
+		if err := c.flow.wait(&s.streamFlow, s.failed); err != nil {
 			c.mu.Unlock()
 			return err
 		}
-		n := int64(len(p))
-		n = min(n, s.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
-		s.sendWindow -= n
-		c.sendWindow -= n
+		n := c.flow.take(&s.streamFlow, len(p), c.peerMaxFrame.Load())
 		c.mu.Unlock()
 		chunk := p[:n]
 		p = p[n:]
@@ -1052,55 +883,4 @@ func (s *stream) sendData(p []byte, end bool) error {
 			return nil
 		}
 	}
-}
-
-// writeData writes one DATA frame (under wmu), its payload straight into the buffer.
-func (c *Conn) writeData(id uint32, p []byte, end bool) error {
-	var flags byte
-	if end {
-		flags = byte(http2.FlagDataEndStream)
-	}
-	n := len(p)
-	hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags,
-		byte(id >> 24 & 0x7f), byte(id >> 16), byte(id >> 8), byte(id)}
-	if _, err := c.bw.Write(hdr[:]); err != nil {
-		return err
-	}
-	_, err := c.bw.Write(p)
-	return err
-}
-
-// writeHeaderBlock writes c.hbuf as a HEADERS frame and as many CONTINUATION frames as
-// the peer's frame size needs (under wmu).
-func (c *Conn) writeHeaderBlock(id uint32, end bool) error {
-	c.mu.Lock()
-	max := int(c.peerMaxFrame)
-	c.mu.Unlock()
-	block := c.hbuf
-	first := block
-	if len(first) > max {
-		first = first[:max]
-	}
-	block = block[len(first):]
-	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(block) == 0}); err != nil {
-		return err
-	}
-	for len(block) > 0 {
-		frag := block
-		if len(frag) > max {
-			frag = frag[:max]
-		}
-		block = block[len(frag):]
-		if err := c.fr.WriteContinuation(id, len(block) == 0, frag); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-type sliceWriter struct{ b []byte }
-
-func (w *sliceWriter) Write(p []byte) (int, error) {
-	w.b = append(w.b, p...)
-	return len(p), nil
 }

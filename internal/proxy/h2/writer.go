@@ -8,8 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2/hpack"
 )
 
 // responseWriter is a stream's http.ResponseWriter. The head waits for the body's
@@ -155,9 +153,7 @@ func (w *responseWriter) sendLast(p []byte, end bool, trailers http.Header) erro
 		}
 		return err
 	}
-	n := min(int64(len(p)), max(0, min(s.sendWindow, c.sendWindow)), int64(c.peerMaxFrame))
-	s.sendWindow -= n
-	c.sendWindow -= n
+	n := c.flow.take(&s.streamFlow, len(p), c.peerMaxFrame.Load())
 	c.mu.Unlock()
 	now, rest := p[:n], p[n:]
 	length := int64(-1)
@@ -250,35 +246,6 @@ func (c *Conn) encodeHead(status int, h http.Header, length int64) {
 		c.field("content-length", strconv.FormatInt(length, 10))
 	}
 	c.hbuf = c.hw.b
-}
-
-// encodeFields HPACK-encodes trailers into c.hbuf (under wmu).
-func (c *Conn) encodeFields(h http.Header, trailers bool) {
-	c.hw.b = c.hbuf[:0]
-	c.writeFields(h, trailers)
-	c.hbuf = c.hw.b
-}
-
-func (c *Conn) writeFields(h http.Header, trailers bool) {
-	for k, vs := range h {
-		if !trailers && strings.HasPrefix(k, http.TrailerPrefix) {
-			continue
-		}
-		name := lowerKey(k)
-		if connSpecific[name] || name == "" {
-			continue
-		}
-		if name == "te" {
-			continue
-		}
-		for _, v := range vs {
-			c.field(name, v)
-		}
-	}
-}
-
-func (c *Conn) field(name, value string) {
-	_ = c.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
 }
 
 var statusValues = func() (s [600]string) {

@@ -4,10 +4,10 @@
 // The upstream package builds one Pool per host; the router reaches it through
 // upstream.Cluster.RoundTrip and the TCP proxy through upstream.Cluster.Dial.
 //
-// Connections are net/http ClientConns (one connection each, HTTP/1 or HTTP/2 by the
-// Transport's Protocols), so framing, 1xx handling, trailers and flow control are the
-// standard library's; this package decides which connection a request takes, when a
-// new one is opened, when one is closed, and what is counted.
+// HTTP/1.1 connections are this package's (h1.go), explicit HTTP/2 ones weft's codec
+// (package h2), and those whose protocol ALPN decides (auto_config under TLS) net/http
+// ClientConns; this package decides which connection a request takes, when a new one
+// is opened, when one is closed, and what is counted.
 package pool
 
 import (
@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weft-mesh/weft/internal/proxy/h2"
 	"github.com/weft-mesh/weft/internal/proxy/sockio"
 )
 
@@ -99,8 +100,8 @@ type Config struct {
 	// Limits are the cluster's circuit breakers; Stats come with them.
 	Limits *Limits
 
-	// transport opens the connections net/http's HTTP/2 (or ALPN-decided) client runs;
-	// built on first use, as most clusters of a large mesh never carry a request from
+	// transport opens the connections whose protocol ALPN decides (auto_config under
+	// TLS), with net/http's client; built on first use, as most clusters of a large mesh never carry a request from
 	// one sidecar and an http.Transport per cluster was 3 KB of its heap. Init sets a
 	// fresh one, so a copy of a Config re-initialised for another protocol has its own.
 	transport *lazyTransport
@@ -151,8 +152,8 @@ type lazyTransport struct {
 	t    *http.Transport
 }
 
-// httpTransport returns the transport of c's HTTP/2 and ALPN-decided connections,
-// building it on the first call.
+// httpTransport returns the transport of c's ALPN-decided connections, building it
+// on the first call.
 func (c *Config) httpTransport() *http.Transport {
 	c.transport.once.Do(func() {
 		t := &http.Transport{
@@ -168,12 +169,6 @@ func (c *Config) httpTransport() *http.Transport {
 			HTTP2:                  &http.HTTP2Config{},
 		}
 		switch {
-		case c.Protocol == HTTP2:
-			// Explicit HTTP/2: prior knowledge, in plaintext (h2c) and under TLS alike, so
-			// that an ALPN list without "h2" (Istio's "istio-peer-exchange", "istio")
-			// still yields HTTP/2, as Envoy's codec does not depend on ALPN. Under TLS
-			// the dialled conn hides its *tls.Conn type for net/http to take this path.
-			t.Protocols.SetUnencryptedHTTP2(true)
 		case c.Protocol == Auto && c.TLS != nil:
 			// auto_config: ALPN decides (h2 preferred).
 			t.Protocols.SetHTTP1(true)
@@ -188,6 +183,26 @@ func (c *Config) httpTransport() *http.Transport {
 		c.transport.t = t
 	})
 	return c.transport.t
+}
+
+// dialH2 opens an HTTP/2 connection with prior knowledge, under TLS whatever ALPN
+// said (Istio's ALPN lists have no "h2"; Envoy's codec does not depend on it).
+func (p *Pool) dialH2(ctx context.Context) (clientConn, error) {
+	var nc net.Conn
+	var err error
+	if p.cfg.TLS != nil {
+		nc, err = p.cfg.dialTLS(ctx, "tcp", p.addr)
+	} else {
+		nc, err = p.cfg.dialTCP(ctx, "tcp", p.addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cc, err := h2.NewClientConn(nc, h2.ClientConfig{Scheme: p.cfg.tlsProto})
+	if err != nil {
+		return nil, err
+	}
+	return cc, nil
 }
 
 // dialTCP opens a TCP connection. The connection is counted by the caller (the pool)
@@ -220,16 +235,8 @@ func (c *Config) dialTCP(ctx context.Context, network, addr string) (net.Conn, e
 }
 
 func (c *Config) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
-	conn, err := c.dialTLSWith(ctx, network, addr, c.TLS)
-	if err != nil || c.Protocol != HTTP2 {
-		return conn, err
-	}
-	return tlsHidden{conn}, nil
+	return c.dialTLSWith(ctx, network, addr, c.TLS)
 }
-
-// tlsHidden is a TLS connection net/http does not recognise as one, so it runs
-// HTTP/2 with prior knowledge on it whatever ALPN negotiated.
-type tlsHidden struct{ net.Conn }
 
 func (c *Config) dialTLSWith(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
 	raw, err := c.dialTCP(ctx, network, addr)
@@ -271,12 +278,23 @@ type Pool struct {
 	gen uint64
 }
 
+// clientConn is a multiplexing connection: weft's HTTP/2 codec (h2.ClientConn) for
+// explicit HTTP/2, net/http's ClientConn for what ALPN decides (auto_config).
+type clientConn interface {
+	RoundTrip(*http.Request) (*http.Response, error)
+	Reserve() error
+	Release()
+	InFlight() int
+	Err() error
+	Close() error
+}
+
 // pconn is one connection of a pool: this package's HTTP/1.1 connection, or a
-// net/http ClientConn (HTTP/2, or whatever ALPN chose for auto_config).
+// clientConn.
 type pconn struct {
 	pool     *Pool
 	h1       *h1conn
-	cc       *http.ClientConn
+	cc       clientConn
 	requests atomic.Int64 // requests started on it (max_requests_per_connection)
 	streams  atomic.Int32 // requests in flight on it (max_concurrent_streams)
 	retired  atomic.Bool  // takes no new requests; closed when idle
@@ -731,6 +749,8 @@ func (p *Pool) dial(ctx context.Context) (*pconn, error) {
 			pc.h1 = newH1Conn(nc, p.cfg.TLS != nil)
 			pc.h1.pc = pc
 		}
+	} else if p.cfg.Protocol == HTTP2 {
+		pc.cc, err = p.dialH2(dctx)
 	} else {
 		pc.cc, err = p.cfg.httpTransport().NewClientConn(dctx, p.cfg.tlsProto, p.addr)
 	}

@@ -1,0 +1,726 @@
+package h2
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http2"
+
+	"github.com/weft-mesh/weft/internal/proxy/h1"
+)
+
+// ClientConfig is what a client connection is made with.
+type ClientConfig struct {
+	StreamWindow   uint32 // SETTINGS_INITIAL_WINDOW_SIZE this side advertises
+	ConnWindow     uint32
+	MaxHeaderBytes int    // the largest response head accepted
+	Scheme         string // :scheme of requests whose URL has none ("http", "https")
+}
+
+var (
+	// ErrConnUnusable is the error of a request on a connection that takes no more.
+	ErrConnUnusable = errors.New("h2: connection is not usable")
+	errConnClosed   = errors.New("h2: connection closed")
+)
+
+// ClientConn is an HTTP/2 client connection: requests are streams on it, their
+// frames written as on the server side (one buffer, the last writer flushes), the
+// peer's frames read on the connection's own goroutine. Its methods are those of
+// net/http's ClientConn that the upstream pool uses.
+type ClientConn struct {
+	wire
+	nc     net.Conn
+	br     *bufio.Reader
+	cfg    ClientConfig
+	closed chan struct{}
+
+	mu         sync.Mutex // guards the fields below and every stream's
+	streams    map[uint32]*clientStream
+	nextID     uint32
+	maxStreams uint32 // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+	reserved   int    // slots taken by Reserve, not yet used by RoundTrip
+	inFlight   int    // streams not yet done
+	flow       sendFlow
+	recv       recvWindow
+	err        error // set once the connection takes no new request
+	dead       bool  // the connection is gone: everything fails
+}
+
+// NewClientConn starts HTTP/2 on nc (the preface and SETTINGS go out at once) and
+// the goroutine that reads the server's frames.
+func NewClientConn(nc net.Conn, cfg ClientConfig) (*ClientConn, error) {
+	if cfg.StreamWindow < initialWindow {
+		cfg.StreamWindow = DefaultStreamWindow
+	}
+	if cfg.ConnWindow < initialWindow {
+		cfg.ConnWindow = DefaultConnWindow
+	}
+	cfg.StreamWindow = min(cfg.StreamWindow, maxWindow)
+	cfg.ConnWindow = min(cfg.ConnWindow, maxWindow)
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 1 << 20
+	}
+	c := &ClientConn{
+		nc:         nc,
+		br:         bufio.NewReaderSize(nc, 16<<10),
+		cfg:        cfg,
+		closed:     make(chan struct{}),
+		streams:    map[uint32]*clientStream{},
+		nextID:     1,
+		maxStreams: 100, // until the server's SETTINGS say (RFC 9113 6.5.2 suggests no fewer)
+		flow:       newSendFlow(),
+		recv:       newRecvWindow(cfg.ConnWindow),
+	}
+	c.wire.init(nc, c.br, cfg.MaxHeaderBytes)
+	err := c.write(func() error {
+		if _, err := c.bw.WriteString(Preface); err != nil {
+			return err
+		}
+		if err := c.fr.WriteSettings(
+			http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+			http2.Setting{ID: http2.SettingInitialWindowSize, Val: cfg.StreamWindow},
+			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(cfg.MaxHeaderBytes)},
+		); err != nil {
+			return err
+		}
+		if inc := cfg.ConnWindow - initialWindow; inc > 0 {
+			return c.fr.WriteWindowUpdate(0, inc)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	go c.readLoop()
+	return c, nil
+}
+
+// Reserve takes a slot for one request; it fails when the connection has no room
+// (the server's concurrency limit) or takes no more requests.
+func (c *ClientConn) Reserve() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	if c.inFlight+c.reserved >= int(c.maxStreams) {
+		return ErrConnUnusable
+	}
+	c.reserved++
+	return nil
+}
+
+// Release gives back a slot Reserve took and RoundTrip did not use.
+func (c *ClientConn) Release() {
+	c.mu.Lock()
+	if c.reserved > 0 {
+		c.reserved--
+	}
+	c.mu.Unlock()
+}
+
+// InFlight is the number of requests in flight, reserved slots included.
+func (c *ClientConn) InFlight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inFlight + c.reserved
+}
+
+// Err is why the connection takes no new request, nil while it does.
+func (c *ClientConn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close closes the connection; requests in flight fail.
+func (c *ClientConn) Close() error {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = errConnClosed
+	}
+	c.mu.Unlock()
+	return c.nc.Close()
+}
+
+// Done is closed once the connection is gone.
+func (c *ClientConn) Done() <-chan struct{} { return c.closed }
+
+// clientStream is one request on a ClientConn.
+type clientStream struct {
+	c    *ClientConn
+	id   uint32
+	req  *http.Request
+	resp *http.Response
+
+	// Guarded by c.mu. The flow's condition also wakes RoundTrip (head) and the
+	// body's reader (data, end, reset).
+	streamFlow
+	inbound     // the response body
+	gotHead     bool
+	localClosed bool // END_STREAM sent
+	bodyClosed  bool // the caller closed the response body
+	err         error
+	stopWatch   func() bool // stops the watch on the request's context
+}
+
+// RoundTrip sends req as a stream and returns the response once its head arrives;
+// the body follows as the server sends it. A slot must have been reserved.
+func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
+	s := &clientStream{c: c, req: req}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	// A small body that is all here goes with the head, in one write.
+	var inline []byte
+	if hasBody && req.ContentLength >= 0 && req.ContentLength <= dataChunk && h1.BodyBuffered(req.Body) {
+		b, err := io.ReadAll(io.LimitReader(req.Body, req.ContentLength+1))
+		if err != nil {
+			c.Release()
+			return nil, err
+		}
+		inline, hasBody = b, len(b) > 0
+		req.Body.Close()
+	}
+
+	c.mu.Lock()
+	if c.reserved > 0 {
+		c.reserved--
+	}
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.inFlight++
+	c.flow.start(&s.streamFlow, &c.mu)
+	s.inbound = inbound{recvWin: newRecvWindow(c.cfg.StreamWindow), declared: -1}
+	c.mu.Unlock()
+
+	streaming := hasBody && inline == nil
+	endOnHead := !hasBody && !streaming
+	var n int64
+	err := c.write(func() error {
+		// Stream ids go out in increasing order: taken under the write lock.
+		c.mu.Lock()
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return err
+		}
+		s.id = c.nextID
+		c.nextID += 2
+		if c.nextID > maxWindow { // ids run out: a new connection takes the next ones
+			c.err = ErrConnUnusable
+		}
+		c.streams[s.id] = s
+		if inline != nil {
+			n = int64(c.flow.take(&s.streamFlow, len(inline), c.peerMaxFrame.Load()))
+		}
+		if endOnHead || (inline != nil && n == int64(len(inline)) && len(req.Trailer) == 0) {
+			s.localClosed = true
+		}
+		c.mu.Unlock()
+		c.encodeRequest(req, int64(len(inline)), inline != nil)
+		if err := c.writeHeaderBlock(s.id, endOnHead); err != nil {
+			return err
+		}
+		if inline != nil && n > 0 {
+			return c.writeData(s.id, inline[:n], n == int64(len(inline)) && len(req.Trailer) == 0)
+		}
+		return nil
+	})
+	if err != nil {
+		s.finish(err)
+		return nil, err
+	}
+	if ctx := req.Context(); ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { s.cancel(context.Cause(ctx)) })
+		c.mu.Lock()
+		s.stopWatch = stop
+		c.mu.Unlock()
+	}
+	switch {
+	case inline != nil && (n < int64(len(inline)) || len(req.Trailer) > 0):
+		rest := bytesReader(inline[n:])
+		go s.sendBody(&rest)
+	case streaming:
+		go s.sendBody(req.Body)
+	}
+
+	c.mu.Lock()
+	for !s.gotHead && s.err == nil {
+		s.wake.Wait()
+	}
+	if !s.gotHead {
+		err := s.err
+		c.mu.Unlock()
+		s.finish(err)
+		return nil, err
+	}
+	resp := s.resp
+	c.mu.Unlock()
+	return resp, nil
+}
+
+type bytesReader []byte
+
+func (b *bytesReader) Read(p []byte) (int, error) {
+	if len(*b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, *b)
+	*b = (*b)[n:]
+	return n, nil
+}
+
+// sendBody sends the rest of the request body as DATA frames, then the trailers or
+// END_STREAM.
+func (s *clientStream) sendBody(body io.Reader) {
+	c := s.c
+	bp := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(bp)
+	buf := *bp
+	var err error
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if err = s.sendData(buf[:n]); err != nil {
+				break
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			err = rerr
+			break
+		}
+	}
+	if rc, ok := body.(io.Closer); ok {
+		rc.Close()
+	}
+	if err != nil {
+		s.cancel(err) // the request cannot be completed: the stream is reset
+		return
+	}
+	c.mu.Lock()
+	s.localClosed = true
+	c.mu.Unlock()
+	if tr := s.req.Trailer; len(tr) > 0 {
+		_ = c.write(func() error {
+			c.encodeFields(tr, true)
+			return c.writeHeaderBlock(s.id, true)
+		})
+		return
+	}
+	_ = c.write(func() error { return c.writeData(s.id, nil, true) })
+}
+
+func (s *clientStream) sendData(p []byte) error {
+	c := s.c
+	for len(p) > 0 {
+		c.mu.Lock()
+		if err := c.flow.wait(&s.streamFlow, func() error { return s.err }); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		n := c.flow.take(&s.streamFlow, len(p), c.peerMaxFrame.Load())
+		c.mu.Unlock()
+		chunk := p[:n]
+		p = p[n:]
+		if err := c.write(func() error { return c.writeData(s.id, chunk, false) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, dataChunk); return &b }}
+
+// encodeRequest HPACK-encodes a request head into c.hbuf (under wmu).
+func (c *ClientConn) encodeRequest(req *http.Request, length int64, known bool) {
+	c.hw.b = c.hbuf[:0]
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	path := req.URL.RequestURI()
+	if req.Method == http.MethodConnect {
+		path = ""
+	}
+	scheme := req.URL.Scheme
+	if scheme == "" {
+		scheme = c.cfg.Scheme
+	}
+	if scheme == "" {
+		scheme = "http"
+	}
+	c.field(":method", req.Method)
+	c.field(":scheme", scheme)
+	c.field(":authority", host)
+	if path != "" {
+		c.field(":path", path)
+	}
+	for k, vs := range req.Header {
+		name := lowerKey(k)
+		switch {
+		case connSpecific[name], name == "host", name == "content-length":
+			continue
+		case name == "te":
+			// Only "trailers" may cross an HTTP/2 hop.
+			for _, v := range vs {
+				if strings.EqualFold(strings.TrimSpace(v), "trailers") {
+					c.field("te", "trailers")
+					break
+				}
+			}
+			continue
+		}
+		for _, v := range vs {
+			c.field(name, v)
+		}
+	}
+	switch {
+	case known:
+		c.field("content-length", strconv.FormatInt(length, 10))
+	case req.ContentLength > 0:
+		c.field("content-length", strconv.FormatInt(req.ContentLength, 10))
+	}
+	c.hbuf = c.hw.b
+}
+
+// cancel resets the stream (the caller gave up, or its body broke off).
+func (s *clientStream) cancel(cause error) {
+	c := s.c
+	c.mu.Lock()
+	if s.err != nil || (s.remoteClosed && s.localClosed) {
+		c.mu.Unlock()
+		return
+	}
+	if cause == nil {
+		cause = context.Canceled
+	}
+	s.err = cause
+	s.wake.Broadcast()
+	_, open := c.streams[s.id]
+	c.mu.Unlock()
+	if open {
+		_ = c.write(func() error { return c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel) })
+		s.finish(cause)
+	}
+}
+
+// finish forgets the stream once it is done.
+func (s *clientStream) finish(err error) {
+	c := s.c
+	c.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	if s.stopWatch != nil {
+		s.stopWatch()
+		s.stopWatch = nil
+	}
+	if _, ok := c.streams[s.id]; ok || s.id == 0 {
+		delete(c.streams, s.id)
+		c.inFlight--
+		// What the stream held of the connection's window goes back.
+		c.recv.give(int64(len(s.buf)))
+		s.buf = nil
+	}
+	upd := c.recv.update()
+	c.mu.Unlock()
+	c.sendUpdates(0, 0, upd)
+}
+
+// readLoop reads and handles the server's frames until the connection fails.
+func (c *ClientConn) readLoop() {
+	var err error
+	for {
+		var f http2.Frame
+		f, err = c.fr.ReadFrame()
+		if err == nil {
+			err = c.handle(f)
+		}
+		if err == nil {
+			continue
+		}
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			c.resetStream(se.StreamID, se.Code, se)
+			continue
+		}
+		var ce http2.ConnectionError
+		if errors.As(err, &ce) {
+			c.mu.Lock()
+			last := c.nextID
+			c.mu.Unlock()
+			_ = c.write(func() error { return c.fr.WriteGoAway(last, http2.ErrCode(ce), nil) })
+		}
+		break
+	}
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = fmt.Errorf("h2: connection lost: %w", err)
+	}
+	c.dead = true
+	streams := c.streams
+	c.streams = map[uint32]*clientStream{}
+	for _, s := range streams {
+		if s.err == nil {
+			s.err = fmt.Errorf("h2: connection lost: %w", err)
+		}
+		c.inFlight--
+		s.wake.Broadcast()
+	}
+	c.mu.Unlock()
+	_ = c.nc.Close()
+	close(c.closed)
+}
+
+// resetStream ends a stream with RST_STREAM (a stream error of ours).
+func (c *ClientConn) resetStream(id uint32, code http2.ErrCode, err error) {
+	c.mu.Lock()
+	s := c.streams[id]
+	c.mu.Unlock()
+	_ = c.write(func() error { return c.fr.WriteRSTStream(id, code) })
+	if s != nil {
+		s.fail(err)
+	}
+}
+
+// fail ends the stream with err: its waiters wake, it is forgotten.
+func (s *clientStream) fail(err error) {
+	c := s.c
+	c.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.wake.Broadcast()
+	c.mu.Unlock()
+	s.finish(err)
+}
+
+// streamFlows ranges over the open streams' flows (c.mu held).
+func (c *ClientConn) streamFlows() iter.Seq[*streamFlow] {
+	return func(yield func(*streamFlow) bool) {
+		for _, s := range c.streams {
+			if !yield(&s.streamFlow) {
+				return
+			}
+		}
+	}
+}
+
+func (c *ClientConn) handle(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.WindowUpdateFrame:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if f.StreamID == 0 {
+			return c.flow.update(nil, f.Increment, 0, c.streamFlows())
+		}
+		if s := c.streams[f.StreamID]; s != nil {
+			return c.flow.update(&s.streamFlow, f.Increment, f.StreamID, nil)
+		}
+		return nil
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		data := f.Data
+		return c.write(func() error { return c.fr.WritePing(true, data) })
+	case *http2.RSTStreamFrame:
+		c.mu.Lock()
+		s := c.streams[f.StreamID]
+		c.mu.Unlock()
+		if s != nil {
+			s.fail(http2.StreamError{StreamID: f.StreamID, Code: f.ErrCode})
+		}
+		return nil
+	case *http2.GoAwayFrame:
+		// Streams above the last one the server took were not processed: they fail
+		// as refused (a retry may send them elsewhere); the others finish.
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = fmt.Errorf("h2: server sent GOAWAY (%v): %w", f.ErrCode, ErrConnUnusable)
+		}
+		var refused []*clientStream
+		for id, s := range c.streams {
+			if id > f.LastStreamID {
+				refused = append(refused, s)
+			}
+		}
+		c.mu.Unlock()
+		for _, s := range refused {
+			s.fail(http2.StreamError{StreamID: s.id, Code: http2.ErrCodeRefusedStream})
+		}
+		return nil
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol) // push is disabled
+	}
+	return nil
+}
+
+func (c *ClientConn) onSettings(f *http2.SettingsFrame) error {
+	return c.settings(f, &c.mu, &c.flow, c.streamFlows(), func(st http2.Setting) {
+		if st.ID == http2.SettingMaxConcurrentStreams {
+			c.mu.Lock()
+			c.maxStreams = st.Val
+			c.mu.Unlock()
+		}
+	})
+}
+
+func (c *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
+	c.mu.Lock()
+	s := c.streams[f.StreamID]
+	if s == nil {
+		c.mu.Unlock()
+		if f.StreamID >= c.nextStreamID() {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil // a stream we gave up on
+	}
+	if s.gotHead {
+		// Trailers.
+		if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+			c.mu.Unlock()
+			return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol}
+		}
+		tr := make(http.Header, len(f.Fields))
+		for _, hf := range f.RegularFields() {
+			k := canonicalKey(hf.Name)
+			tr[k] = append(tr[k], hf.Value)
+		}
+		s.resp.Trailer = tr
+		s.remoteClosed = true // the reader finishes the stream at EOF
+		s.wake.Broadcast()
+		c.mu.Unlock()
+		return nil
+	}
+	status, err := strconv.Atoi(f.PseudoValue("status"))
+	if err != nil || status < 100 || status > 999 || f.Truncated {
+		c.mu.Unlock()
+		return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol}
+	}
+	if status < 200 && status != http.StatusSwitchingProtocols {
+		c.mu.Unlock()
+		return nil // informational heads are not passed on
+	}
+	h := make(http.Header, len(f.Fields))
+	for _, hf := range f.RegularFields() {
+		k := canonicalKey(hf.Name)
+		h[k] = append(h[k], hf.Value)
+	}
+	resp := &http.Response{
+		Status:        statusValue(status) + " " + http.StatusText(status),
+		StatusCode:    status,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        h,
+		Request:       s.req,
+		ContentLength: -1,
+	}
+	if vs := h["Content-Length"]; len(vs) == 1 {
+		if n, err := strconv.ParseInt(vs[0], 10, 64); err == nil && n >= 0 {
+			resp.ContentLength = n
+			s.declared = n
+		}
+	}
+	if f.StreamEnded() {
+		s.remoteClosed = true
+		resp.ContentLength = 0
+	}
+	resp.Body = &responseBody{s: s}
+	s.resp = resp
+	s.gotHead = true
+	s.wake.Broadcast()
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *ClientConn) nextStreamID() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nextID
+}
+
+func (c *ClientConn) onData(f *http2.DataFrame) error {
+	n := int64(f.Length) // flow control counts the padding too
+	c.mu.Lock()
+	if !c.recv.admit(n) {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	s := c.streams[f.StreamID]
+	if s == nil || !s.gotHead || s.remoteClosed {
+		// Not ours to read (given up, or closed): the window goes back.
+		c.recv.give(n)
+		upd := c.recv.update()
+		c.mu.Unlock()
+		c.sendUpdates(0, 0, upd)
+		if s != nil {
+			return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
+		}
+		return nil
+	}
+	err := s.data(&c.recv, s.id, f.Data(), n, f.StreamEnded()) // at the end, the reader finishes the stream
+	s.wake.Broadcast()
+	upd := c.recv.update()
+	c.mu.Unlock()
+	c.sendUpdates(0, 0, upd)
+	return err
+}
+
+// responseBody is a response's body as the server's DATA frames bring it.
+type responseBody struct{ s *clientStream }
+
+func (b *responseBody) Read(p []byte) (int, error) {
+	s := b.s
+	c := s.c
+	c.mu.Lock()
+	n, upd, supd, err := s.read(&c.recv, &s.wake, p, func() error { return s.err }, http.ErrBodyReadAfterClose)
+	c.mu.Unlock()
+	c.sendUpdates(s.id, supd, upd)
+	if err == io.EOF {
+		s.finish(nil)
+	}
+	return n, err
+}
+
+// Close stops reading: a stream still open is reset (CANCEL).
+func (b *responseBody) Close() error {
+	s := b.s
+	c := s.c
+	c.mu.Lock()
+	if s.bodyClosed {
+		c.mu.Unlock()
+		return nil
+	}
+	s.bodyClosed = true
+	complete := s.remoteClosed && s.localClosed
+	s.wake.Broadcast()
+	c.mu.Unlock()
+	if !complete {
+		s.cancel(errBodyClosed)
+		return nil
+	}
+	s.finish(nil)
+	return nil
+}

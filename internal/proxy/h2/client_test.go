@@ -1,0 +1,314 @@
+package h2
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// upstreams are the servers the client is tested against: net/http's HTTP/2 server
+// (golang.org/x/net/http2, h2c) and this package's.
+func upstreams(t *testing.T, h http.Handler, maxStreams uint32) map[string]string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http2.Server{MaxConcurrentStreams: maxStreams}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				srv.ServeConn(nc, &http2.ServeConnOpts{Handler: h})
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return map[string]string{
+		"net/http": ln.Addr().String(),
+		"weft":     serve(t, h, Config{MaxConcurrentStreams: maxStreams}).addr,
+	}
+}
+
+func dialClient(t *testing.T, addr string) *ClientConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := NewClientConn(nc, ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func roundTrip(cc *ClientConn, req *http.Request) (*http.Response, error) {
+	if err := cc.Reserve(); err != nil {
+		return nil, err
+	}
+	return cc.RoundTrip(req)
+}
+
+func TestClientExchange(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Got", fmt.Sprintf("%s %s %s %d %s", r.Method, r.Host, r.URL.RequestURI(), len(b), r.Header.Get("X-In")))
+		if r.URL.Path == "/trailers" {
+			w.Header().Set("Trailer", "Grpc-Status")
+			w.Write(b)
+			w.Header().Set("Grpc-Status", "7")
+			return
+		}
+		w.Write(b)
+	})
+	big := bytes.Repeat([]byte("0123456789abcdef"), 300<<10/16) // 300 KB: past the default windows
+	for name, addr := range upstreams(t, h, 0) {
+		t.Run(name, func(t *testing.T) {
+			cc := dialClient(t, addr)
+			for _, tc := range []struct {
+				path string
+				body []byte
+				// the body as a reader net/http cannot tell the size of
+				streamed bool
+			}{
+				{"/get", nil, false},
+				{"/small", []byte("hello"), false},
+				{"/big", big, false},
+				{"/streamed", big, true},
+				{"/trailers", []byte("with trailers"), false},
+			} {
+				var body io.Reader
+				if tc.body != nil {
+					body = bytes.NewReader(tc.body)
+					if tc.streamed {
+						body = io.MultiReader(bytes.NewReader(tc.body[:1000]), bytes.NewReader(tc.body[1000:]))
+					}
+				}
+				method := "GET"
+				if body != nil {
+					method = "POST"
+				}
+				req, _ := http.NewRequest(method, "http://svc.test"+tc.path+"?x=1", body)
+				req.Header.Set("X-In", "in")
+				resp, err := roundTrip(cc, req)
+				if err != nil {
+					t.Fatalf("%s: %v", tc.path, err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || !bytes.Equal(got, tc.body) {
+					t.Errorf("%s: %d bytes back (err %v), want %d", tc.path, len(got), err, len(tc.body))
+				}
+				if want := fmt.Sprintf("%s svc.test %s?x=1 %d in", method, tc.path, len(tc.body)); resp.Header.Get("X-Got") != want {
+					t.Errorf("%s: server saw %q, want %q", tc.path, resp.Header.Get("X-Got"), want)
+				}
+				if tc.path == "/trailers" && resp.Trailer.Get("Grpc-Status") != "7" {
+					t.Errorf("trailers %v, want Grpc-Status 7", resp.Trailer)
+				}
+			}
+			if n := cc.InFlight(); n != 0 {
+				t.Errorf("%d streams in flight after every response was read", n)
+			}
+		})
+	}
+}
+
+// TestClientConcurrency: streams share the connection up to the server's limit;
+// Reserve refuses past it.
+func TestClientConcurrency(t *testing.T) {
+	var mu sync.Mutex
+	var release chan struct{} // this subtest's
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ch := release
+		mu.Unlock()
+		<-ch
+		io.WriteString(w, r.URL.Query().Get("i"))
+	})
+	for name, addr := range upstreams(t, h, 3) {
+		t.Run(name, func(t *testing.T) {
+			mu.Lock()
+			release = make(chan struct{})
+			mu.Unlock()
+			cc := dialClient(t, addr)
+			// The server's SETTINGS arrive right after the connection opens.
+			deadline := time.Now().Add(5 * time.Second)
+			for cc.Reserve() == nil {
+				cc.Release()
+				cc.mu.Lock()
+				limit := cc.maxStreams
+				cc.mu.Unlock()
+				if limit == 3 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, 3)
+			for i := range 3 {
+				if err := cc.Reserve(); err != nil {
+					t.Fatalf("reserve %d of 3: %v", i, err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req, _ := http.NewRequest("GET", fmt.Sprintf("http://svc.test/?i=%d", i), nil)
+					resp, err := cc.RoundTrip(req)
+					if err != nil {
+						errs <- err
+						return
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if string(b) != fmt.Sprint(i) {
+						errs <- fmt.Errorf("request %d answered %q", i, b)
+					}
+				}()
+			}
+			if err := cc.Reserve(); err == nil {
+				t.Error("a fourth stream was reserved past the server's limit of 3")
+				cc.Release()
+			}
+			close(release)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestClientResets: the server resetting a stream fails its body with a stream
+// error; the caller giving up (context) resets it, and the server's handler sees it.
+func TestClientResets(t *testing.T) {
+	canceled := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/abort":
+			w.Write([]byte("part"))
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		case "/hang":
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				canceled <- struct{}{}
+			case <-time.After(10 * time.Second):
+			}
+		}
+	})
+	for name, addr := range upstreams(t, h, 0) {
+		t.Run(name, func(t *testing.T) {
+			cc := dialClient(t, addr)
+			req, _ := http.NewRequest("GET", "http://svc.test/abort", nil)
+			resp, err := roundTrip(cc, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var se http2.StreamError
+			if !errors.As(err, &se) || !strings.Contains(err.Error(), "stream error") {
+				t.Errorf("aborted body: %v, want a stream error", err)
+			}
+
+			ctx, cancel := context.WithCancel(context.Background())
+			req, _ = http.NewRequestWithContext(ctx, "GET", "http://svc.test/hang", nil)
+			resp, err = roundTrip(cc, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			if _, err := io.ReadAll(resp.Body); err == nil {
+				t.Error("body of a canceled request ended cleanly")
+			}
+			resp.Body.Close()
+			select {
+			case <-canceled:
+			case <-time.After(5 * time.Second):
+				t.Error("the server's handler did not see the reset")
+			}
+			if cc.Err() != nil {
+				t.Errorf("stream resets broke the connection: %v", cc.Err())
+			}
+		})
+	}
+}
+
+// TestClientGoAway: a server that shuts down lets the stream in flight finish; the
+// connection then takes no new request.
+func TestClientGoAway(t *testing.T) {
+	release := make(chan struct{})
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "done")
+	}), Config{})
+	cc := dialClient(t, s.addr)
+	got := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://svc.test/", nil)
+		resp, err := roundTrip(cc, req)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- string(b)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for cc.InFlight() == 0 || len(s.conns) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("request not started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	s.conn(0).Shutdown()
+	for cc.Err() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("GOAWAY not seen")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cc.Reserve(); err == nil {
+		t.Error("a connection going away took a new request")
+	}
+	close(release)
+	if b := <-got; b != "done" {
+		t.Errorf("stream in flight at GOAWAY: %q, want it answered", b)
+	}
+}

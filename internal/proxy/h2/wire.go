@@ -1,0 +1,385 @@
+package h2
+
+import (
+	"bufio"
+	"io"
+	"iter"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// wire is a connection's writing side, shared by its streams, on both ends: frames go
+// into one buffer under wmu, and the writer that finds no other writer waiting
+// flushes, so concurrent streams share writes.
+type wire struct {
+	wmu     sync.Mutex
+	writers atomic.Int32
+	bw      *bufio.Writer
+	fr      *http2.Framer // reads on the connection's reading goroutine; writes under wmu
+	henc    *hpack.Encoder
+	hbuf    []byte
+	hw      sliceWriter
+	werr    error // the first write error; later writes fail with it
+
+	peerMaxFrame atomic.Uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
+}
+
+func (w *wire) init(wr io.Writer, br io.Reader, maxHeaderBytes int) {
+	w.bw = bufio.NewWriterSize(wr, writeBufSize)
+	w.fr = http2.NewFramer(w.bw, br)
+	w.fr.SetReuseFrames()
+	w.fr.SetMaxReadFrameSize(readFrameSize)
+	w.fr.MaxHeaderListSize = uint32(maxHeaderBytes)
+	w.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	w.henc = hpack.NewEncoder(&w.hw)
+	w.peerMaxFrame.Store(peerFrameFloor)
+}
+
+// write runs fn, which writes frames, under the write lock, and flushes unless
+// another writer is waiting (it will flush).
+func (w *wire) write(fn func() error) error {
+	w.writers.Add(1)
+	w.wmu.Lock()
+	err := w.werr
+	if err == nil {
+		err = fn()
+	}
+	if w.writers.Add(-1) == 0 && err == nil {
+		err = w.bw.Flush()
+	}
+	if err != nil && w.werr == nil {
+		w.werr = err
+	}
+	w.wmu.Unlock()
+	return err
+}
+
+// writeData writes one DATA frame (under wmu), its payload straight into the buffer.
+func (w *wire) writeData(id uint32, p []byte, end bool) error {
+	var flags byte
+	if end {
+		flags = byte(http2.FlagDataEndStream)
+	}
+	n := len(p)
+	hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags,
+		byte(id >> 24 & 0x7f), byte(id >> 16), byte(id >> 8), byte(id)}
+	if _, err := w.bw.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.bw.Write(p)
+	return err
+}
+
+// writeHeaderBlock writes w.hbuf as a HEADERS frame and as many CONTINUATION frames as
+// the peer's frame size needs (under wmu).
+func (w *wire) writeHeaderBlock(id uint32, end bool) error {
+	max := int(w.peerMaxFrame.Load())
+	block := w.hbuf
+	first := block
+	if len(first) > max {
+		first = first[:max]
+	}
+	block = block[len(first):]
+	if err := w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(block) == 0}); err != nil {
+		return err
+	}
+	for len(block) > 0 {
+		frag := block
+		if len(frag) > max {
+			frag = frag[:max]
+		}
+		block = block[len(frag):]
+		if err := w.fr.WriteContinuation(id, len(block) == 0, frag); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *wire) sendUpdates(id, streamInc, connInc uint32) {
+	if streamInc == 0 && connInc == 0 {
+		return
+	}
+	_ = w.write(func() error {
+		if connInc > 0 {
+			if err := w.fr.WriteWindowUpdate(0, connInc); err != nil {
+				return err
+			}
+		}
+		if streamInc > 0 {
+			return w.fr.WriteWindowUpdate(id, streamInc)
+		}
+		return nil
+	})
+}
+
+// encodeFields HPACK-encodes trailers into w.hbuf (under wmu).
+func (w *wire) encodeFields(h http.Header, trailers bool) {
+	w.hw.b = w.hbuf[:0]
+	w.writeFields(h, trailers)
+	w.hbuf = w.hw.b
+}
+
+func (w *wire) writeFields(h http.Header, trailers bool) {
+	for k, vs := range h {
+		if !trailers && strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		name := lowerKey(k)
+		if connSpecific[name] || name == "" {
+			continue
+		}
+		if name == "te" {
+			continue
+		}
+		for _, v := range vs {
+			w.field(name, v)
+		}
+	}
+}
+
+func (w *wire) field(name, value string) {
+	_ = w.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
+}
+
+type sliceWriter struct{ b []byte }
+
+func (w *sliceWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// sendFlow is the sending side of flow control, the same on both ends: the
+// connection's window and the peer's initial stream window. It is guarded by the
+// connection's mutex, as are the streams' flows.
+type sendFlow struct {
+	window  int64 // the connection's send window
+	initWin int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
+}
+
+// streamFlow is a stream's send window and the condition its writers wait on (for
+// window, and for whatever else ends their wait: a reset, the connection's end).
+type streamFlow struct {
+	wake    sync.Cond
+	waiting bool // a writer waits for window
+	sendWin int64
+}
+
+func newSendFlow() sendFlow { return sendFlow{window: initialWindow, initWin: initialWindow} }
+
+// start makes a new stream's flow (mu is the connection's mutex).
+func (f *sendFlow) start(sf *streamFlow, mu *sync.Mutex) {
+	sf.wake.L = mu
+	sf.sendWin = f.initWin
+}
+
+// take takes up to want bytes of both windows, and no more than a frame of max
+// bytes; 0 when either window is closed. mu held.
+func (f *sendFlow) take(sf *streamFlow, want int, max uint32) int {
+	n := min(int64(want), sf.sendWin, f.window, int64(max))
+	if n <= 0 {
+		return 0
+	}
+	sf.sendWin -= n
+	f.window -= n
+	return int(n)
+}
+
+// wait blocks until both windows are open or failed reports an error (which it
+// returns). mu held.
+func (f *sendFlow) wait(sf *streamFlow, failed func() error) error {
+	for {
+		if err := failed(); err != nil {
+			return err
+		}
+		if sf.sendWin > 0 && f.window > 0 {
+			return nil
+		}
+		sf.waiting = true
+		sf.wake.Wait()
+		sf.waiting = false
+	}
+}
+
+// update applies a WINDOW_UPDATE: to the connection's window when sf is nil, else to
+// the stream's. mu held.
+func (f *sendFlow) update(sf *streamFlow, inc uint32, streamID uint32, streams iter.Seq[*streamFlow]) error {
+	if sf == nil {
+		f.window += int64(inc)
+		if f.window > maxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		for s := range streams {
+			if s.waiting {
+				s.wake.Broadcast()
+			}
+		}
+		return nil
+	}
+	sf.sendWin += int64(inc)
+	if sf.sendWin > maxWindow {
+		return http2.StreamError{StreamID: streamID, Code: http2.ErrCodeFlowControl}
+	}
+	sf.wake.Broadcast()
+	return nil
+}
+
+// settings applies the peer's SETTINGS that both ends heed, then acknowledges them:
+// a new initial window moves every stream's window by the change (RFC 9113 6.9.2),
+// the frame size and header table size bound what this side writes. other gets each
+// setting first (those only one end heeds); mu is the connection's mutex, not held.
+func (w *wire) settings(fr *http2.SettingsFrame, mu *sync.Mutex, f *sendFlow, streams iter.Seq[*streamFlow], other func(http2.Setting)) error {
+	if fr.IsAck() {
+		return nil
+	}
+	err := fr.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		if other != nil {
+			other(s)
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			mu.Lock()
+			defer mu.Unlock()
+			delta := int64(s.Val) - f.initWin
+			f.initWin = int64(s.Val)
+			for sf := range streams {
+				sf.sendWin += delta
+				if sf.sendWin > maxWindow {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				sf.wake.Broadcast()
+			}
+		case http2.SettingMaxFrameSize:
+			w.peerMaxFrame.Store(s.Val)
+		case http2.SettingHeaderTableSize:
+			w.wmu.Lock()
+			w.henc.SetMaxDynamicTableSizeLimit(s.Val)
+			w.wmu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return w.write(w.fr.WriteSettingsAck)
+}
+
+// recvWindow is a receive window, the connection's or a stream's: what the peer may
+// still send, and what was taken (read, or dropped) and not yet given back. It is
+// given back once half of it is taken, not for every frame. Guarded by the
+// connection's mutex.
+type recvWindow struct {
+	size    int64 // as advertised
+	left    int64
+	unacked int64
+}
+
+func newRecvWindow(size uint32) recvWindow {
+	return recvWindow{size: int64(size), left: int64(size)}
+}
+
+// admit counts a frame of n bytes against the window: false if it has not that much.
+func (r *recvWindow) admit(n int64) bool {
+	if n > r.left {
+		return false
+	}
+	r.left -= n
+	return true
+}
+
+// give records n bytes taken.
+func (r *recvWindow) give(n int64) { r.unacked += n }
+
+// update is the WINDOW_UPDATE increment to send now, 0 while under half the window.
+func (r *recvWindow) update() uint32 {
+	if r.unacked < r.size/2 {
+		return 0
+	}
+	n := r.unacked
+	r.unacked = 0
+	r.left += n
+	return uint32(n)
+}
+
+// inbound is a stream's received body, on either end: what DATA frames brought and
+// its reader has not taken yet. Guarded by the connection's mutex.
+type inbound struct {
+	recvWin      recvWindow
+	buf          []byte
+	remoteClosed bool  // END_STREAM received
+	bodyClosed   bool  // the reader closed the body
+	declared     int64 // content-length, -1 if none
+	received     int64
+}
+
+// data takes a DATA frame for the stream: its payload, and n, its flow-controlled
+// length (the padding counts). What the reader will not read, and the padding, go
+// back to conn at once. mu held.
+func (in *inbound) data(conn *recvWindow, id uint32, payload []byte, n int64, end bool) error {
+	if !in.recvWin.admit(n) {
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeFlowControl}
+	}
+	in.received += int64(len(payload))
+	if in.declared >= 0 && (in.received > in.declared || (end && in.received != in.declared)) {
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+	}
+	if in.bodyClosed {
+		conn.give(n)
+	} else {
+		in.buf = append(in.buf, payload...)
+		pad := n - int64(len(payload))
+		conn.give(pad)
+		in.recvWin.give(pad)
+	}
+	if end {
+		in.remoteClosed = true
+	}
+	return nil
+}
+
+// read takes what is buffered into p, waiting on wake for data, the end, or failed
+// to report an error. It returns the window updates to send (connection, stream).
+// mu held.
+func (in *inbound) read(conn *recvWindow, wake *sync.Cond, p []byte, failed func() error, closedErr error) (n int, connUpd, streamUpd uint32, err error) {
+	for len(in.buf) == 0 && !in.remoteClosed && !in.bodyClosed {
+		if err := failed(); err != nil {
+			return 0, 0, 0, err
+		}
+		wake.Wait()
+	}
+	switch {
+	case in.bodyClosed:
+		return 0, 0, 0, closedErr
+	case len(in.buf) == 0:
+		return 0, 0, 0, io.EOF
+	}
+	n = copy(p, in.buf)
+	in.buf = in.buf[n:]
+	if len(in.buf) == 0 {
+		in.buf = nil // the frames' bytes go; a new buffer is made on demand
+	}
+	conn.give(int64(n))
+	in.recvWin.give(int64(n))
+	connUpd = conn.update()
+	if !in.remoteClosed && failed() == nil {
+		streamUpd = in.recvWin.update()
+	}
+	return n, connUpd, streamUpd, nil
+}
+
+// close stops reading: what is buffered goes back to conn; it returns the connection
+// update to send. mu held.
+func (in *inbound) close(conn *recvWindow) uint32 {
+	in.bodyClosed = true
+	conn.give(int64(len(in.buf)))
+	in.buf = nil
+	return conn.update()
+}
