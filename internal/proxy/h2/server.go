@@ -558,7 +558,7 @@ func (c *Conn) frameBuffered() bool {
 		return false
 	}
 	h, _ := c.br.Peek(frameHeaderLen)
-	return n >= frameHeaderLen+int(h[0])<<16|int(h[1])<<8|int(h[2])
+	return n >= frameHeaderLen+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
 }
 
 // dispatch starts the handlers of the streams opened by the frames read so far. They

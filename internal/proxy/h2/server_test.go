@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // server serves h on a loopback listener with weft's codec, plaintext (h2c with prior
@@ -346,5 +348,75 @@ func TestServeIdleAndShutdown(t *testing.T) {
 	case <-c2.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("connection still open after its last stream ended")
+	}
+}
+
+// TestServeWholeRequest: a request whose HEADERS and DATA arrive together reaches
+// its handler with the whole body there (Buffered), so that an HTTP/1.1 upstream gets
+// head and body in one write; one whose body is still coming is not Buffered.
+func TestServeWholeRequest(t *testing.T) {
+	got := make(chan bool, 2)
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Body.(interface{ Buffered() bool }).Buffered()
+		io.Copy(io.Discard, r.Body)
+	}), Config{})
+	nc, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nc)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	head := func(id uint32, end bool) {
+		hb.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: end})
+	}
+	buf.WriteString(Preface)
+	fr.WriteSettings()
+	head(1, false)
+	fr.WriteData(1, true, []byte("whole body"))
+	if _, err := nc.Write(buf.Bytes()); err != nil { // one write: the server reads it at once
+		t.Fatal(err)
+	}
+	if !<-got {
+		t.Error("a request that arrived whole was not Buffered at its handler")
+	}
+	buf.Reset()
+	head(3, false)
+	fr.WriteData(3, false, []byte("part"))
+	nc.Write(buf.Bytes())
+	if <-got {
+		t.Error("a request whose body is still coming was Buffered")
+	}
+	buf.Reset()
+	fr.WriteData(3, true, []byte("rest"))
+	nc.Write(buf.Bytes())
+}
+
+// TestFrameBuffered: the serve loop starts the handlers it holds only before a read
+// that may wait, that is when the next frame is not all in the read buffer.
+func TestFrameBuffered(t *testing.T) {
+	var frames bytes.Buffer
+	fr := http2.NewFramer(&frames, nil)
+	fr.WriteData(1, false, []byte("0123456789"))
+	fr.WriteData(1, true, []byte("abc"))
+	all := frames.Bytes() // 9+10, then 9+3 bytes
+	for _, tc := range []struct {
+		have int
+		want bool
+	}{
+		{0, false}, {5, false}, {9, false}, {18, false}, {19, true}, {25, true},
+	} {
+		br := bufio.NewReader(bytes.NewReader(all[:tc.have]))
+		br.Peek(tc.have)
+		c := &Conn{br: br}
+		if got := c.frameBuffered(); got != tc.want {
+			t.Errorf("%d bytes buffered: frameBuffered %v, want %v", tc.have, got, tc.want)
+		}
 	}
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // HTTP/1.1 connections are served by weft's own codec (internal/proxy/h1) rather than
-// net/http's server, which stays for HTTP/2. Per request the codec makes one read and
+// net/http's server (HTTP/2 ones by package h2, see h2.go). Per request the codec makes one read and
 // one write on the downstream connection when the message fits its buffers, where
 // net/http adds a background read per request and its head parsing allocates several
 // times more. The behaviours kept from net/http: keep-alive rules of HTTP/1.0 and 1.1,
