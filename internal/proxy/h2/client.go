@@ -433,13 +433,11 @@ func (s *clientStream) finish(err error) {
 	if _, ok := c.streams[s.id]; ok || s.id == 0 {
 		delete(c.streams, s.id)
 		c.inFlight--
-		// What the stream held of the connection's window goes back.
-		c.recv.give(int64(len(s.buf)))
-		s.buf = nil
 	}
-	upd := c.recv.update()
+	// What is buffered stays for the reader (a server may reset a stream whose
+	// response it completed, RST_STREAM NO_ERROR, to stop the request body): reading
+	// or closing the body gives its window back.
 	c.mu.Unlock()
-	c.sendUpdates(0, 0, upd)
 }
 
 // readLoop reads and handles the server's frames until the connection fails.
@@ -713,10 +711,11 @@ func (b *responseBody) Close() error {
 		c.mu.Unlock()
 		return nil
 	}
-	s.bodyClosed = true
+	upd := s.close(&c.recv)
 	complete := s.remoteClosed && s.localClosed
 	s.wake.Broadcast()
 	c.mu.Unlock()
+	c.sendUpdates(0, 0, upd)
 	if !complete {
 		s.cancel(errBodyClosed)
 		return nil

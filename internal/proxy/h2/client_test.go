@@ -312,3 +312,38 @@ func TestClientGoAway(t *testing.T) {
 		t.Errorf("stream in flight at GOAWAY: %q, want it answered", b)
 	}
 }
+
+// TestClientResponseBeforeRequestEnds: a server that answers before the request body
+// ends, and then resets the stream (RST_STREAM NO_ERROR, as gRPC servers and this
+// package's do to stop the upload), leaves a complete response: its body is read
+// whole, not cut off by the reset.
+func TestClientResponseBeforeRequestEnds(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 5)
+		io.ReadFull(r.Body, buf) // the first message only
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Write(bytes.Repeat(buf, 200))
+		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+	})
+	want := bytes.Repeat([]byte("hello"), 200)
+	for name, addr := range upstreams(t, h, 0) {
+		t.Run(name, func(t *testing.T) {
+			cc := dialClient(t, addr)
+			for i := range 50 {
+				pr, pw := io.Pipe()
+				go pw.Write([]byte("hello")) // and never ends
+				req, _ := http.NewRequest("POST", "http://svc.test/", pr)
+				resp, err := roundTrip(cc, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				pw.Close()
+				if err != nil || !bytes.Equal(got, want) || resp.Trailer.Get("Grpc-Status") != "0" {
+					t.Fatalf("exchange %d: %d bytes (err %v), trailers %v; want %d bytes and Grpc-Status 0", i, len(got), err, resp.Trailer, len(want))
+				}
+			}
+		})
+	}
+}
