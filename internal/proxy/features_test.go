@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -111,6 +112,32 @@ func TestGRPCThroughProxy(t *testing.T) {
 	}
 	if got := trailer.Get("x-seen-request-id"); len(got) != 1 || got[0] == "" {
 		t.Fatalf("the proxy did not add x-request-id or the trailer was lost: %v", trailer)
+	}
+
+	// Many calls at once, 1 KB each way: every response carries its message.
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 64)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				resp, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: payload}})
+				if err == nil && !bytes.Equal(resp.GetPayload().GetBody(), payload) {
+					err = fmt.Errorf("%d bytes back, want %d", len(resp.GetPayload().GetBody()), len(payload))
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("unary call with a 1 KB payload: %v", err)
 	}
 
 	// A gRPC error status and its trailers pass through.
