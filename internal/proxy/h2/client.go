@@ -169,7 +169,7 @@ type clientStream struct {
 	inbound     // the response body
 	gotHead     bool
 	localClosed bool // END_STREAM sent
-	bodyClosed  bool // the caller closed the response body
+	readDone    bool // the response body was read to its end, or closed
 	err         error
 	stopWatch   func() bool // stops the watch on the request's context
 }
@@ -316,13 +316,14 @@ func (s *clientStream) sendBody(body io.Reader) {
 	s.localClosed = true
 	c.mu.Unlock()
 	if tr := s.req.Trailer; len(tr) > 0 {
-		_ = c.write(func() error {
+		err = c.write(func() error {
 			c.encodeFields(tr, true)
 			return c.writeHeaderBlock(s.id, true)
 		})
-		return
+	} else {
+		err = c.write(func() error { return c.writeData(s.id, nil, true) })
 	}
-	_ = c.write(func() error { return c.writeData(s.id, nil, true) })
+	s.finish(err)
 }
 
 func (s *clientStream) sendData(p []byte) error {
@@ -419,12 +420,19 @@ func (s *clientStream) cancel(cause error) {
 	}
 }
 
-// finish forgets the stream once it is done.
+// finish forgets the stream once it failed, or is done both ways: request sent,
+// response read.
 func (s *clientStream) finish(err error) {
 	c := s.c
 	c.mu.Lock()
 	if s.err == nil {
 		s.err = err
+	}
+	if s.err == nil && !(s.localClosed && s.readDone) {
+		// Not done both ways: the response was read but the request body still goes
+		// (sendBody finishes it), or the other way round.
+		c.mu.Unlock()
+		return
 	}
 	if s.stopWatch != nil {
 		s.stopWatch()
@@ -697,6 +705,9 @@ func (b *responseBody) Read(p []byte) (int, error) {
 	c.mu.Unlock()
 	c.sendUpdates(s.id, supd, upd)
 	if err == io.EOF {
+		c.mu.Lock()
+		s.readDone = true
+		c.mu.Unlock()
 		s.finish(nil)
 	}
 	return n, err
@@ -712,6 +723,7 @@ func (b *responseBody) Close() error {
 		return nil
 	}
 	upd := s.close(&c.recv)
+	s.readDone = true
 	complete := s.remoteClosed && s.localClosed
 	s.wake.Broadcast()
 	c.mu.Unlock()

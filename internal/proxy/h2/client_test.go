@@ -272,7 +272,9 @@ func TestClientResets(t *testing.T) {
 // connection then takes no new request.
 func TestClientGoAway(t *testing.T) {
 	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
 	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
 		<-release
 		io.WriteString(w, "done")
 	}), Config{})
@@ -289,15 +291,13 @@ func TestClientGoAway(t *testing.T) {
 		resp.Body.Close()
 		got <- string(b)
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for cc.InFlight() == 0 || len(s.conns) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("request not started")
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-entered: // the server has the stream
+	case <-time.After(10 * time.Second):
+		t.Fatal("request not started")
 	}
-	time.Sleep(50 * time.Millisecond)
 	s.conn(0).Shutdown()
+	deadline := time.Now().Add(10 * time.Second)
 	for cc.Err() == nil {
 		if time.Now().After(deadline) {
 			t.Fatal("GOAWAY not seen")

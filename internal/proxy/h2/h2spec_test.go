@@ -47,7 +47,8 @@ func TestH2Spec(t *testing.T) {
 		io.WriteString(w, "hello from the h2 codec")
 	}), Config{IdleTimeout: time.Minute})
 	host, port, _ := splitHostPort(s.addr)
-	out, err := exec.Command(bin, "-h", host, "-p", port, "-o", "2").CombinedOutput()
+	// -o: each case's timeout in seconds (default 2), roomy for a loaded machine.
+	out, err := exec.Command(bin, "-h", host, "-p", port, "-o", "10").CombinedOutput()
 	t.Logf("%s", out)
 	m := regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed`).FindSubmatch(out)
 	if m == nil {

@@ -495,6 +495,13 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		c.mu.Unlock()
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
 	}
+	if c.running >= 2*int(c.cfg.MaxConcurrentStreams) {
+		// A stream the client reset no longer counts against its limit, but its
+		// handler may still run: a client that opens and resets streams faster than
+		// handlers end ("rapid reset", CVE-2023-44487) is cut off here.
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+	}
 	c.mu.Unlock()
 
 	if f.Truncated {

@@ -232,7 +232,7 @@ func TestServeConcurrentStreams(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if len(s.conns) != 1 || peak.Load() < 10 {
+	if len(s.conns) != 1 || peak.Load() < 2 {
 		t.Errorf("%d connections, %d streams at once at peak: want 1 connection and concurrency", len(s.conns), peak.Load())
 	}
 }
@@ -289,8 +289,10 @@ func TestServeAbort(t *testing.T) {
 // timeout; Shutdown lets the open stream finish, then closes.
 func TestServeIdleAndShutdown(t *testing.T) {
 	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
 	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
 			<-release
 		}
 		io.WriteString(w, "ok")
@@ -333,7 +335,7 @@ func TestServeIdleAndShutdown(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	c2 := s.conn(1)
-	time.Sleep(50 * time.Millisecond) // the stream is open
+	<-entered // the stream is open
 	c2.Shutdown()
 	select {
 	case <-c2.Done():
@@ -418,5 +420,56 @@ func TestFrameBuffered(t *testing.T) {
 		if got := c.frameBuffered(); got != tc.want {
 			t.Errorf("%d bytes buffered: frameBuffered %v, want %v", tc.have, got, tc.want)
 		}
+	}
+}
+
+// TestServeRapidReset: a client that opens and resets streams while their handlers
+// still run is cut off (GOAWAY ENHANCE_YOUR_CALM) once twice the stream limit of
+// handlers run, instead of starting handlers without bound.
+func TestServeRapidReset(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	var started atomic.Int32
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started.Add(1)
+		<-release // a handler that does not watch its context
+	}), Config{MaxConcurrentStreams: 2})
+	nc, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fr := http2.NewFramer(nc, nc)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	nc.Write([]byte(Preface))
+	fr.WriteSettings()
+	go func() {
+		for id := uint32(1); id < 200; id += 2 {
+			hb.Reset()
+			for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+				enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true}) != nil ||
+				fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				return
+			}
+		}
+	}()
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY (read: %v); %d handlers started", err, started.Load())
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+			}
+			break
+		}
+	}
+	if n := started.Load(); n > 4 {
+		t.Errorf("%d handlers started, want at most twice the limit of 2", n)
 	}
 }
