@@ -63,6 +63,12 @@ func serve(t *testing.T, h http.Handler, cfg Config) *server {
 	return s
 }
 
+func (s *server) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 func (s *server) conn(i int) *Conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -232,8 +238,8 @@ func TestServeConcurrentStreams(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if len(s.conns) != 1 || peak.Load() < 2 {
-		t.Errorf("%d connections, %d streams at once at peak: want 1 connection and concurrency", len(s.conns), peak.Load())
+	if n := s.count(); n != 1 || peak.Load() < 2 {
+		t.Errorf("%d connections, %d streams at once at peak: want 1 connection and concurrency", n, peak.Load())
 	}
 }
 
@@ -323,10 +329,7 @@ func TestServeIdleAndShutdown(t *testing.T) {
 	go func() { slow <- get("/slow") }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 2 {
+		if s.count() == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -335,7 +338,13 @@ func TestServeIdleAndShutdown(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	c2 := s.conn(1)
-	<-entered // the stream is open
+	select {
+	case <-entered: // the stream is open
+	case err := <-slow:
+		t.Fatalf("slow request ended before its handler ran: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("slow request's handler did not start")
+	}
 	c2.Shutdown()
 	select {
 	case <-c2.Done():
