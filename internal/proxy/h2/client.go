@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -179,16 +180,25 @@ type clientStream struct {
 func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	s := &clientStream{c: c, req: req}
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	// A small body that is all here goes with the head, in one write.
+	// A small body that is all here (a gRPC request usually is, without a length) goes
+	// with the head, in one write; a larger one is streamed after what was read of it.
 	var inline []byte
-	if hasBody && req.ContentLength >= 0 && req.ContentLength <= dataChunk && h1.BodyBuffered(req.Body) {
-		b, err := io.ReadAll(io.LimitReader(req.Body, req.ContentLength+1))
+	body := req.Body
+	if hasBody && req.ContentLength <= dataChunk && h1.BodyBuffered(req.Body) {
+		b, err := readUpTo(req.Body, dataChunk+1)
 		if err != nil {
 			c.Release()
 			return nil, err
 		}
-		inline, hasBody = b, len(b) > 0
-		req.Body.Close()
+		if len(b) <= dataChunk {
+			inline, hasBody = b, len(b) > 0
+			req.Body.Close()
+		} else {
+			body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(b), req.Body), req.Body}
+		}
 	}
 
 	c.mu.Lock()
@@ -229,7 +239,7 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 			s.localClosed = true
 		}
 		c.mu.Unlock()
-		c.encodeRequest(req, int64(len(inline)), inline != nil)
+		c.encodeRequest(req, int64(len(inline)), inline != nil && req.ContentLength >= 0)
 		if err := c.writeHeaderBlock(s.id, endOnHead); err != nil {
 			return err
 		}
@@ -253,7 +263,7 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		rest := bytesReader(inline[n:])
 		go s.sendBody(&rest)
 	case streaming:
-		go s.sendBody(req.Body)
+		go s.sendBody(body)
 	}
 
 	c.mu.Lock()
@@ -269,6 +279,25 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp := s.resp
 	c.mu.Unlock()
 	return resp, nil
+}
+
+// readUpTo reads r until EOF or max bytes.
+func readUpTo(r io.Reader, max int) ([]byte, error) {
+	b := make([]byte, 0, min(max, 512))
+	for len(b) < max {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):min(cap(b), max)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 type bytesReader []byte
@@ -711,6 +740,15 @@ func (b *responseBody) Read(p []byte) (int, error) {
 		s.finish(nil)
 	}
 	return n, err
+}
+
+// Buffered reports whether the whole response has arrived, trailers included
+// (h1.BodyBuffered): the router then writes it downstream without flushing parts.
+func (b *responseBody) Buffered() bool {
+	c := b.s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return b.s.remoteClosed && !b.s.bodyClosed
 }
 
 // Close stops reading: a stream still open is reset (CANCEL).

@@ -84,6 +84,7 @@ func TestClientExchange(t *testing.T) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Got", fmt.Sprintf("%s %s %s %d %s", r.Method, r.Host, r.URL.RequestURI(), len(b), r.Header.Get("X-In")))
+		w.Header().Set("X-Length", fmt.Sprint(r.ContentLength))
 		if r.URL.Path == "/trailers" {
 			w.Header().Set("Trailer", "Grpc-Status")
 			w.Write(b)
@@ -101,12 +102,16 @@ func TestClientExchange(t *testing.T) {
 				body []byte
 				// the body as a reader net/http cannot tell the size of
 				streamed bool
+				// no content-length, though the body is all here (a gRPC request)
+				noLength bool
 			}{
-				{"/get", nil, false},
-				{"/small", []byte("hello"), false},
-				{"/big", big, false},
-				{"/streamed", big, true},
-				{"/trailers", []byte("with trailers"), false},
+				{"/get", nil, false, false},
+				{"/small", []byte("hello"), false, false},
+				{"/big", big, false, false},
+				{"/streamed", big, true, false},
+				{"/trailers", []byte("with trailers"), false, false},
+				{"/nolength", []byte("hello"), false, true},
+				{"/bignolength", big, false, true},
 			} {
 				var body io.Reader
 				if tc.body != nil {
@@ -121,6 +126,9 @@ func TestClientExchange(t *testing.T) {
 				}
 				req, _ := http.NewRequest(method, "http://svc.test"+tc.path+"?x=1", body)
 				req.Header.Set("X-In", "in")
+				if tc.noLength {
+					req.ContentLength = -1
+				}
 				resp, err := roundTrip(cc, req)
 				if err != nil {
 					t.Fatalf("%s: %v", tc.path, err)
@@ -129,6 +137,12 @@ func TestClientExchange(t *testing.T) {
 				resp.Body.Close()
 				if err != nil || !bytes.Equal(got, tc.body) {
 					t.Errorf("%s: %d bytes back (err %v), want %d", tc.path, len(got), err, len(tc.body))
+				}
+				if got, want := resp.Header.Get("X-Length"), fmt.Sprint(len(tc.body)); tc.body != nil && !tc.noLength && !tc.streamed && got != want {
+					t.Errorf("%s: server saw content-length %s, want %s", tc.path, got, want)
+				}
+				if got := resp.Header.Get("X-Length"); tc.noLength && got != "-1" {
+					t.Errorf("%s: server saw content-length %s, want none", tc.path, got)
 				}
 				if want := fmt.Sprintf("%s svc.test %s?x=1 %d in", method, tc.path, len(tc.body)); resp.Header.Get("X-Got") != want {
 					t.Errorf("%s: server saw %q, want %q", tc.path, resp.Header.Get("X-Got"), want)

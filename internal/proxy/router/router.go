@@ -1126,7 +1126,10 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 	// ended with its HEADERS has ContentLength 0 and a body that is not http.NoBody.
 	trailersOnly := resp.Body == http.NoBody || resp.ContentLength == 0 ||
 		(isGRPCContentType(ct) && grpcStatus != "")
-	streaming := !trailersOnly && (resp.ContentLength < 0 || isGRPCContentType(ct) || strings.HasPrefix(ct, "text/event-stream"))
+	// A response that is all here already (a unary gRPC answer, usually) is written in
+	// one go: there is nothing for the client to wait for between its parts.
+	streaming := !trailersOnly && (resp.ContentLength < 0 || isGRPCContentType(ct) || strings.HasPrefix(ct, "text/event-stream")) &&
+		!h1.BodyBuffered(resp.Body)
 	rc := http.NewResponseController(x.W)
 	if streaming {
 		// Headers go out at once: a gRPC or SSE client may wait for them.

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 	"github.com/weft-mesh/weft/internal/proxy/h2"
 	"github.com/weft-mesh/weft/internal/proxy/sockio"
 )
@@ -542,6 +543,9 @@ func (b *body) Close() error {
 	b.finish()
 	return err
 }
+
+// Buffered passes on the connection's answer (h1.BodyBuffered).
+func (b *body) Buffered() bool { return h1.BodyBuffered(b.rc) }
 
 func (b *body) finish() {
 	if b.done.CompareAndSwap(false, true) {
