@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 
@@ -54,6 +55,8 @@ type ClientConn struct {
 	recv       recvWindow
 	err        error // set once the connection takes no new request
 	dead       bool  // the connection is gone: everything fails
+	watchTimer *time.Timer
+	watchArmed bool
 }
 
 // NewClientConn starts HTTP/2 on nc (the preface and SETTINGS go out at once) and
@@ -172,7 +175,9 @@ type clientStream struct {
 	localClosed bool // END_STREAM sent
 	readDone    bool // the response body was read to its end, or closed
 	err         error
-	stopWatch   func() bool // stops the watch on the request's context
+	watched     bool        // its request's context is watched (see watchDelay)
+	ticks       int         // watch ticks seen in flight
+	stopWatch   func() bool // stops that watch
 }
 
 // RoundTrip sends req as a stream and returns the response once its head arrives;
@@ -252,11 +257,10 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		s.finish(err)
 		return nil, err
 	}
-	if ctx := req.Context(); ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { s.cancel(context.Cause(ctx)) })
-		c.mu.Lock()
-		s.stopWatch = stop
-		c.mu.Unlock()
+	if dl, ok := req.Context().Deadline(); ok && time.Until(dl) < watchDelay {
+		s.watch()
+	} else {
+		c.armWatch()
 	}
 	switch {
 	case inline != nil && (n < int64(len(inline)) || len(req.Trailer) > 0):
@@ -279,6 +283,80 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp := s.resp
 	c.mu.Unlock()
 	return resp, nil
+}
+
+// watchDelay: a stream's request context is watched (and a canceled one resets the
+// stream) once the stream has been in flight for a tick of this period, or from the
+// start when its deadline is nearer. Most exchanges end sooner and cost no watch: a
+// watch materialises the router's lazy route-timeout context, with its timer, and
+// registers a callback on it (13 % of an HTTP/2 sidecar's allocated bytes). A canceled
+// request is noticed within two ticks at worst, as the HTTP/1.1 pool's watch.
+const watchDelay = 50 * time.Millisecond
+
+// armWatch makes sure the connection's watch tick runs while streams are in flight.
+func (c *ClientConn) armWatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.watchArmed || c.dead {
+		return
+	}
+	c.watchArmed = true
+	if c.watchTimer == nil {
+		c.watchTimer = time.AfterFunc(watchDelay, c.watchTick)
+		return
+	}
+	c.watchTimer.Reset(watchDelay)
+}
+
+// watchTick watches the streams in flight for a whole tick.
+func (c *ClientConn) watchTick() {
+	c.mu.Lock()
+	var due []*clientStream
+	pending := false
+	for _, s := range c.streams {
+		if s.watched {
+			continue
+		}
+		if s.ticks > 0 {
+			due = append(due, s)
+		} else {
+			s.ticks++
+			pending = true
+		}
+	}
+	c.watchArmed = pending && !c.dead
+	if c.watchArmed {
+		c.watchTimer.Reset(watchDelay)
+	}
+	c.mu.Unlock()
+	for _, s := range due {
+		s.watch()
+	}
+}
+
+// watch resets the stream when its request's context ends.
+func (s *clientStream) watch() {
+	c := s.c
+	c.mu.Lock()
+	if s.watched {
+		c.mu.Unlock()
+		return
+	}
+	s.watched = true
+	c.mu.Unlock()
+	ctx := s.req.Context()
+	if ctx.Done() == nil {
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { s.cancel(context.Cause(ctx)) })
+	c.mu.Lock()
+	if _, open := c.streams[s.id]; !open {
+		c.mu.Unlock()
+		stop()
+		return
+	}
+	s.stopWatch = stop
+	c.mu.Unlock()
 }
 
 // readUpTo reads r until EOF or max bytes.

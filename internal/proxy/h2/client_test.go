@@ -361,3 +361,48 @@ func TestClientResponseBeforeRequestEnds(t *testing.T) {
 		})
 	}
 }
+
+// TestClientCancelWhileWaiting: a request whose context ends while it waits for the
+// response head returns with the context's cause and resets the stream: a near
+// deadline is watched from the start, a later cancellation within two watch ticks.
+func TestClientCancelWhileWaiting(t *testing.T) {
+	resets := make(chan struct{}, 4)
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // never answers
+		resets <- struct{}{}
+	}), Config{})
+	cc := dialClient(t, s.addr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://svc.test/", nil)
+	start := time.Now()
+	if _, err := roundTrip(cc, req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("near deadline: err %v, want DeadlineExceeded", err)
+	}
+	// Watched at the ticks instead, it would return after two of them at the soonest.
+	if d := time.Since(start); d >= 2*watchDelay {
+		t.Errorf("near deadline of 10 ms: returned after %v, want it watched from the start", d)
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, "GET", "http://svc.test/", nil)
+	time.AfterFunc(10*time.Millisecond, cancel)
+	start = time.Now()
+	if _, err := roundTrip(cc, req); !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled: err %v, want Canceled", err)
+	}
+	if d := time.Since(start); d > 6*watchDelay {
+		t.Errorf("canceled after 10 ms: returned after %v, want within two ticks of %v", d, watchDelay)
+	}
+	for i := range 2 {
+		select {
+		case <-resets:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the server saw %d of 2 resets", i)
+		}
+	}
+	if n := cc.InFlight(); n != 0 {
+		t.Errorf("%d streams in flight after both gave up", n)
+	}
+}

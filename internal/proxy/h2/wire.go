@@ -334,6 +334,9 @@ func (in *inbound) data(conn *recvWindow, id uint32, payload []byte, n int64, en
 	if in.bodyClosed {
 		conn.give(n)
 	} else {
+		if in.buf == nil {
+			in.buf = getChunk()
+		}
 		in.buf = append(in.buf, payload...)
 		pad := n - int64(len(payload))
 		conn.give(pad)
@@ -359,13 +362,14 @@ func (in *inbound) read(conn *recvWindow, wake *sync.Cond, p []byte, failed func
 	case in.bodyClosed:
 		return 0, 0, 0, closedErr
 	case len(in.buf) == 0:
+		putChunk(in.buf)
+		in.buf = nil
 		return 0, 0, 0, io.EOF
 	}
 	n = copy(p, in.buf)
-	in.buf = in.buf[n:]
-	if len(in.buf) == 0 {
-		in.buf = nil // the frames' bytes go; a new buffer is made on demand
-	}
+	// What p did not take moves to the front: the buffer keeps its start, and
+	// goes back to the pool when the body ends.
+	in.buf = in.buf[:copy(in.buf, in.buf[n:])]
 	conn.give(int64(n))
 	in.recvWin.give(int64(n))
 	connUpd = conn.update()
@@ -380,6 +384,26 @@ func (in *inbound) read(conn *recvWindow, wake *sync.Cond, p []byte, failed func
 func (in *inbound) close(conn *recvWindow) uint32 {
 	in.bodyClosed = true
 	conn.give(int64(len(in.buf)))
+	putChunk(in.buf)
 	in.buf = nil
 	return conn.update()
+}
+
+// Bodies are gathered in chunks from a pool: a stream's request or response body (in
+// and out) is a buffer of its own while the stream lives, most of them small.
+const (
+	chunkSize    = 4 << 10
+	chunkPoolMax = 32 << 10 // larger buffers are left to the collector
+)
+
+var chunks = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+
+func getChunk() []byte { return (*chunks.Get().(*[]byte))[:0] }
+
+func putChunk(b []byte) {
+	if b == nil || cap(b) > chunkPoolMax {
+		return
+	}
+	b = b[:0]
+	chunks.Put(&b)
 }

@@ -82,6 +82,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if len(w.buf)+len(p) <= dataChunk {
+		if w.buf == nil {
+			w.buf = getChunk()
+		}
 		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
@@ -106,6 +109,9 @@ func (w *responseWriter) WriteString(s string) (int, error) {
 		w.WriteHeader(http.StatusOK)
 	}
 	if w.err == nil && len(w.buf)+len(s) <= dataChunk && bodyAllowed(w.status) && !w.head {
+		if w.buf == nil {
+			w.buf = getChunk()
+		}
 		w.buf = append(w.buf, s...)
 		return len(s), nil
 	}
@@ -225,7 +231,10 @@ func (w *responseWriter) finish() error {
 			trailers[http.CanonicalHeaderKey(name)] = vs
 		}
 	}
-	return w.sendLast(w.buf, true, trailers)
+	err := w.sendLast(w.buf, true, trailers)
+	putChunk(w.buf) // written into the connection's buffer, or given up
+	w.buf = nil
+	return err
 }
 
 func bodyAllowed(status int) bool {
