@@ -507,17 +507,17 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if f.Truncated {
 		return c.refuseHeaders(id, http.StatusRequestHeaderFieldsTooLarge)
 	}
-	req, declared, err := c.newRequest(f)
+	ctx, cancel := context.WithCancelCause(c.cfg.Context)
+	req, declared, err := c.newRequest(ctx, f)
 	if err != nil {
+		cancel(err)
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
-	s := &stream{c: c, id: id}
+	s := &stream{c: c, id: id, cancel: cancel}
 	s.inbound = inbound{recvWin: newRecvWindow(c.cfg.StreamWindow), declared: declared}
-	ctx, cancel := context.WithCancelCause(c.cfg.Context)
-	s.cancel = cancel
-	req = req.WithContext(ctx)
 	if f.StreamEnded() {
 		if declared > 0 {
+			cancel(errStreamClosed)
 			return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 		}
 		s.remoteClosed = true
@@ -648,7 +648,7 @@ func (c *Conn) refuseHeaders(id uint32, status int) error {
 
 // newRequest makes the request of a HEADERS frame; declared is its content-length,
 // -1 when it has none.
-func (c *Conn) newRequest(f *http2.MetaHeadersFrame) (*http.Request, int64, error) {
+func (c *Conn) newRequest(ctx context.Context, f *http2.MetaHeadersFrame) (*http.Request, int64, error) {
 	method := f.PseudoValue("method")
 	path := f.PseudoValue("path")
 	scheme := f.PseudoValue("scheme")
@@ -693,16 +693,13 @@ func (c *Conn) newRequest(f *http2.MetaHeadersFrame) (*http.Request, int64, erro
 		}
 		delete(h, "Host")
 	}
-	r := &http.Request{
-		Method:     method,
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     h,
-		Host:       authority,
-		RequestURI: path,
-		RemoteAddr: c.cfg.RemoteAddr,
-		TLS:        c.cfg.TLS,
-	}
+	// The request is made with its context (WithContext of a zero request: one
+	// allocation, where a literal and WithContext would be two).
+	var zero http.Request
+	r := zero.WithContext(ctx)
+	r.Method, r.Proto, r.ProtoMajor = method, "HTTP/2.0", 2
+	r.Header, r.Host, r.RequestURI = h, authority, path
+	r.RemoteAddr, r.TLS = c.cfg.RemoteAddr, c.cfg.TLS
 	var err error
 	switch {
 	case method == http.MethodConnect && path == "":
