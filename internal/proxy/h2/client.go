@@ -75,7 +75,7 @@ func NewClientConn(nc net.Conn, cfg ClientConfig) (*ClientConn, error) {
 	}
 	c := &ClientConn{
 		nc:         nc,
-		br:         bufio.NewReaderSize(nc, 16<<10),
+		br:         bufio.NewReaderSize(nc, readBufSize),
 		cfg:        cfg,
 		closed:     make(chan struct{}),
 		streams:    map[uint32]*clientStream{},

@@ -47,8 +47,9 @@ const (
 const (
 	initialWindow  = 65535 // RFC 9113 6.9.2
 	maxWindow      = 1<<31 - 1
-	readFrameSize  = 16384 // the largest frame this side accepts: the protocol's default, as Envoy's
-	writeBufSize   = 32 << 10
+	readFrameSize  = 16384    // the largest frame this side accepts: the protocol's default, as Envoy's
+	writeBufSize   = 16 << 10 // per connection, both ends
+	readBufSize    = 8 << 10
 	dataChunk      = 16 << 10 // a handler's writes are sent in DATA frames of up to this
 	peerFrameFloor = 16384    // SETTINGS_MAX_FRAME_SIZE before the peer says otherwise
 	goAwayLinger   = time.Second
@@ -140,7 +141,7 @@ func NewConn(nc net.Conn, br *bufio.Reader, cfg Config) *Conn {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if br == nil {
-		br = bufio.NewReaderSize(nc, 16<<10)
+		br = bufio.NewReaderSize(nc, readBufSize)
 	}
 	c := &Conn{
 		cfg:     cfg,
