@@ -17,6 +17,7 @@ import (
 	"errors"
 	"net/http"
 	"net/textproto"
+	"strings"
 	"sync"
 )
 
@@ -208,9 +209,10 @@ func validValue(v []byte) bool {
 // canonicalKey returns the canonical form of a header name (as
 // textproto.CanonicalMIMEHeaderKey writes it) and whether the name is a valid token.
 // Common names come from a table without allocating.
-func canonicalKey(name []byte, buf []byte) (string, bool) {
+func canonicalKey[T string | []byte](name T, buf []byte) (string, bool) {
 	upper := true
-	for _, b := range name {
+	for i := 0; i < len(name); i++ {
+		b := name[i]
 		if !isToken(b) {
 			return "", false
 		}
@@ -270,6 +272,12 @@ var commonKeys = func() map[string]string {
 		"X-Envoy-Original-Dst-Host", "X-Http-Method-Override", "Strict-Transport-Security",
 		"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Accept",
 		"Sec-Websocket-Protocol", "Sec-Websocket-Extensions", "Idempotency-Key",
+		"Access-Control-Allow-Credentials", "Access-Control-Allow-Headers",
+		"Access-Control-Allow-Methods", "Access-Control-Expose-Headers",
+		"Access-Control-Max-Age", "Access-Control-Request-Headers",
+		"Access-Control-Request-Method", "Content-Location", "Content-Security-Policy",
+		"Max-Forwards", "Proxy-Authenticate", "X-Content-Type-Options",
+		"Grpc-Status-Details-Bin",
 	} {
 		if c := textproto.CanonicalMIMEHeaderKey(k); c != k {
 			panic("h1: common key not canonical: " + k)
@@ -278,3 +286,38 @@ var commonKeys = func() map[string]string {
 	}
 	return m
 }()
+
+// lowerKeys: the common names as HTTP/2 carries them (lower case).
+var lowerKeys = func() map[string]string {
+	m := make(map[string]string, len(commonKeys))
+	for k := range commonKeys {
+		m[k] = strings.ToLower(k)
+	}
+	return m
+}()
+
+// CanonicalKey is the map key of header name name (textproto's canonical form), the
+// common names without allocating: for codecs whose names arrive in another case
+// (HTTP/2's are lower case). name must be a valid token; one that is not is returned
+// as textproto would.
+func CanonicalKey(name string) string {
+	var buf [64]byte
+	if k, ok := canonicalKey(name, buf[:0]); ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
+}
+
+// LowerKey is a header map key as HTTP/2 writes it (lower case), the common names
+// without allocating.
+func LowerKey(k string) string {
+	if l, ok := lowerKeys[k]; ok {
+		return l
+	}
+	for i := 0; i < len(k); i++ {
+		if 'A' <= k[i] && k[i] <= 'Z' {
+			return strings.ToLower(k)
+		}
+	}
+	return k
+}

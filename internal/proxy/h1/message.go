@@ -546,6 +546,10 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
+// Status is net/http's Response.Status for code ("200 OK"), without allocating for
+// the codes that have a standard reason phrase.
+func Status(code int) string { return statusString(code, "") }
+
 // statusString is net/http's Response.Status ("200 OK"), without allocating for the
 // standard reason phrases.
 func statusString(code int, reason string) string {

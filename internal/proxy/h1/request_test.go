@@ -447,3 +447,20 @@ func TestRecycleHeaderBounds(t *testing.T) {
 	}
 	RecycleHeader(nil) // no panic
 }
+
+// TestCanonicalAndLowerKey: HTTP/2's lower-case names map to net/http's keys and back,
+// as textproto and strings.ToLower would, the common ones without allocating.
+func TestCanonicalAndLowerKey(t *testing.T) {
+	for _, name := range []string{"content-type", "x-request-id", "grpc-status", "x-custom-thing", "te", "a"} {
+		want := textproto.CanonicalMIMEHeaderKey(name)
+		if got := CanonicalKey(name); got != want {
+			t.Errorf("CanonicalKey(%q) = %q, want %q", name, got, want)
+		}
+		if got := LowerKey(want); got != name {
+			t.Errorf("LowerKey(%q) = %q, want %q", want, got, name)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = CanonicalKey("content-type"); _ = LowerKey("Content-Type") }); n != 0 {
+		t.Errorf("common names: %v allocations, want 0", n)
+	}
+}

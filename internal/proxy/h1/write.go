@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // WriteFields writes header fields except the framing and connection ones (Host,
@@ -233,3 +235,23 @@ func CopyKnown(bw *bufio.Writer, body io.Reader, n int64) error {
 	}
 	return nil
 }
+
+// Date is the Date header value, formatted once per second (both codecs' responses
+// carry it).
+func Date() string {
+	now := time.Now()
+	sec := now.Unix()
+	if d := cachedDate.Load(); d != nil && d.sec == sec {
+		return d.s
+	}
+	d := &dateStamp{sec: sec, s: now.UTC().Format(http.TimeFormat)}
+	cachedDate.Store(d)
+	return d.s
+}
+
+type dateStamp struct {
+	sec int64
+	s   string
+}
+
+var cachedDate atomic.Pointer[dateStamp]

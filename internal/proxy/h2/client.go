@@ -190,7 +190,7 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	var inline []byte
 	body := req.Body
 	if hasBody && req.ContentLength <= dataChunk && h1.BodyBuffered(req.Body) {
-		b, err := readUpTo(req.Body, dataChunk+1)
+		b, err := io.ReadAll(io.LimitReader(req.Body, dataChunk+1))
 		if err != nil {
 			c.Release()
 			return nil, err
@@ -264,8 +264,7 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	switch {
 	case inline != nil && (n < int64(len(inline)) || len(req.Trailer) > 0):
-		rest := bytesReader(inline[n:])
-		go s.sendBody(&rest)
+		go s.sendBody(bytes.NewReader(inline[n:]))
 	case streaming:
 		go s.sendBody(body)
 	}
@@ -359,36 +358,6 @@ func (s *clientStream) watch() {
 	c.mu.Unlock()
 }
 
-// readUpTo reads r until EOF or max bytes.
-func readUpTo(r io.Reader, max int) ([]byte, error) {
-	b := make([]byte, 0, min(max, 512))
-	for len(b) < max {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):min(cap(b), max)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	return b, nil
-}
-
-type bytesReader []byte
-
-func (b *bytesReader) Read(p []byte) (int, error) {
-	if len(*b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, *b)
-	*b = (*b)[n:]
-	return n, nil
-}
-
 // sendBody sends the rest of the request body as DATA frames, then the trailers or
 // END_STREAM.
 func (s *clientStream) sendBody(body io.Reader) {
@@ -479,7 +448,7 @@ func (c *ClientConn) encodeRequest(req *http.Request, length int64, known bool) 
 		c.field(":path", path)
 	}
 	for k, vs := range req.Header {
-		name := lowerKey(k)
+		name := h1.LowerKey(k)
 		switch {
 		case connSpecific[name], name == "host", name == "content-length":
 			continue
@@ -653,11 +622,7 @@ func (c *ClientConn) handle(f http2.Frame) error {
 		}
 		return nil
 	case *http2.PingFrame:
-		if f.IsAck() {
-			return nil
-		}
-		data := f.Data
-		return c.write(func() error { return c.fr.WritePing(true, data) })
+		return c.ping(f)
 	case *http2.RSTStreamFrame:
 		c.mu.Lock()
 		s := c.streams[f.StreamID]
@@ -718,7 +683,7 @@ func (c *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		tr := make(http.Header, len(f.Fields))
 		for _, hf := range f.RegularFields() {
-			k := canonicalKey(hf.Name)
+			k := h1.CanonicalKey(hf.Name)
 			tr[k] = append(tr[k], hf.Value)
 		}
 		s.resp.Trailer = tr
@@ -738,11 +703,11 @@ func (c *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	h := make(http.Header, len(f.Fields))
 	for _, hf := range f.RegularFields() {
-		k := canonicalKey(hf.Name)
+		k := h1.CanonicalKey(hf.Name)
 		h[k] = append(h[k], hf.Value)
 	}
 	resp := &http.Response{
-		Status:        statusValue(status) + " " + http.StatusText(status),
+		Status:        h1.Status(status),
 		StatusCode:    status,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,

@@ -2,6 +2,7 @@ package h2
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,7 +47,7 @@ func TestH2Spec(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "hello from the h2 codec")
 	}), Config{IdleTimeout: time.Minute})
-	host, port, _ := splitHostPort(s.addr)
+	host, port, _ := net.SplitHostPort(s.addr)
 	// -o: each case's timeout in seconds (default 2), roomy for a loaded machine.
 	out, err := exec.Command(bin, "-h", host, "-p", port, "-o", "10").CombinedOutput()
 	t.Logf("%s", out)
@@ -57,12 +58,4 @@ func TestH2Spec(t *testing.T) {
 	if string(m[4]) != "0" {
 		t.Errorf("h2spec: %s tests failed", m[4])
 	}
-}
-
-func splitHostPort(addr string) (string, string, error) {
-	i := len(addr) - 1
-	for i >= 0 && addr[i] != ':' {
-		i--
-	}
-	return addr[:i], addr[i+1:], nil
 }

@@ -31,6 +31,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 )
 
 // Preface is the client connection preface (RFC 9113 section 3.4).
@@ -351,11 +353,7 @@ func (c *Conn) handle(f http2.Frame) error {
 	case *http2.WindowUpdateFrame:
 		return c.onWindowUpdate(f)
 	case *http2.PingFrame:
-		if f.IsAck() {
-			return nil
-		}
-		data := f.Data
-		return c.write(func() error { return c.fr.WritePing(true, data) })
+		return c.ping(f)
 	case *http2.RSTStreamFrame:
 		return c.onReset(f)
 	case *http2.PriorityFrame:
@@ -628,7 +626,7 @@ func (c *Conn) onTrailersLocked(s *stream, f *http2.MetaHeadersFrame) error {
 			s.req.Trailer = http.Header{}
 		}
 		for _, hf := range f.RegularFields() {
-			k := canonicalKey(hf.Name)
+			k := h1.CanonicalKey(hf.Name)
 			s.req.Trailer[k] = append(s.req.Trailer[k], hf.Value)
 		}
 	}
@@ -679,7 +677,7 @@ func (c *Conn) newRequest(ctx context.Context, f *http2.MetaHeadersFrame) (*http
 			cookies = append(cookies, hf.Value)
 			continue
 		}
-		k := canonicalKey(hf.Name)
+		k := h1.CanonicalKey(hf.Name)
 		h[k] = append(h[k], hf.Value)
 	}
 	if len(cookies) > 0 {
@@ -712,7 +710,7 @@ func (c *Conn) newRequest(ctx context.Context, f *http2.MetaHeadersFrame) (*http
 		if path[0] != '/' {
 			return nil, 0, errors.New("path is not absolute")
 		}
-		r.URL, err = parseRequestURI(path)
+		r.URL, err = url.ParseRequestURI(path)
 		if err != nil {
 			return nil, 0, err
 		}

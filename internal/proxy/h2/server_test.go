@@ -362,9 +362,11 @@ func TestServeIdleAndShutdown(t *testing.T) {
 	}
 }
 
-// TestServeWholeRequest: a request whose HEADERS and DATA arrive together reaches
-// its handler with the whole body there (Buffered), so that an HTTP/1.1 upstream gets
-// head and body in one write; one whose body is still coming is not Buffered.
+// TestServeWholeRequest: a request whose HEADERS and DATA arrive together is Buffered
+// at its handler (an HTTP/1.1 upstream then gets head and body in one write); one whose
+// body is still coming is not. (That handlers wait for the frames already read is
+// TestFrameBuffered's: this test passes without that wait, since the serve goroutine
+// usually handles the DATA frame before a new handler runs.)
 func TestServeWholeRequest(t *testing.T) {
 	got := make(chan bool, 2)
 	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 )
 
 // wire is a connection's writing side, shared by its streams, on both ends: frames go
@@ -130,7 +132,7 @@ func (w *wire) writeFields(h http.Header, trailers bool) {
 		if !trailers && strings.HasPrefix(k, http.TrailerPrefix) {
 			continue
 		}
-		name := lowerKey(k)
+		name := h1.LowerKey(k)
 		if connSpecific[name] || name == "" {
 			continue
 		}
@@ -152,6 +154,15 @@ type sliceWriter struct{ b []byte }
 func (w *sliceWriter) Write(p []byte) (int, error) {
 	w.b = append(w.b, p...)
 	return len(p), nil
+}
+
+// ping answers a PING (an acknowledgement needs no answer).
+func (w *wire) ping(f *http2.PingFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	data := f.Data
+	return w.write(func() error { return w.fr.WritePing(true, data) })
 }
 
 // sendFlow is the sending side of flow control, the same on both ends: the

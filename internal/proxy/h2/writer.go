@@ -3,11 +3,10 @@ package h2
 import (
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
+
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 )
 
 // responseWriter is a stream's http.ResponseWriter. The head waits for the body's
@@ -249,7 +248,7 @@ func (c *Conn) encodeHead(status int, h http.Header, length int64) {
 	c.field(":status", statusValue(status))
 	c.writeFields(h, false)
 	if h["Date"] == nil && status >= 200 {
-		c.field("date", httpDate())
+		c.field("date", h1.Date())
 	}
 	if length >= 0 {
 		c.field("content-length", strconv.FormatInt(length, 10))
@@ -257,96 +256,11 @@ func (c *Conn) encodeHead(status int, h http.Header, length int64) {
 	c.hbuf = c.hw.b
 }
 
-var statusValues = func() (s [600]string) {
-	for i := range s {
-		s[i] = strconv.Itoa(i)
-	}
-	return s
-}()
-
+// statusValue is the :status value of code: the first three bytes of its status text,
+// which has no allocation for the standard codes.
 func statusValue(code int) string {
-	if code >= 0 && code < len(statusValues) {
-		return statusValues[code]
+	if code >= 100 && code <= 999 {
+		return h1.Status(code)[:3]
 	}
 	return strconv.Itoa(code)
-}
-
-// Header names: HTTP/2 carries them in lower case; net/http's maps key them in
-// canonical form. The common ones are converted without allocating.
-var commonHeaders = []string{
-	"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges",
-	"Access-Control-Allow-Credentials", "Access-Control-Allow-Headers",
-	"Access-Control-Allow-Methods", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers",
-	"Access-Control-Max-Age", "Access-Control-Request-Headers", "Access-Control-Request-Method",
-	"Age", "Allow", "Authorization", "Cache-Control", "Content-Disposition", "Content-Encoding",
-	"Content-Language", "Content-Length", "Content-Location", "Content-Range", "Content-Type",
-	"Cookie", "Date", "Etag", "Expect", "Expires", "From", "Host", "If-Match",
-	"If-Modified-Since", "If-None-Match", "If-Unmodified-Since", "Last-Modified", "Link",
-	"Location", "Max-Forwards", "Origin", "Proxy-Authenticate", "Proxy-Authorization",
-	"Range", "Referer", "Refresh", "Retry-After", "Server", "Set-Cookie",
-	"Strict-Transport-Security", "Te", "Trailer", "Transfer-Encoding", "User-Agent", "Vary",
-	"Via", "Www-Authenticate", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
-	"X-Forwarded-Client-Cert", "X-Request-Id", "X-B3-Traceid", "X-B3-Spanid",
-	"X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags", "Traceparent", "Tracestate",
-	"X-Envoy-Attempt-Count", "X-Envoy-Upstream-Service-Time", "X-Envoy-Expected-Rq-Timeout-Ms",
-	"X-Envoy-Decorator-Operation", "X-Envoy-Peer-Metadata", "X-Envoy-Peer-Metadata-Id",
-	"Grpc-Status", "Grpc-Message", "Grpc-Encoding", "Grpc-Accept-Encoding", "Grpc-Timeout",
-	"Grpc-Status-Details-Bin", "Content-Security-Policy", "X-Content-Type-Options",
-	"Keep-Alive", "Connection", "Proxy-Connection", "Upgrade", "Fortio-Version", "Sec-Websocket-Key",
-}
-
-var (
-	toCanonical = map[string]string{}
-	toLower     = map[string]string{}
-)
-
-func init() {
-	for _, k := range commonHeaders {
-		l := strings.ToLower(k)
-		toCanonical[l] = k
-		toLower[k] = l
-	}
-}
-
-// canonicalKey is the net/http map key of a lower-case wire name.
-func canonicalKey(name string) string {
-	if k, ok := toCanonical[name]; ok {
-		return k
-	}
-	return http.CanonicalHeaderKey(name)
-}
-
-// lowerKey is the wire name of a header map key.
-func lowerKey(k string) string {
-	if l, ok := toLower[k]; ok {
-		return l
-	}
-	for i := 0; i < len(k); i++ {
-		if 'A' <= k[i] && k[i] <= 'Z' {
-			return strings.ToLower(k)
-		}
-	}
-	return k
-}
-
-func parseRequestURI(path string) (*url.URL, error) {
-	return url.ParseRequestURI(path)
-}
-
-// dates: the Date header value, made once a second.
-type dateStamp struct {
-	sec int64
-	val string
-}
-
-var dates atomic.Pointer[dateStamp]
-
-func httpDate() string {
-	now := time.Now()
-	if d := dates.Load(); d != nil && d.sec == now.Unix() {
-		return d.val
-	}
-	d := &dateStamp{sec: now.Unix(), val: now.UTC().Format(http.TimeFormat)}
-	dates.Store(d)
-	return d.val
 }

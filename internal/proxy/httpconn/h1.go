@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/weft-mesh/weft/internal/proxy/h1"
+	"github.com/weft-mesh/weft/internal/proxy/h2"
 	"github.com/weft-mesh/weft/internal/proxy/listener"
 )
 
@@ -632,7 +633,7 @@ func (w *h1writer) writeHead(final bool) {
 	h1.WriteFields(bw, h)
 	if _, ok := h["Date"]; !ok {
 		bw.WriteString("Date: ")
-		bw.WriteString(httpDate())
+		bw.WriteString(h1.Date())
 		bw.WriteString("\r\n")
 	}
 	switch {
@@ -819,27 +820,6 @@ func equalFold(a, b string) bool {
 	return true
 }
 
-// httpDate is the Date header value, formatted once per second.
-func httpDate() string {
-	now := time.Now()
-	sec := now.Unix()
-	if d := cachedDate.Load(); d != nil && d.sec == sec {
-		return d.s
-	}
-	d := &dateStamp{sec: sec, s: now.UTC().Format(http.TimeFormat)}
-	cachedDate.Store(d)
-	return d.s
-}
-
-type dateStamp struct {
-	sec int64
-	s   string
-}
-
-var cachedDate atomic.Pointer[dateStamp]
-
-const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
 // isH2Preface reads just enough of a plaintext connection to tell HTTP/2 prior
 // knowledge (h2c) from HTTP/1.
 func isH2Preface(br *bufio.Reader) (bool, error) {
@@ -848,14 +828,14 @@ func isH2Preface(br *bufio.Reader) (bool, error) {
 	}
 	for {
 		n := br.Buffered()
-		if n > len(h2Preface) {
-			n = len(h2Preface)
+		if n > len(h2.Preface) {
+			n = len(h2.Preface)
 		}
 		b, _ := br.Peek(n)
-		if string(b) != h2Preface[:n] {
+		if string(b) != h2.Preface[:n] {
 			return false, nil
 		}
-		if n == len(h2Preface) {
+		if n == len(h2.Preface) {
 			return true, nil
 		}
 		if _, err := br.Peek(n + 1); err != nil {
