@@ -529,7 +529,7 @@ func (c *ClientConn) readLoop() {
 	var err error
 	for {
 		var f http2.Frame
-		f, err = c.fr.ReadFrame()
+		f, err = c.readFrame()
 		if err == nil {
 			err = c.handle(f)
 		}
@@ -607,7 +607,7 @@ func (c *ClientConn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
 		return c.onSettings(f)
-	case *http2.MetaHeadersFrame:
+	case *headerBlock:
 		return c.onHeaders(f)
 	case *http2.DataFrame:
 		return c.onData(f)
@@ -665,7 +665,7 @@ func (c *ClientConn) onSettings(f *http2.SettingsFrame) error {
 	})
 }
 
-func (c *ClientConn) onHeaders(f *http2.MetaHeadersFrame) error {
+func (c *ClientConn) onHeaders(f *headerBlock) error {
 	c.mu.Lock()
 	s := c.streams[f.StreamID]
 	if s == nil {

@@ -187,7 +187,7 @@ func (c *Conn) Serve() {
 		if len(c.pending) > 0 && !c.frameBuffered() {
 			c.dispatch() // before a read that may wait
 		}
-		f, err := c.fr.ReadFrame()
+		f, err := c.readFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -346,7 +346,7 @@ func (c *Conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
 		return c.onSettings(f)
-	case *http2.MetaHeadersFrame:
+	case *headerBlock:
 		return c.onHeaders(f)
 	case *http2.DataFrame:
 		return c.onData(f)
@@ -467,7 +467,7 @@ var connSpecific = map[string]bool{
 	"transfer-encoding": true, "upgrade": true,
 }
 
-func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
+func (c *Conn) onHeaders(f *headerBlock) error {
 	id := f.StreamID
 	if id%2 == 0 {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
@@ -611,7 +611,7 @@ func worker(s *stream) {
 }
 
 // onTrailersLocked takes a HEADERS frame on an open stream: the request's trailers.
-func (c *Conn) onTrailersLocked(s *stream, f *http2.MetaHeadersFrame) error {
+func (c *Conn) onTrailersLocked(s *stream, f *headerBlock) error {
 	if s.remoteClosed {
 		return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeStreamClosed}
 	}
@@ -647,7 +647,7 @@ func (c *Conn) refuseHeaders(id uint32, status int) error {
 
 // newRequest makes the request of a HEADERS frame; declared is its content-length,
 // -1 when it has none.
-func (c *Conn) newRequest(ctx context.Context, f *http2.MetaHeadersFrame) (*http.Request, int64, error) {
+func (c *Conn) newRequest(ctx context.Context, f *headerBlock) (*http.Request, int64, error) {
 	method := f.PseudoValue("method")
 	path := f.PseudoValue("path")
 	scheme := f.PseudoValue("scheme")

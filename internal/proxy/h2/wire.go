@@ -26,7 +26,8 @@ type wire struct {
 	henc    *hpack.Encoder
 	hbuf    []byte
 	hw      sliceWriter
-	werr    error // the first write error; later writes fail with it
+	werr    error       // the first write error; later writes fail with it
+	hb      headerBlock // the last header block read (the reading goroutine's)
 
 	peerMaxFrame atomic.Uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
 }
@@ -36,8 +37,7 @@ func (w *wire) init(wr io.Writer, br io.Reader, maxHeaderBytes int) {
 	w.fr = http2.NewFramer(w.bw, br)
 	w.fr.SetReuseFrames()
 	w.fr.SetMaxReadFrameSize(readFrameSize)
-	w.fr.MaxHeaderListSize = uint32(maxHeaderBytes)
-	w.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	w.hb.init(uint32(maxHeaderBytes))
 	w.henc = hpack.NewEncoder(&w.hw)
 	w.peerMaxFrame.Store(peerFrameFloor)
 }

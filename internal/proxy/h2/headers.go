@@ -1,0 +1,187 @@
+package h2
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// headerBlock is a HEADERS frame with its CONTINUATION frames, decoded. It is what
+// x/net's Framer makes when given a decoder (MetaHeadersFrame), with the same checks,
+// but the connection keeps one: its field list and the decoder's callback are reused
+// from block to block, where the Framer made a frame, two closures and a growing
+// field list for every block (about 1.5 KB and ten allocations per proxied HTTP/2
+// request, both hops counted). A block is valid until the next frame is read.
+type headerBlock struct {
+	*http2.HeadersFrame
+	Fields    []hpack.HeaderField
+	Truncated bool // the list passed the size limit; what followed was dropped
+
+	dec        *hpack.Decoder
+	limit      uint32 // SETTINGS_MAX_HEADER_LIST_SIZE, as this end advertised it
+	remain     uint32 // of the limit, for fields other than trailer
+	trailerRem uint32 // of the limit, for the trailer field's announced names
+	sawRegular bool
+	invalid    error // the first malformed field
+}
+
+func (b *headerBlock) init(limit uint32) {
+	b.limit = limit
+	b.dec = hpack.NewDecoder(4096, b.emit)
+}
+
+// emit takes a decoded field (the decoder's callback).
+func (b *headerBlock) emit(f hpack.HeaderField) {
+	if !httpguts.ValidHeaderFieldValue(f.Value) {
+		b.invalid = fmt.Errorf("invalid value of header field %q", f.Name) // not the value: it may be secret
+	} else if strings.HasPrefix(f.Name, ":") {
+		if b.sawRegular {
+			b.invalid = errors.New("pseudo-header field after a regular one")
+		}
+	} else {
+		b.sawRegular = true
+		if !validFieldName(f.Name) {
+			b.invalid = fmt.Errorf("invalid header field name %q", f.Name)
+		}
+	}
+	if b.invalid != nil {
+		b.dec.SetEmitEnabled(false)
+		return
+	}
+	// The trailer field counts against a budget of its own, as the fields it
+	// announces will: each name as the size of a field of its own.
+	rem, size := &b.remain, f.Size()
+	if f.Name == "trailer" {
+		names := uint32(strings.Count(f.Value, ",") + 1)
+		rem, size = &b.trailerRem, uint32(len(f.Value))-names+1+names*hpack.HeaderField{}.Size()
+	}
+	if size > *rem {
+		b.dec.SetEmitEnabled(false)
+		b.Truncated = true
+		b.remain, b.trailerRem = 0, 0
+		return
+	}
+	*rem -= size
+	b.Fields = append(b.Fields, f)
+}
+
+// validFieldName: a token in lower case (RFC 9113 8.2.1).
+func validFieldName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !httpguts.IsTokenRune(rune(c)) || ('A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// readFrame reads the next frame; a HEADERS frame comes back as the connection's
+// headerBlock, its CONTINUATION frames read and decoded. The errors are the Framer's:
+// a malformed field or pseudo-header fails the stream, a block past twice the size
+// limit or an HPACK error the connection.
+func (w *wire) readFrame() (http2.Frame, error) {
+	f, err := w.fr.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	hf, ok := f.(*http2.HeadersFrame)
+	if !ok {
+		return f, nil
+	}
+	b := &w.hb
+	b.HeadersFrame, b.Fields, b.Truncated = hf, b.Fields[:0], false
+	b.remain, b.trailerRem, b.sawRegular, b.invalid = b.limit, b.limit, false, nil
+	b.dec.SetEmitEnabled(true)
+	b.dec.SetMaxStringLength(int(b.limit))
+	var frag interface {
+		HeaderBlockFragment() []byte
+		HeadersEnded() bool
+	} = hf
+	for {
+		p := frag.HeaderBlockFragment()
+		// Far past the limit, or more after a malformed field (whose size was not
+		// counted): not worth decoding.
+		if int64(len(p)) > 2*int64(b.remain+b.trailerRem) || b.invalid != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if _, err := b.dec.Write(p); err != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeCompression)
+		}
+		if frag.HeadersEnded() {
+			break
+		}
+		next, err := w.fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		frag = next.(*http2.ContinuationFrame) // the Framer checks the order
+	}
+	if err := b.dec.Close(); err != nil {
+		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if b.invalid != nil {
+		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: b.invalid}
+	}
+	if err := b.checkPseudo(); err != nil {
+		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
+	}
+	return b, nil
+}
+
+// checkPseudo: known pseudo-header fields, each once, of a request or of a response.
+func (b *headerBlock) checkPseudo() error {
+	var request, response bool
+	pf := b.PseudoFields()
+	for i, f := range pf {
+		switch f.Name {
+		case ":method", ":path", ":scheme", ":authority", ":protocol":
+			request = true
+		case ":status":
+			response = true
+		default:
+			return fmt.Errorf("unknown pseudo-header field %q", f.Name)
+		}
+		for _, g := range pf[:i] {
+			if g.Name == f.Name {
+				return fmt.Errorf("pseudo-header field %q twice", f.Name)
+			}
+		}
+	}
+	if request && response {
+		return errors.New("request and response pseudo-header fields together")
+	}
+	return nil
+}
+
+// PseudoValue is the value of pseudo-header field ":"+name, "" when absent.
+func (b *headerBlock) PseudoValue(name string) string {
+	for _, f := range b.PseudoFields() {
+		if f.Name[1:] == name {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// PseudoFields are the block's pseudo-header fields (they come first).
+func (b *headerBlock) PseudoFields() []hpack.HeaderField {
+	for i, f := range b.Fields {
+		if !f.IsPseudo() {
+			return b.Fields[:i]
+		}
+	}
+	return b.Fields
+}
+
+// RegularFields are the fields after the pseudo-header ones.
+func (b *headerBlock) RegularFields() []hpack.HeaderField {
+	return b.Fields[len(b.PseudoFields()):]
+}
