@@ -681,11 +681,7 @@ func (c *ClientConn) onHeaders(f *headerBlock) error {
 			c.mu.Unlock()
 			return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol}
 		}
-		tr := make(http.Header, len(f.Fields))
-		for _, hf := range f.RegularFields() {
-			k := h1.CanonicalKey(hf.Name)
-			tr[k] = append(tr[k], hf.Value)
-		}
+		tr := fieldHeader(f.RegularFields())
 		s.resp.Trailer = tr
 		s.remoteClosed = true // the reader finishes the stream at EOF
 		s.wake.Broadcast()
@@ -701,11 +697,7 @@ func (c *ClientConn) onHeaders(f *headerBlock) error {
 		c.mu.Unlock()
 		return nil // informational heads are not passed on
 	}
-	h := make(http.Header, len(f.Fields))
-	for _, hf := range f.RegularFields() {
-		k := h1.CanonicalKey(hf.Name)
-		h[k] = append(h[k], hf.Value)
-	}
+	h := fieldHeader(f.RegularFields())
 	resp := &http.Response{
 		Status:        h1.Status(status),
 		StatusCode:    status,

@@ -3,11 +3,14 @@ package h2
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 )
 
 // headerBlock is a HEADERS frame with its CONTINUATION frames, decoded. It is what
@@ -184,4 +187,31 @@ func (b *headerBlock) PseudoFields() []hpack.HeaderField {
 // RegularFields are the fields after the pseudo-header ones.
 func (b *headerBlock) RegularFields() []hpack.HeaderField {
 	return b.Fields[len(b.PseudoFields()):]
+}
+
+// values hands out the value slices of a head's fields from one array: a slice of
+// its own for every field was an allocation per field. Each slice is capped at its
+// one value, so appending a repeated field's value copies it out.
+type values []string
+
+func newValues(n int) values { return make(values, 0, n) }
+
+func (vs *values) add(h http.Header, k, v string) {
+	if old, ok := h[k]; ok || len(*vs) == cap(*vs) {
+		h[k] = append(old, v)
+		return
+	}
+	*vs = append(*vs, v)
+	n := len(*vs)
+	h[k] = (*vs)[n-1 : n : n]
+}
+
+// fieldHeader is the header of fields, names in canonical form.
+func fieldHeader(fields []hpack.HeaderField) http.Header {
+	h := make(http.Header, len(fields))
+	vals := newValues(len(fields))
+	for _, f := range fields {
+		vals.add(h, h1.CanonicalKey(f.Name), f.Value)
+	}
+	return h
 }

@@ -625,9 +625,9 @@ func (c *Conn) onTrailersLocked(s *stream, f *headerBlock) error {
 		if s.req.Trailer == nil {
 			s.req.Trailer = http.Header{}
 		}
+		vals := newValues(len(f.RegularFields()))
 		for _, hf := range f.RegularFields() {
-			k := h1.CanonicalKey(hf.Name)
-			s.req.Trailer[k] = append(s.req.Trailer[k], hf.Value)
+			vals.add(s.req.Trailer, h1.CanonicalKey(hf.Name), hf.Value)
 		}
 	}
 	s.endRemoteLocked()
@@ -655,10 +655,12 @@ func (c *Conn) newRequest(ctx context.Context, f *headerBlock) (*http.Request, i
 	if method == "" || (method != http.MethodConnect && (path == "" || scheme == "")) {
 		return nil, 0, errors.New("missing pseudo-header")
 	}
-	h := make(http.Header, len(f.Fields))
+	regular := f.RegularFields()
+	h := make(http.Header, len(regular))
+	vals := newValues(len(regular))
 	declared := int64(-1)
 	var cookies []string
-	for _, hf := range f.RegularFields() {
+	for _, hf := range regular {
 		if connSpecific[hf.Name] {
 			return nil, 0, fmt.Errorf("connection-specific field %q", hf.Name)
 		}
@@ -677,8 +679,7 @@ func (c *Conn) newRequest(ctx context.Context, f *headerBlock) (*http.Request, i
 			cookies = append(cookies, hf.Value)
 			continue
 		}
-		k := h1.CanonicalKey(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		vals.add(h, h1.CanonicalKey(hf.Name), hf.Value)
 	}
 	if len(cookies) > 0 {
 		// RFC 9113 8.2.3: crumbs are joined for an HTTP/1.1 hop.

@@ -68,9 +68,11 @@ func (w *wire) writeData(id uint32, p []byte, end bool) error {
 		flags = byte(http2.FlagDataEndStream)
 	}
 	n := len(p)
-	hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags,
-		byte(id >> 24 & 0x7f), byte(id >> 16), byte(id >> 8), byte(id)}
-	if _, err := w.bw.Write(hdr[:]); err != nil {
+	// The frame header is appended to the buffer's free space (a local array would
+	// escape through Write).
+	hdr := append(w.bw.AvailableBuffer(), byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), flags,
+		byte(id>>24&0x7f), byte(id>>16), byte(id>>8), byte(id))
+	if _, err := w.bw.Write(hdr); err != nil {
 		return err
 	}
 	_, err := w.bw.Write(p)
@@ -401,20 +403,19 @@ func (in *inbound) close(conn *recvWindow) uint32 {
 }
 
 // Bodies are gathered in chunks from a pool: a stream's request or response body (in
-// and out) is a buffer of its own while the stream lives, most of them small.
-const (
-	chunkSize    = 4 << 10
-	chunkPoolMax = 32 << 10 // larger buffers are left to the collector
-)
+// and out) is a buffer of its own while the stream lives, most of them small. The
+// pool holds arrays, so that giving one back allocates nothing (a pointer to a slice
+// header would be a new allocation each time); a buffer that grew past its chunk is
+// left to the collector.
+const chunkSize = 4 << 10
 
-var chunks = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+var chunks = sync.Pool{New: func() any { return new([chunkSize]byte) }}
 
-func getChunk() []byte { return (*chunks.Get().(*[]byte))[:0] }
+func getChunk() []byte { return chunks.Get().(*[chunkSize]byte)[:0] }
 
 func putChunk(b []byte) {
-	if b == nil || cap(b) > chunkPoolMax {
+	if cap(b) != chunkSize {
 		return
 	}
-	b = b[:0]
-	chunks.Put(&b)
+	chunks.Put((*[chunkSize]byte)(b[:chunkSize]))
 }
