@@ -538,7 +538,7 @@ func (c *Conn) onHeaders(f *headerBlock) error {
 		}
 	}
 	s.req = req
-	s.rw = responseWriter{s: s, header: make(http.Header, 8), head: req.Method == http.MethodHead}
+	s.rw = responseWriter{s: s, head: req.Method == http.MethodHead}
 	c.mu.Lock()
 	if c.done {
 		c.mu.Unlock()

@@ -124,6 +124,36 @@ func TestServeExchange(t *testing.T) {
 	}
 }
 
+// TestServeAdoptHeader: a handler's map becomes the response's header when nothing was
+// set in the writer's own; after a Set it is refused and the writer's map is sent.
+func TestServeAdoptHeader(t *testing.T) {
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := w.(interface{ AdoptHeader(http.Header) bool })
+		if r.URL.Path == "/set-first" {
+			w.Header().Set("X-Own", "1")
+		}
+		adopted := a.AdoptHeader(http.Header{"X-Adopted": {"yes"}})
+		if adopted != (r.URL.Path == "/adopt") {
+			t.Errorf("%s: AdoptHeader = %v", r.URL.Path, adopted)
+		}
+		w.WriteHeader(http.StatusAccepted)
+		if a.AdoptHeader(http.Header{"X-Late": {"1"}}) {
+			t.Errorf("%s: adopted after WriteHeader", r.URL.Path)
+		}
+	}), Config{})
+	c := client(t)
+	for path, want := range map[string][2]string{"/adopt": {"yes", ""}, "/set-first": {"", "1"}} {
+		resp, err := c.Get("http://" + s.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted || resp.Header.Get("X-Adopted") != want[0] || resp.Header.Get("X-Own") != want[1] || resp.Header.Get("X-Late") != "" {
+			t.Errorf("%s: %d %v", path, resp.StatusCode, resp.Header)
+		}
+	}
+}
+
 // TestServeLargeBodies: bodies several times the windows go both ways, in order.
 func TestServeLargeBodies(t *testing.T) {
 	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

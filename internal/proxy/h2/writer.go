@@ -27,7 +27,26 @@ type responseWriter struct {
 
 var _ http.Flusher = (*responseWriter)(nil)
 
-func (w *responseWriter) Header() http.Header { return w.header }
+// Header returns the response's header map, made on first use: a proxied response
+// usually brings its own (AdoptHeader).
+func (w *responseWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
+
+// AdoptHeader makes h the response's header map instead of a copy of it, when nothing
+// was set in the writer's own yet and the status is not chosen; the caller hands h
+// over (the connection manager's HTTP/1.1 writer does the same). It saves a map per
+// proxied response.
+func (w *responseWriter) AdoptHeader(h http.Header) bool {
+	if w.wroteHeader || len(w.header) > 0 || h == nil {
+		return false
+	}
+	w.header = h
+	return true
+}
 
 func (w *responseWriter) WriteHeader(code int) {
 	if w.wroteHeader {
