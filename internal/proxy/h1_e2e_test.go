@@ -637,6 +637,66 @@ func TestH1H2CPriorKnowledge(t *testing.T) {
 	}
 }
 
+// TestH2ExchangesInterleaved: many HTTP/2 streams on one connection, answered by the
+// upstream, by the proxy itself, and failing (no cluster: a flag, so the exchange's
+// state is not reused), each gets its own answer. The HTTP/2 server reuses the state
+// of exchanges that ended cleanly (httpconn's ServeHTTP); under -race this also shows
+// that no state serves two streams at once.
+func TestH2ExchangesInterleaved(t *testing.T) {
+	m := newH1Mesh(t)
+	m.pushRC(t, routeConfig("r", directRoute("/direct", "direct"), prefixRoute("/none", "no-such-cluster"), prefixRoute("/", "a")))
+	eventually(t, 10*time.Second, func() error {
+		if code, _, _ := get(t, m.c, m.url+"/none"); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("/none: %d", code)
+		}
+		return nil
+	})
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Timeout: 20 * time.Second, Transport: tr}
+	const n, workers = 300, 16
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				var path, wantBody string
+				wantCode := 200
+				switch i % 3 {
+				case 0:
+					path, wantBody = "/echo", fmt.Sprintf("body %d", i)
+				case 1:
+					path, wantBody = "/direct", "direct"
+				default:
+					path, wantCode = "/none", http.StatusServiceUnavailable
+				}
+				req, _ := http.NewRequest("POST", m.url+path, strings.NewReader(fmt.Sprintf("body %d", i)))
+				req.Header.Set("X-Request-Id", fmt.Sprintf("req-%d", i))
+				resp, err := c.Do(req)
+				if err != nil {
+					errs <- fmt.Errorf("%d: %v", i, err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 || resp.StatusCode != wantCode || (wantBody != "" && string(b) != wantBody) {
+					errs <- fmt.Errorf("%d %s: %s %d %q", i, path, resp.Proto, resp.StatusCode, b)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
 // TestH1UpgradeWithEarlyBytes: a WebSocket-style upgrade whose first frame comes in the
 // same write as the request head.
 func TestH1UpgradeWithEarlyBytes(t *testing.T) {

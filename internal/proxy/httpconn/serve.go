@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/weft-mesh/weft/internal/proxy/filter"
@@ -20,10 +21,19 @@ import (
 
 // ServeHTTP serves one request: stamp, match the route, run the filter chain, log.
 func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// One allocation holds the request's state (the HTTP/2 server's requests; the
-	// HTTP/1.1 connections bring theirs).
-	m.serve(w, r, &exchangeState{})
+	// One piece holds the request's state (the HTTP/2 server's requests; the HTTP/1.1
+	// connections bring theirs). It serves a later request, as an HTTP/1.1
+	// connection's does (h1conn.recycle), only after an exchange that ended cleanly:
+	// one attempt, no flag, not hijacked; a handler that panicked leaves it too. On
+	// any other path something may still hold it.
+	st := exchangeStates.Get().(*exchangeState)
+	m.serve(w, r, st)
+	if st.info.Flags == 0 && st.info.Attempts <= 1 && !st.rw.hijacked {
+		exchangeStates.Put(st)
+	}
 }
+
+var exchangeStates = sync.Pool{New: func() any { return new(exchangeState) }}
 
 // serve is ServeHTTP with the exchange's state in st, which it clears first.
 func (m *Manager) serve(w http.ResponseWriter, r *http.Request, st *exchangeState) {
