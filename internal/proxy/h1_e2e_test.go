@@ -697,6 +697,78 @@ func TestH2ExchangesInterleaved(t *testing.T) {
 	}
 }
 
+// TestH1ForwardStateReuse: the router reuses a request's upstream state (request, URL,
+// route-timeout context, body wrapper) once the upstream connection let go of it, and
+// only then. Interleaved on 16 connections: echoes (reused), echoes under a route
+// timeout that nothing waits on (reused), slow answers under it (the pool watched the
+// context, so it was made real: left to the collector), and early answers while the
+// request body still flows (its writer still reads the body: left to the collector).
+// Each answer is checked against its own request; under -race, state reused while the
+// body writer still read it shows as a race (it did, with the Released check removed).
+func TestH1ForwardStateReuse(t *testing.T) {
+	m := newH1Mesh(t)
+	timed := prefixRoute("/t/", "a")
+	timed.GetRoute().Timeout = durationpb.New(10 * time.Second)
+	timed.GetRoute().PrefixRewrite = "/"
+	m.pushRC(t, routeConfig("r", timed, prefixRoute("/", "a")))
+	m.waitBackend(t, "/t/echo", "")
+	const n, workers = 160, 16
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Timeout: 20 * time.Second, Transport: tr}
+			for i := w; i < n; i += workers {
+				sent := fmt.Sprintf("body %d", i)
+				var body io.Reader = strings.NewReader(sent)
+				path, wantCode, wantBody := "/echo", 200, sent
+				var pw *io.PipeWriter
+				switch i % 4 {
+				case 1:
+					path = "/t/echo"
+				case 2:
+					if i%8 == 2 {
+						path, wantBody = "/t/slow", "POST /slow"
+					}
+				case 3:
+					// The upstream answers and closes while the body is
+					// still coming: the proxy's body writer is still reading
+					// when the response ends.
+					var pr *io.PipeReader
+					pr, pw = io.Pipe()
+					body = pr
+					go func() { _, _ = pw.Write([]byte("first bytes")) }()
+					path, wantCode, wantBody = "/early", http.StatusRequestEntityTooLarge, "too big"
+				}
+				req, _ := http.NewRequest("POST", m.url+path, body)
+				resp, err := c.Do(req)
+				if pw != nil {
+					_, _ = pw.Write([]byte("late bytes"))
+					pw.Close()
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%d %s: %v", i, path, err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != wantCode || string(b) != wantBody {
+					errs <- fmt.Errorf("%d %s: %d %q, want %d %q", i, path, resp.StatusCode, b, wantCode, wantBody)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
 // TestH1UpgradeWithEarlyBytes: a WebSocket-style upgrade whose first frame comes in the
 // same write as the request head.
 func TestH1UpgradeWithEarlyBytes(t *testing.T) {

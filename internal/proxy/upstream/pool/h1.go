@@ -251,7 +251,15 @@ type h1body struct {
 	written chan error
 	keep    bool
 	done    bool
+	freed   bool // finish saw the request's body writer done, or there was none
 }
+
+// Released reports whether the exchange is over and nothing of the pool still holds
+// its request (the request, its body, its context): the body was read to its end or
+// closed, and the request body's writer, if one ran, had finished by then. Before
+// that, or when the writer was still running (an upstream that answered early), the
+// caller must not reuse the request's memory.
+func (b *h1body) Released() bool { return b.done && b.freed }
 
 func (b *h1body) Read(p []byte) (int, error) {
 	if b.done {
@@ -289,12 +297,14 @@ func (b *h1body) finish(eof bool) {
 	if !c.unwatch() {
 		reuse = false // the request context ended: the deadline is in the past
 	}
+	b.freed = true
 	if b.written != nil {
 		select {
 		case err := <-b.written:
 			reuse = reuse && err == nil
 		default:
 			reuse = false // the body is still being written: the exchange is cut short
+			b.freed = false
 		}
 	}
 	if !reuse {

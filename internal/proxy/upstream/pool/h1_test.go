@@ -211,6 +211,71 @@ func TestH1PoolEarlyResponse(t *testing.T) {
 	}
 }
 
+// TestH1PoolReleased: a response body reports the request released only once it has
+// ended and no writer of the request body is still running - the router reuses the
+// request's memory on that word.
+func TestH1PoolReleased(t *testing.T) {
+	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/early" {
+				// Answer before the body, which never ends, and read no more.
+				fmt.Fprintf(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 3\r\n\r\nbig")
+				time.Sleep(time.Second)
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	p := rawPool(t, u)
+	released := func(resp *http.Response) bool {
+		r, ok := resp.Body.(interface{ Released() bool })
+		return ok && r.Released()
+	}
+
+	// A small body, written with the head; a chunked one, from the second goroutine.
+	pr, pw := io.Pipe()
+	go func() { _, _ = pw.Write(make([]byte, 1000)); pw.Close() }()
+	for _, body := range []io.Reader{strings.NewReader("hello"), pr} {
+		req, _ := http.NewRequest("POST", "http://svc/ok", body)
+		if body == pr {
+			req.ContentLength = -1
+		}
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if released(resp) {
+			t.Fatal("released before the response body was read")
+		}
+		if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
+			t.Fatalf("%q %v", b, err)
+		}
+		if !released(resp) {
+			t.Fatalf("%T not released at the end of its body", body)
+		}
+	}
+
+	// The upstream answers early; the request body's writer still waits for bytes.
+	pr, pw = io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequest("POST", "http://svc/early", pr)
+	req.ContentLength = -1
+	resp, err := p.RoundTrip(req)
+	if err != nil || resp.StatusCode != 413 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if released(resp) {
+		t.Fatal("released while the request body's writer still runs")
+	}
+}
+
 // TestH1PoolInformational: 1xx responses before the final one are skipped, but not
 // without end.
 func TestH1PoolInformational(t *testing.T) {
