@@ -369,8 +369,9 @@ func hasToken(vals []string, token string) bool {
 	return false
 }
 
-// responseBuf is a response with its body, in one allocation.
-type responseBuf struct {
+// ResponseBuf is the storage of one response and its body, for a caller that reuses
+// it once nothing holds the response any more (ReadResponseInto).
+type ResponseBuf struct {
 	resp http.Response
 	body Body
 }
@@ -458,6 +459,12 @@ func parseContentLength(vals []string) (int64, error) {
 // ReadResponse reads a response head and sets up its body for a request of method
 // (a response to HEAD has no body).
 func (r *Reader) ReadResponse(br *bufio.Reader, method string) (*http.Response, *Body, error) {
+	return r.ReadResponseInto(br, method, nil)
+}
+
+// ReadResponseInto is ReadResponse with the response and its body in into, which it
+// clears first; a nil into allocates them (together: they live and die together).
+func (r *Reader) ReadResponseInto(br *bufio.Reader, method string, into *ResponseBuf) (*http.Response, *Body, error) {
 	n := r.MaxHeaderBytes
 	if n <= 0 {
 		n = 60 << 10
@@ -480,8 +487,11 @@ func (r *Reader) ReadResponse(br *bufio.Reader, method string) (*http.Response, 
 	if code < 100 {
 		return nil, nil, fmt.Errorf("h1: malformed status code %q", truncate(line))
 	}
-	// The response and its body in one allocation: they live and die together.
-	rb := &responseBuf{resp: http.Response{StatusCode: code, ProtoMajor: 1}}
+	rb := into
+	if rb == nil {
+		rb = new(ResponseBuf)
+	}
+	*rb = ResponseBuf{resp: http.Response{StatusCode: code, ProtoMajor: 1}}
 	resp := &rb.resp
 	if line[7] == '1' {
 		resp.Proto, resp.ProtoMinor = "HTTP/1.1", 1

@@ -125,8 +125,8 @@ func WriteRequestHead(bw *bufio.Writer, req *http.Request, hasBody bool) (chunke
 }
 
 func writeInt(bw *bufio.Writer, n int64) {
-	var b [20]byte
-	bw.Write(strconv.AppendInt(b[:0], n, 10))
+	// Appended to the buffer's free space: a local array would escape through Write.
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), n, 10))
 }
 
 // ChunkWriter writes a chunked body: each Write is one chunk.
@@ -136,8 +136,7 @@ func (c ChunkWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var b [18]byte
-	c.W.Write(strconv.AppendInt(b[:0], int64(len(p)), 16))
+	c.W.Write(strconv.AppendInt(c.W.AvailableBuffer(), int64(len(p)), 16))
 	c.W.WriteString("\r\n")
 	n, err := c.W.Write(p)
 	if err != nil {

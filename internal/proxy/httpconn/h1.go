@@ -135,6 +135,7 @@ type h1conn struct {
 	watchArmed bool
 	watchDone  chan struct{}
 	watchFn    func()
+	startFn    func() // startWatch, bound once: a method value per request allocates
 
 	// ex is the storage of the next request, reused from one request to the next
 	// while the exchanges end cleanly (see recycle).
@@ -212,6 +213,7 @@ func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, pre *bufio.Reader) {
 		hc.tls = &cs
 	}
 	hc.watchFn = hc.watchRead
+	hc.startFn = hc.startWatch
 	hc.watch = time.AfterFunc(time.Hour, hc.watchFn)
 	hc.watch.Stop()
 
@@ -330,7 +332,7 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 			delete(req.Header, "Expect")
 		}
 		if !body.Done() {
-			body.OnDone(hc.startWatch)
+			body.OnDone(hc.startFn)
 		}
 	}
 	if body == nil {

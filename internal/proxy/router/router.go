@@ -993,22 +993,31 @@ type forwardState struct {
 
 var forwardStates = sync.Pool{New: func() any { return new(forwardState) }}
 
-// releaser is a response body that knows when its transport let go of the request
-// (the HTTP/1.1 pool's).
-type releaser interface{ Released() bool }
+// releaser is a response body that knows when its transport let go of the request,
+// and whose response's storage can serve a later one (the HTTP/1.1 pool's).
+type releaser interface {
+	Released() bool
+	Recycle()
+}
 
-// release gives fs back for a later request when nothing can still hold it: one
-// attempt, whose response was written downstream and whose transport reports the
-// request released, and a route-timeout context that nothing ever waited on (no
-// Done, so no AfterFunc and no goroutine of the context package has it). Anything
-// else (a retry, a failure, an upgrade, an HTTP/2 upstream, an upstream that answered
-// before the request body was sent) leaves fs to the collector: a transport may
-// still read the request, its body or its context.
+// release gives fs, and the response's storage, back for later requests when nothing
+// can still hold them: one attempt, whose response was written downstream and whose
+// transport reports the request released, and a route-timeout context that nothing
+// ever waited on (no Done, so no AfterFunc and no goroutine of the context package
+// has it). Anything else (a retry, a failure, an upgrade, an HTTP/2 upstream, an
+// upstream that answered before the request body was sent) leaves both to the
+// collector: a transport may still read the request, its body or its context.
 func (fs *forwardState) release(resp *http.Response, attempts int) {
-	if resp == nil || attempts != 1 || fs.timeout.real.Load() != nil {
+	if resp == nil || attempts != 1 {
 		return
 	}
-	if r, ok := resp.Body.(releaser); !ok || !r.Released() {
+	r, ok := resp.Body.(releaser)
+	if !ok || !r.Released() {
+		return
+	}
+	// Nothing reads the response after this; its header maps are not recycled here.
+	r.Recycle()
+	if fs.timeout.real.Load() != nil {
 		return
 	}
 	*fs = forwardState{}

@@ -186,9 +186,10 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 	}
 	var resp *http.Response
 	var body *h1.Body
+	x := h1resps.Get().(*h1resp)
 	for informational := 0; ; informational++ {
 		var err error
-		resp, body, err = c.rd.ReadResponse(c.br, req.Method)
+		resp, body, err = c.rd.ReadResponseInto(c.br, req.Method, &x.rb)
 		if err != nil {
 			if written != nil {
 				// Do not wait for the writer: it may be blocked reading the
@@ -226,7 +227,8 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 		resp.Body = &upgraded{c: c}
 		return resp, nil
 	}
-	b := &h1body{c: c, ctx: ctx, written: written, keep: !resp.Close && !req.Close}
+	b := &x.body
+	*b = h1body{c: c, ctx: ctx, written: written, keep: !resp.Close && !req.Close, x: x}
 	if body == nil {
 		b.finish(true)
 		resp.Body = http.NoBody
@@ -242,6 +244,16 @@ func isReset(err error) bool {
 	return errors.As(err, &op) && op.Op == "read"
 }
 
+// h1resp is a response's storage: the response and its body as the codec reads them,
+// and the body the caller reads. It is reused once the caller says it is done with
+// the response (Recycle).
+type h1resp struct {
+	rb   h1.ResponseBuf
+	body h1body
+}
+
+var h1resps = sync.Pool{New: func() any { return new(h1resp) }}
+
 // h1body ends the request when the body does: at EOF the connection goes back to the
 // pool if nothing forbids it, otherwise (early close, error) it is closed.
 type h1body struct {
@@ -251,7 +263,8 @@ type h1body struct {
 	written chan error
 	keep    bool
 	done    bool
-	freed   bool // finish saw the request's body writer done, or there was none
+	freed   bool    // finish saw the request's body writer done, or there was none
+	x       *h1resp // the storage this body is part of
 }
 
 // Released reports whether the exchange is over and nothing of the pool still holds
@@ -260,6 +273,18 @@ type h1body struct {
 // that, or when the writer was still running (an upstream that answered early), the
 // caller must not reuse the request's memory.
 func (b *h1body) Released() bool { return b.done && b.freed }
+
+// Recycle gives the response's storage (the response, this body) back for a later
+// response, once Released. The caller must hold nothing of the response after it
+// but its header and trailer maps, which are not part of the storage.
+func (b *h1body) Recycle() {
+	if !b.Released() {
+		return
+	}
+	x := b.x
+	*x = h1resp{}
+	h1resps.Put(x)
+}
 
 func (b *h1body) Read(p []byte) (int, error) {
 	if b.done {

@@ -213,7 +213,7 @@ func TestH1PoolEarlyResponse(t *testing.T) {
 
 // TestH1PoolReleased: a response body reports the request released only once it has
 // ended and no writer of the request body is still running - the router reuses the
-// request's memory on that word.
+// request's memory, and gives the response's back (Recycle), on that word.
 func TestH1PoolReleased(t *testing.T) {
 	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
 		for {
@@ -258,6 +258,8 @@ func TestH1PoolReleased(t *testing.T) {
 		if !released(resp) {
 			t.Fatalf("%T not released at the end of its body", body)
 		}
+		// Its storage serves the next response (read on the same connection).
+		resp.Body.(interface{ Recycle() }).Recycle()
 	}
 
 	// The upstream answers early; the request body's writer still waits for bytes.
