@@ -40,6 +40,11 @@ type field struct {
 type headerReader struct {
 	fields []field
 	vals   []byte
+	// prev are the previous head's names in their order. A connection's peer sends
+	// the same names in the same order head after head, and comparing with the name
+	// at the same place costs less than the common names' hash lookup (and does not
+	// allocate an uncommon name again).
+	prev []string
 }
 
 // readHeader reads header lines up to the empty line that ends the section into a new
@@ -74,7 +79,7 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 		if colon <= 0 {
 			return nil, ErrMalformed
 		}
-		key, ok := canonicalKey(line[:colon], kbuf[:0])
+		key, ok := hr.key(line[:colon], kbuf[:0], len(hr.fields))
 		if !ok {
 			// Also catches "Name :" (whitespace before the colon), which RFC 9112
 			// section 5.1 says a server must reject.
@@ -87,6 +92,10 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 		start := len(hr.vals)
 		hr.vals = append(hr.vals, v...)
 		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals)})
+	}
+	hr.prev = hr.prev[:0]
+	for _, f := range hr.fields {
+		hr.prev = append(hr.prev, f.key)
 	}
 	h := newHeader(len(hr.fields))
 	if len(hr.fields) == 0 {
@@ -206,15 +215,38 @@ func validValue(v []byte) bool {
 	return true
 }
 
+// key is canonicalKey for the i-th name of a head: the previous head's i-th name when
+// it is the same (see prev).
+func (hr *headerReader) key(name, buf []byte, i int) (string, bool) {
+	buf, ok := canonicalBytes(name, buf)
+	if !ok {
+		return "", false
+	}
+	if i < len(hr.prev) && hr.prev[i] == string(buf) {
+		return hr.prev[i], true
+	}
+	return internKey(buf), true
+}
+
 // canonicalKey returns the canonical form of a header name (as
 // textproto.CanonicalMIMEHeaderKey writes it) and whether the name is a valid token.
 // Common names come from a table without allocating.
 func canonicalKey[T string | []byte](name T, buf []byte) (string, bool) {
+	buf, ok := canonicalBytes(name, buf)
+	if !ok {
+		return "", false
+	}
+	return internKey(buf), true
+}
+
+// canonicalBytes appends the canonical form of name to buf; false when name is not a
+// token.
+func canonicalBytes[T string | []byte](name T, buf []byte) ([]byte, bool) {
 	upper := true
 	for i := 0; i < len(name); i++ {
 		b := name[i]
 		if !isToken(b) {
-			return "", false
+			return nil, false
 		}
 		if upper && 'a' <= b && b <= 'z' {
 			b -= 'a' - 'A'
@@ -224,10 +256,16 @@ func canonicalKey[T string | []byte](name T, buf []byte) (string, bool) {
 		buf = append(buf, b)
 		upper = b == '-'
 	}
+	return buf, true
+}
+
+// internKey is the string of a canonical name, from the common names' table when it
+// is one of them.
+func internKey(buf []byte) string {
 	if k, ok := commonKeys[string(buf)]; ok { // no allocation: map lookup by []byte
-		return k, true
+		return k
 	}
-	return string(buf), true
+	return string(buf)
 }
 
 // isToken reports whether b may appear in a header name (RFC 9110 tchar).

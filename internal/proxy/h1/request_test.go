@@ -464,3 +464,57 @@ func TestCanonicalAndLowerKey(t *testing.T) {
 		t.Errorf("common names: %v allocations, want 0", n)
 	}
 }
+
+// TestHeaderNamesFromPreviousHead: names are taken from the previous head of the same
+// reader when they match at the same place (same names, other case, other order, more
+// or fewer of them), and each head still gets exactly its own names.
+func TestHeaderNamesFromPreviousHead(t *testing.T) {
+	heads := [][]string{
+		{"x-tenant: a", "Content-Length: 0", "X-Other: 1"},
+		{"X-TENANT: b", "content-length: 0", "x-other: 2"},
+		{"X-Other: 3", "X-Tenant: c"},
+		{"X-Tenant: d", "X-Tenantx: e", "X-Other: 4", "X-Fourth: 5"},
+		{"X-Tenant: f"},
+	}
+	var raw strings.Builder
+	for _, h := range heads {
+		raw.WriteString("GET / HTTP/1.1\r\nHost: x\r\n" + strings.Join(h, "\r\n") + "\r\n\r\n")
+	}
+	br := bufio.NewReader(strings.NewReader(raw.String()))
+	var r Reader
+	for i, h := range heads {
+		req, _, err := r.ReadRequest(br)
+		if err != nil {
+			t.Fatalf("head %d: %v", i, err)
+		}
+		want := http.Header{}
+		for _, f := range h {
+			k, v, _ := strings.Cut(f, ": ")
+			want.Add(k, v)
+		}
+		if !reflect.DeepEqual(req.Header, want) {
+			t.Errorf("head %d: %v, want %v", i, req.Header, want)
+		}
+	}
+	// The same uncommon name at the same place: its key is not allocated again.
+	head := "GET / HTTP/1.1\r\nHost: x\r\nX-Tenant: a\r\n\r\n"
+	sr := strings.NewReader(head)
+	br = bufio.NewReader(sr)
+	var rb RequestBuf
+	r = Reader{Buf: &rb}
+	read := func() {
+		sr.Reset(head)
+		br.Reset(sr)
+		req, _, err := r.ReadRequest(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		RecycleHeader(req.Header)
+	}
+	read()
+	// The head's value string and its value slices are the allocations left (a name
+	// looked up anew would be a third).
+	if n := testing.AllocsPerRun(100, read); n != 2 {
+		t.Errorf("%v allocations per head, want 2", n)
+	}
+}
