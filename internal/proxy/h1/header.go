@@ -134,6 +134,29 @@ func newHeader(n int) http.Header {
 	return make(http.Header, n)
 }
 
+// NewHeader is an empty header map for about n fields, one given back with
+// RecycleHeader when there is one: for the other codecs' heads (HTTP/2's).
+func NewHeader(n int) http.Header { return newHeader(n) }
+
+// RecycleHeaders gives back the header maps of an exchange that is over: the request's
+// and the response's, which may be the same map (it then goes back once). The caller
+// must hold the only references left to both, as for RecycleHeader.
+func RecycleHeaders(req, resp http.Header) {
+	if req == nil || len(req) > recycleMax {
+		req = nil
+	} else {
+		// Emptied first: if resp is the same map, it is empty now, and it is decided
+		// before the map is in the pool, where another exchange may take and fill it.
+		clear(req)
+	}
+	if len(resp) > 0 {
+		RecycleHeader(resp)
+	}
+	if req != nil {
+		headerPool.Put(req)
+	}
+}
+
 // RecycleHeader gives h back, emptied, for a later head to reuse. The caller must hold
 // the only reference left to h: nothing may read or write it afterwards (the values it
 // held, strings, stay valid).

@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -516,5 +517,37 @@ func TestHeaderNamesFromPreviousHead(t *testing.T) {
 	// looked up anew would be a third).
 	if n := testing.AllocsPerRun(100, read); n != 2 {
 		t.Errorf("%v allocations per head, want 2", n)
+	}
+}
+
+// TestRecycleHeaders: an exchange's two maps go back emptied, and one map that is both
+// the request's and the response's goes back once (twice, two later heads would share
+// it).
+func TestRecycleHeaders(t *testing.T) {
+	for range 3 { // empty the pool of what earlier tests left
+		_ = NewHeader(1)
+	}
+	m := http.Header{"X-A": {"1"}}
+	RecycleHeaders(m, m)
+	if len(m) != 0 {
+		t.Fatalf("not emptied: %v", m)
+	}
+	a, b := NewHeader(1), NewHeader(1)
+	a["X-Mark"] = []string{"a"}
+	if len(b) != 0 {
+		t.Fatal("one map given to two heads")
+	}
+	req, resp := http.Header{"X-Req": {"1"}}, http.Header{"X-Resp": {"1"}}
+	RecycleHeaders(req, resp)
+	if len(req) != 0 || len(resp) != 0 {
+		t.Fatalf("not emptied: %v %v", req, resp)
+	}
+	big := http.Header{}
+	for i := range recycleMax + 1 {
+		big[strconv.Itoa(i)] = []string{"v"}
+	}
+	RecycleHeaders(big, nil)
+	if len(big) != recycleMax+1 {
+		t.Fatal("a map larger than recycleMax was taken")
 	}
 }

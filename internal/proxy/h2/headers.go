@@ -208,7 +208,7 @@ func (vs *values) add(h http.Header, k, v string) {
 
 // fieldHeader is the header of fields, names in canonical form.
 func fieldHeader(fields []hpack.HeaderField) http.Header {
-	h := make(http.Header, len(fields))
+	h := h1.NewHeader(len(fields))
 	vals := newValues(len(fields))
 	for _, f := range fields {
 		vals.add(h, h1.CanonicalKey(f.Name), f.Value)

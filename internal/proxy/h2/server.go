@@ -656,7 +656,7 @@ func (c *Conn) newRequest(ctx context.Context, f *headerBlock) (*http.Request, i
 		return nil, 0, errors.New("missing pseudo-header")
 	}
 	regular := f.RegularFields()
-	h := make(http.Header, len(regular))
+	h := h1.NewHeader(len(regular))
 	vals := newValues(len(regular))
 	declared := int64(-1)
 	var cookies []string
@@ -801,6 +801,9 @@ func (s *stream) run() {
 		if open {
 			// The response is complete and the client still sends: it need not.
 			c.resetStream(s.id, http2.ErrCodeNo)
+		}
+		if s.rw.release {
+			h1.RecycleHeaders(s.req.Header, s.rw.header)
 		}
 	} else if !errors.Is(err, errStreamReset) && !errors.Is(err, errStreamClosed) {
 		c.resetStream(s.id, http2.ErrCodeInternal)

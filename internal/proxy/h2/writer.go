@@ -23,7 +23,14 @@ type responseWriter struct {
 	buf         []byte
 	trailers    []string // declared in the Trailer header when the status was chosen
 	err         error
+	release     bool // the header maps go back once the response is written
 }
+
+// ReleaseHeaders says that the handler's exchange ended cleanly and that nothing but
+// the stream holds the request's header map and the response's any more: both go back
+// (h1.RecycleHeaders) once the response has been written. The connection manager
+// calls it under the rules its HTTP/1.1 connections recycle by.
+func (w *responseWriter) ReleaseHeaders() { w.release = true }
 
 var _ http.Flusher = (*responseWriter)(nil)
 

@@ -413,11 +413,7 @@ func (hc *h1conn) recycle(ex *h1exchange, req *http.Request, bodyOK bool) {
 		hc.ex = nil
 		return
 	}
-	h1.RecycleHeader(req.Header)
-	if len(ex.w.header) > 0 {
-		// Empty, it may be the request's map just recycled (a map goes back once).
-		h1.RecycleHeader(ex.w.header)
-	}
+	h1.RecycleHeaders(req.Header, ex.w.header)
 }
 
 // startWatch arms the client-gone watch for a request whose body has been read (or
