@@ -406,3 +406,87 @@ func TestMutualTLSBetweenProxies(t *testing.T) {
 		return nil
 	})
 }
+
+// TestH2UpstreamForwardStateReuse: with an HTTP/2 upstream, the router reuses a
+// request's upstream state once the HTTP/2 client reports the request released, and
+// only then. 16 clients interleave echoes (reused) with answers that come while the
+// request body still flows (the client's body sender still reads it: not reused); each
+// answer is checked against its own request. Under -race, state reused while the
+// sender still read it shows as a race.
+func TestH2UpstreamForwardStateReuse(t *testing.T) {
+	m := newMesh(t, false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/early" {
+			buf := make([]byte, 5)
+			_, _ = io.ReadFull(r.Body, buf)
+			fmt.Fprintf(w, "early %s", buf)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	})}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv.Protocols = &p
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	m.clusters = []types.Resource{h2Cluster(t, "h2"), edsCluster("a"), edsCluster("b")}
+	m.eps = []types.Resource{endpoints("h2", ln.Addr().String()), endpoints("a", m.a.addr), endpoints("b", m.b.addr)}
+	m.routes(t, prefixRoute("/", "h2"))
+	eventually(t, 10*time.Second, func() error {
+		if code, _, body := get(t, m.c, m.url+"/ready"); code != 200 || body != "" {
+			return fmt.Errorf("%d %q", code, body)
+		}
+		return nil
+	})
+
+	const n, workers = 160, 16
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Timeout: 20 * time.Second, Transport: tr}
+			for i := w; i < n; i += workers {
+				sent := fmt.Sprintf("body %d", i)
+				var body io.Reader = strings.NewReader(sent)
+				path, want := "/echo", sent
+				var pw *io.PipeWriter
+				if i%2 == 1 {
+					var pr *io.PipeReader
+					pr, pw = io.Pipe()
+					body = pr
+					go func() { _, _ = pw.Write([]byte("first")) }()
+					path, want = "/early", "early first"
+				}
+				req, _ := http.NewRequest("POST", m.url+path, body)
+				resp, err := c.Do(req)
+				if pw != nil {
+					_, _ = pw.Write([]byte("late bytes"))
+					pw.Close()
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%d %s: %v", i, path, err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != want {
+					errs <- fmt.Errorf("%d %s: %d %q, want %q", i, path, resp.StatusCode, b, want)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -178,6 +178,7 @@ type clientStream struct {
 	watched     bool        // its request's context is watched (see watchDelay)
 	ticks       int         // watch ticks seen in flight
 	stopWatch   func() bool // stops that watch
+	sending     bool        // sendBody runs
 }
 
 // RoundTrip sends req as a stream and returns the response once its head arrives;
@@ -264,8 +265,10 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	switch {
 	case inline != nil && (n < int64(len(inline)) || len(req.Trailer) > 0):
+		s.startSending()
 		go s.sendBody(bytes.NewReader(inline[n:]))
 	case streaming:
+		s.startSending()
 		go s.sendBody(body)
 	}
 
@@ -358,10 +361,21 @@ func (s *clientStream) watch() {
 	c.mu.Unlock()
 }
 
+func (s *clientStream) startSending() {
+	s.c.mu.Lock()
+	s.sending = true
+	s.c.mu.Unlock()
+}
+
 // sendBody sends the rest of the request body as DATA frames, then the trailers or
 // END_STREAM.
 func (s *clientStream) sendBody(body io.Reader) {
 	c := s.c
+	defer func() { // last: the stream's request is not read after this
+		c.mu.Lock()
+		s.sending = false
+		c.mu.Unlock()
+	}()
 	bp := bodyBufs.Get().(*[]byte)
 	defer bodyBufs.Put(bp)
 	buf := *bp
@@ -775,6 +789,20 @@ func (b *responseBody) Read(p []byte) (int, error) {
 		s.finish(nil)
 	}
 	return n, err
+}
+
+// Released reports whether nothing of the connection holds the stream's request any
+// more (its caller may then reuse the request's memory): the stream ended cleanly both
+// ways and is forgotten, its request body's sender has returned, and no watch of its
+// request's context was ever set up or is about to be (no watch tick saw the stream
+// in flight). The stream itself is not reused: a frame handled late may still reach it.
+func (b *responseBody) Released() bool {
+	s := b.s
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, open := c.streams[s.id]
+	return !open && s.err == nil && s.localClosed && s.readDone && !s.sending && !s.watched && s.ticks == 0
 }
 
 // Buffered reports whether the whole response has arrived, trailers included

@@ -406,3 +406,77 @@ func TestClientCancelWhileWaiting(t *testing.T) {
 		t.Errorf("%d streams in flight after both gave up", n)
 	}
 }
+
+// TestClientReleased: a response body reports its request released (the router then
+// reuses the request's memory) only once the stream is over both ways and nothing of
+// the connection can read the request again: not before the body's end, not while the
+// request body's sender runs, not when the request's context was watched.
+func TestClientReleased(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/early" {
+			buf := make([]byte, 5)
+			io.ReadFull(r.Body, buf) // and answers while the rest still comes
+		} else {
+			io.Copy(io.Discard, r.Body)
+		}
+		io.WriteString(w, "ok")
+	})
+	released := func(resp *http.Response) bool {
+		r, ok := resp.Body.(interface{ Released() bool })
+		return ok && r.Released()
+	}
+	for name, addr := range upstreams(t, h, 0) {
+		t.Run(name, func(t *testing.T) {
+			cc := dialClient(t, addr)
+			// Bodyless, a body sent with the head, a streamed body.
+			pr, pw := io.Pipe()
+			go func() { pw.Write(make([]byte, 100)); pw.Close() }()
+			for i, body := range []io.Reader{nil, strings.NewReader("hello"), pr} {
+				req, _ := http.NewRequest("POST", "http://svc.test/", body)
+				resp, err := roundTrip(cc, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
+					t.Fatalf("request %d: %q %v", i, b, err)
+				}
+				// The streamed body's sender may still be ending the stream.
+				deadline := time.Now().Add(5 * time.Second)
+				for !released(resp) && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+				if !released(resp) {
+					t.Fatalf("request %d: not released after its exchange", i)
+				}
+			}
+
+			// The answer came while the request body still flows.
+			pr, pw = io.Pipe()
+			go pw.Write([]byte("hello")) // and no more until the response was read
+			req, _ := http.NewRequest("POST", "http://svc.test/early", pr)
+			resp, err := roundTrip(cc, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.ReadAll(resp.Body)
+			if released(resp) {
+				t.Fatal("released while the request body's sender runs")
+			}
+			resp.Body.Close()
+			pw.Close()
+
+			// A near deadline: the context is watched from the start.
+			ctx, cancel := context.WithTimeout(context.Background(), watchDelay/2)
+			defer cancel()
+			req, _ = http.NewRequestWithContext(ctx, "GET", "http://svc.test/", nil)
+			resp, err = roundTrip(cc, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.ReadAll(resp.Body)
+			if released(resp) {
+				t.Fatal("released although its context was watched")
+			}
+		})
+	}
+}

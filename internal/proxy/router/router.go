@@ -993,12 +993,13 @@ type forwardState struct {
 
 var forwardStates = sync.Pool{New: func() any { return new(forwardState) }}
 
-// releaser is a response body that knows when its transport let go of the request,
-// and whose response's storage can serve a later one (the HTTP/1.1 pool's).
-type releaser interface {
-	Released() bool
-	Recycle()
-}
+// releaser is a response body that knows when its transport let go of the request
+// (the HTTP/1.1 pool's and the HTTP/2 client's); a recycler's response storage can
+// serve a later response then (the HTTP/1.1 pool's).
+type (
+	releaser interface{ Released() bool }
+	recycler interface{ Recycle() }
+)
 
 // release gives fs, and the response's storage, back for later requests when nothing
 // can still hold them: one attempt, whose response was written downstream and whose
@@ -1016,7 +1017,9 @@ func (fs *forwardState) release(resp *http.Response, attempts int) {
 		return
 	}
 	// Nothing reads the response after this; its header maps are not recycled here.
-	r.Recycle()
+	if rc, ok := r.(recycler); ok {
+		rc.Recycle()
+	}
 	if fs.timeout.real.Load() != nil {
 		return
 	}

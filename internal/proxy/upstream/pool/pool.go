@@ -547,6 +547,14 @@ func (b *body) Close() error {
 // Buffered passes on the connection's answer (h1.BodyBuffered).
 func (b *body) Buffered() bool { return h1.BodyBuffered(b.rc) }
 
+// Released passes on the connection's answer once this body ended too: whether nothing
+// of the connection holds the request any more (see h1body.Released). A connection
+// that cannot tell (net/http's) never says so.
+func (b *body) Released() bool {
+	r, ok := b.rc.(interface{ Released() bool })
+	return ok && b.done.Load() && r.Released()
+}
+
 func (b *body) finish() {
 	if b.done.CompareAndSwap(false, true) {
 		b.pc.pool.requestDone(b.pc, true)
