@@ -189,21 +189,31 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	// A small body that is all here (a gRPC request usually is, without a length) goes
 	// with the head, in one write; a larger one is streamed after what was read of it.
 	var inline []byte
+	var bp *[dataChunk + 1]byte // inline's buffer, given back once inline is written
 	body := req.Body
 	if hasBody && req.ContentLength <= dataChunk && h1.BodyBuffered(req.Body) {
-		b, err := io.ReadAll(io.LimitReader(req.Body, dataChunk+1))
+		// Read into a pooled buffer: io.ReadAll's, grown from 512 bytes, was the
+		// largest allocation of a proxied request. The rare rest is copied out.
+		bp = inlineBufs.Get().(*[dataChunk + 1]byte)
+		n, err := io.ReadFull(req.Body, bp[:])
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = nil
+		}
 		if err != nil {
+			inlineBufs.Put(bp)
 			c.Release()
 			return nil, err
 		}
-		if len(b) <= dataChunk {
-			inline, hasBody = b, len(b) > 0
+		if n <= dataChunk {
+			inline, hasBody = bp[:n], n > 0
 			req.Body.Close()
 		} else {
 			body = struct {
 				io.Reader
 				io.Closer
-			}{io.MultiReader(bytes.NewReader(b), req.Body), req.Body}
+			}{io.MultiReader(bytes.NewReader(bytes.Clone(bp[:n])), req.Body), req.Body}
+			inlineBufs.Put(bp)
+			bp = nil
 		}
 	}
 
@@ -214,6 +224,9 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
+		if bp != nil {
+			inlineBufs.Put(bp)
+		}
 		return nil, err
 	}
 	c.inFlight++
@@ -255,6 +268,9 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil
 	})
 	if err != nil {
+		if bp != nil {
+			inlineBufs.Put(bp)
+		}
 		s.finish(err)
 		return nil, err
 	}
@@ -266,10 +282,14 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch {
 	case inline != nil && (n < int64(len(inline)) || len(req.Trailer) > 0):
 		s.startSending()
-		go s.sendBody(bytes.NewReader(inline[n:]))
+		go s.sendBody(bytes.NewReader(bytes.Clone(inline[n:])))
 	case streaming:
 		s.startSending()
 		go s.sendBody(body)
+	}
+	if bp != nil {
+		inlineBufs.Put(bp)
+		inline = nil
 	}
 
 	c.mu.Lock()
@@ -436,6 +456,10 @@ func (s *clientStream) sendData(p []byte) error {
 }
 
 var bodyBufs = sync.Pool{New: func() any { b := make([]byte, dataChunk); return &b }}
+
+// inlineBufs hold a small request body sent with its head: one more byte than a
+// chunk, to tell a body that does not fit.
+var inlineBufs = sync.Pool{New: func() any { return new([dataChunk + 1]byte) }}
 
 // encodeRequest HPACK-encodes a request head into c.hbuf (under wmu).
 func (c *ClientConn) encodeRequest(req *http.Request, length int64, known bool) {
