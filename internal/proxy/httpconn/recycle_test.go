@@ -2,6 +2,7 @@ package httpconn
 
 import (
 	"net/http"
+	"regexp"
 	"testing"
 
 	"github.com/weft-mesh/weft/internal/proxy/stream"
@@ -39,5 +40,22 @@ func TestRecycleOnlyClean(t *testing.T) {
 				t.Fatalf("header maps given back = %v (request %v, response %v), want %v", given, req.Header, ex.w.header, tc.clean)
 			}
 		})
+	}
+}
+
+// TestNewRequestID: a version 4 UUID in Envoy's form, each different, as a header value
+// of one field in one allocation.
+func TestNewRequestID(t *testing.T) {
+	re := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	seen := map[string]bool{}
+	for range 100 {
+		v := newRequestID()
+		if len(v) != 1 || cap(v) != 1 || !re.MatchString(v[0]) || seen[v[0]] {
+			t.Fatalf("%q (cap %d)", v, cap(v))
+		}
+		seen[v[0]] = true
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = newRequestID() }); n != 1 {
+		t.Fatalf("%v allocations, want 1", n)
 	}
 }

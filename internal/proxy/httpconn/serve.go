@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/weft-mesh/weft/internal/proxy/filter"
 	"github.com/weft-mesh/weft/internal/proxy/h1"
@@ -194,8 +195,9 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 	// (use_remote_address) and preserve_external_request_id is off.
 	id := h1.FirstValue(h, "X-Request-Id")
 	if m.generateRequestID && (id == "" || (m.useRemoteAddress && !m.preserveRequestID)) {
-		id = newRequestID()
-		h.Set("X-Request-Id", id)
+		v := newRequestID()
+		h["X-Request-Id"] = v
+		id = v[0]
 	}
 	info.RequestID = id
 
@@ -243,13 +245,21 @@ func joinComma(v []string) string {
 	return string(b)
 }
 
-// newRequestID returns a random UUID version 4, Envoy's x-request-id form.
-func newRequestID() string {
+// requestID is a request id and the header value that holds it, in one allocation.
+type requestID struct {
+	b [36]byte
+	v [1]string
+}
+
+// newRequestID returns a random UUID version 4, Envoy's x-request-id form, as a header
+// value.
+func newRequestID() []string {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
-	var b [36]byte
+	x := new(requestID)
+	b := &x.b
 	hex.Encode(b[0:8], u[0:4])
 	b[8] = '-'
 	hex.Encode(b[9:13], u[4:6])
@@ -259,7 +269,9 @@ func newRequestID() string {
 	hex.Encode(b[19:23], u[8:10])
 	b[23] = '-'
 	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+	// The string is the array's bytes, which are never written again.
+	x.v[0] = unsafe.String(&b[0], len(b))
+	return x.v[:]
 }
 
 func (m *Manager) account(info *stream.Info) {
