@@ -107,6 +107,7 @@ type Conn struct {
 	// The serve goroutine's own.
 	sawSettings bool      // the first frame was seen
 	pending     []*stream // opened, handler not started yet (see dispatch)
+	free        []*stream // streams of exchanges that ended cleanly, for new ones (c.mu)
 }
 
 // Serve serves HTTP/2 on nc until the connection ends; br reads nc and may hold bytes
@@ -507,12 +508,13 @@ func (c *Conn) onHeaders(f *headerBlock) error {
 		return c.refuseHeaders(id, http.StatusRequestHeaderFieldsTooLarge)
 	}
 	ctx, cancel := context.WithCancelCause(c.cfg.Context)
-	req, declared, err := c.newRequest(ctx, f)
+	s := c.newStream()
+	req, declared, err := c.newRequest(ctx, f, &s.reqBuf)
 	if err != nil {
 		cancel(err)
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
-	s := &stream{c: c, id: id, cancel: cancel}
+	s.id, s.cancel = id, cancel
 	s.inbound = inbound{recvWin: newRecvWindow(c.cfg.StreamWindow), declared: declared}
 	if f.StreamEnded() {
 		if declared > 0 {
@@ -523,8 +525,8 @@ func (c *Conn) onHeaders(f *headerBlock) error {
 		req.Body = http.NoBody
 		req.ContentLength = 0
 	} else {
-		req.Body = &s.body
-		s.body.s = s
+		s.body = &requestBody{s: s, c: c, gen: s.gen}
+		req.Body = s.body
 		req.ContentLength = declared
 		if vs := req.Header["Trailer"]; len(vs) > 0 {
 			req.Trailer = http.Header{}
@@ -647,7 +649,7 @@ func (c *Conn) refuseHeaders(id uint32, status int) error {
 
 // newRequest makes the request of a HEADERS frame; declared is its content-length,
 // -1 when it has none.
-func (c *Conn) newRequest(ctx context.Context, f *headerBlock) (*http.Request, int64, error) {
+func (c *Conn) newRequest(ctx context.Context, f *headerBlock, dst *http.Request) (*http.Request, int64, error) {
 	method := f.PseudoValue("method")
 	path := f.PseudoValue("path")
 	scheme := f.PseudoValue("scheme")
@@ -693,10 +695,11 @@ func (c *Conn) newRequest(ctx context.Context, f *headerBlock) (*http.Request, i
 		}
 		delete(h, "Host")
 	}
-	// The request is made with its context (WithContext of a zero request: one
-	// allocation, where a literal and WithContext would be two).
+	// The request is the stream's, made with its context (the copy WithContext makes
+	// of a zero request stays on the stack).
 	var zero http.Request
-	r := zero.WithContext(ctx)
+	*dst = *zero.WithContext(ctx)
+	r := dst
 	r.Method, r.Proto, r.ProtoMajor = method, "HTTP/2.0", 2
 	r.Header, r.Host, r.RequestURI = h, authority, path
 	r.RemoteAddr, r.TLS = c.cfg.RemoteAddr, c.cfg.TLS
@@ -720,13 +723,21 @@ func (c *Conn) newRequest(ctx context.Context, f *headerBlock) (*http.Request, i
 }
 
 // stream is one request and its response.
+//
+// A stream whose exchange ended cleanly serves a later stream of its connection: its
+// response writer, request and flow state are one allocation, which was the largest
+// of an HTTP/2 request after its header maps.
 type stream struct {
 	c      *Conn
 	id     uint32
 	req    *http.Request
 	cancel context.CancelCauseFunc
 	rw     responseWriter
-	body   requestBody
+	body   *requestBody // nil without a body
+	reqBuf http.Request // what req points to
+	// gen counts the stream's uses (see Conn.free); a body of an earlier use reads
+	// nothing of a later one's.
+	gen uint32
 
 	// Guarded by c.mu. The flow's condition also wakes the body's reader (data, end,
 	// reset).
@@ -734,6 +745,26 @@ type stream struct {
 	inbound           // the request body
 	localClosed bool  // END_STREAM sent
 	err         error // the stream failed (reset, connection gone)
+}
+
+// maxFree bounds a connection's streams kept for reuse.
+const maxFree = 16
+
+// newStream is a stream of c's free list, cleared, or a new one.
+func (c *Conn) newStream() *stream {
+	c.mu.Lock()
+	n := len(c.free)
+	if n == 0 {
+		c.mu.Unlock()
+		return &stream{c: c}
+	}
+	s := c.free[n-1]
+	c.free[n-1] = nil
+	c.free = c.free[:n-1]
+	// Cleared under c.mu: a body of an earlier use may still check its generation.
+	*s = stream{c: c, gen: s.gen}
+	c.mu.Unlock()
+	return s
 }
 
 func (s *stream) endRemoteLocked() {
@@ -780,7 +811,7 @@ func (s *stream) failLocked(err error) {
 // run serves the stream's request and sends what the handler left unsent.
 func (s *stream) run() {
 	c := s.c
-	aborted := false
+	aborted, reuse := false, false
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
@@ -804,18 +835,30 @@ func (s *stream) run() {
 		}
 		if s.rw.release {
 			h1.RecycleHeaders(s.req.Header, s.rw.header)
+			reuse = true
 		}
 	} else if !errors.Is(err, errStreamReset) && !errors.Is(err, errStreamClosed) {
 		c.resetStream(s.id, http2.ErrCodeInternal)
 	}
-	s.body.Close()
+	if s.body != nil {
+		s.body.Close()
+	}
 	c.mu.Lock()
 	c.running--
-	if _, ok := c.streams[s.id]; ok && s.err != nil {
+	_, open := c.streams[s.id]
+	if open && s.err != nil {
 		delete(c.streams, s.id)
+		open = false
 	}
 	idle := c.running == 0 && len(c.streams) == 0
 	s.cancel(errStreamClosed)
+	if reuse && !open && len(c.free) < maxFree {
+		// Nothing frames bring can reach the stream now (it is forgotten), its
+		// handler is over, and the connection manager said nothing else holds its
+		// request: it serves a later stream of this connection.
+		s.gen++
+		c.free = append(c.free, s)
+	}
 	c.armIdleLocked()
 	away := c.goingAway && idle
 	c.mu.Unlock()
@@ -825,36 +868,42 @@ func (s *stream) run() {
 }
 
 // requestBody is a request's body: the bytes DATA frames brought, read by the handler.
-type requestBody struct{ s *stream }
+// It is made for each request: one held after its exchange (a transport's late read)
+// finds its stream's generation gone and reads nothing of the next request's.
+type requestBody struct {
+	s   *stream
+	c   *Conn
+	gen uint32
+}
 
 func (b *requestBody) Read(p []byte) (int, error) {
-	s := b.s
-	c := s.c
+	s, c := b.s, b.c
 	c.mu.Lock()
+	if b.gen != s.gen {
+		c.mu.Unlock()
+		return 0, errBodyClosed // its stream serves another request now
+	}
 	n, upd, supd, err := s.read(&c.recv, &s.wake, p, func() error { return s.err }, errBodyClosed)
+	id := s.id
 	c.mu.Unlock()
-	c.sendUpdates(s.id, supd, upd)
+	c.sendUpdates(id, supd, upd)
 	return n, err
 }
 
 // Buffered reports whether the whole body has arrived (h1.BodyBuffered): it can be
 // read without waiting on the client.
 func (b *requestBody) Buffered() bool {
-	c := b.s.c
+	c := b.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return b.s.remoteClosed && b.s.err == nil && !b.s.bodyClosed
+	return b.gen == b.s.gen && b.s.remoteClosed && b.s.err == nil && !b.s.bodyClosed
 }
 
 // Close stops reading the body; what is buffered or still arrives is given back.
 func (b *requestBody) Close() error {
-	s := b.s
-	if s == nil {
-		return nil
-	}
-	c := s.c
+	s, c := b.s, b.c
 	c.mu.Lock()
-	if s.bodyClosed {
+	if s.bodyClosed || b.gen != s.gen {
 		c.mu.Unlock()
 		return nil
 	}

@@ -514,3 +514,50 @@ func TestServeRapidReset(t *testing.T) {
 		t.Errorf("%d handlers started, want at most twice the limit of 2", n)
 	}
 }
+
+// TestServeStreamReuse: after an exchange its handler declared clean (ReleaseHeaders),
+// the stream, its request included, serves the connection's next stream; a body kept
+// from the earlier request reads nothing of the later one's, and each request sees
+// its own method, path, header and body.
+func TestServeStreamReuse(t *testing.T) {
+	var mu sync.Mutex
+	var kept io.Reader
+	reqs := map[*http.Request]bool{}
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reqs[r] = true
+		old := kept
+		kept = r.Body
+		mu.Unlock()
+		if old != nil {
+			if n, err := old.Read(make([]byte, 64)); n > 0 || err == nil {
+				t.Errorf("%s: an earlier request's body read %d bytes (err %v)", r.URL.Path, n, err)
+			}
+		}
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("read body: %v", err)
+		}
+		w.Header().Set("X-Got", fmt.Sprintf("%s %s %s %s", r.Method, r.URL.Path, r.Header.Get("X-N"), b))
+		w.(interface{ ReleaseHeaders() }).ReleaseHeaders()
+	}), Config{})
+	c := client(t)
+	for i := range 20 {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("http://%s/p%d", s.addr, i), strings.NewReader(fmt.Sprintf("body %d", i)))
+		req.Header.Set("X-N", fmt.Sprint(i))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if got, want := resp.Header.Get("X-Got"), fmt.Sprintf("POST /p%d %d body %d", i, i, i); got != want {
+			t.Fatalf("request %d: %q, want %q", i, got, want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reqs) >= 20 {
+		t.Fatalf("20 requests in %d request structs: the streams were not reused", len(reqs))
+	}
+}
