@@ -27,9 +27,11 @@ type responseWriter struct {
 }
 
 // ReleaseHeaders says that the handler's exchange ended cleanly and that nothing but
-// the stream holds the request's header map and the response's any more: both go back
-// (h1.RecycleHeaders) once the response has been written. The connection manager
-// calls it under the rules its HTTP/1.1 connections recycle by.
+// the stream holds the request (its body aside), the request's header map and the
+// response's any more: the maps go back (h1.RecycleHeaders) once the response has been
+// written, and the stream with its request serves a later stream once frames can no
+// longer reach it. The connection manager calls it under the rules its HTTP/1.1
+// connections recycle by.
 func (w *responseWriter) ReleaseHeaders() { w.release = true }
 
 var _ http.Flusher = (*responseWriter)(nil)

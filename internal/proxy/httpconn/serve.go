@@ -31,7 +31,7 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.serve(w, r, st)
 	if st.info.Flags == 0 && st.info.Attempts <= 1 && !st.rw.hijacked {
 		exchangeStates.Put(st)
-		// The header maps too, once the server has written the response.
+		// The header maps and the server's stream too, once it wrote the response.
 		if hr, ok := w.(headerReleaser); ok {
 			hr.ReleaseHeaders()
 		}
@@ -39,7 +39,7 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // headerReleaser is a server's response writer that gives the exchange's header maps
-// back when told (the HTTP/2 server's).
+// and request storage back when told (the HTTP/2 server's).
 type headerReleaser interface{ ReleaseHeaders() }
 
 var exchangeStates = sync.Pool{New: func() any { return new(exchangeState) }}
