@@ -34,6 +34,23 @@ import (
 	"github.com/weft-mesh/weft/internal/proxy/tlsctx/tlstest"
 )
 
+// h2cUpstream serves srv (HTTP/2 without TLS, prior knowledge) on a loopback port and
+// points the mesh's cluster "h2" at it, with "a" and "b" as usual.
+func h2cUpstream(t *testing.T, m *mesh, srv *http.Server) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv.Protocols = &p
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	m.clusters = []types.Resource{h2Cluster(t, "h2"), edsCluster("a"), edsCluster("b")}
+	m.eps = []types.Resource{endpoints("h2", ln.Addr().String()), endpoints("a", m.a.addr), endpoints("b", m.b.addr)}
+}
+
 // h2Cluster is an EDS cluster that speaks HTTP/2 (h2c) to its hosts.
 func h2Cluster(t testing.TB, name string) *clusterv3.Cluster {
 	c := edsCluster(name)
@@ -236,10 +253,6 @@ func TestWebSocketUpgrade(t *testing.T) {
 
 func TestHTTP2MultiplexesToUpstream(t *testing.T) {
 	m := newMesh(t, false)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var conns atomic.Int64
 	var inflight, peak atomic.Int64
 	srv := &http.Server{
@@ -262,14 +275,7 @@ func TestHTTP2MultiplexesToUpstream(t *testing.T) {
 			}
 		},
 	}
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	srv.Protocols = &p
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-
-	m.clusters = []types.Resource{h2Cluster(t, "h2"), edsCluster("a"), edsCluster("b")}
-	m.eps = []types.Resource{endpoints("h2", ln.Addr().String()), endpoints("a", m.a.addr), endpoints("b", m.b.addr)}
+	h2cUpstream(t, m, srv)
 	m.routes(t, prefixRoute("/", "h2"))
 	m.waitBackend(t, "/", "h2")
 	conns.Store(0)
@@ -415,10 +421,6 @@ func TestMutualTLSBetweenProxies(t *testing.T) {
 // sender still read it shows as a race.
 func TestH2UpstreamForwardStateReuse(t *testing.T) {
 	m := newMesh(t, false)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/early" {
 			buf := make([]byte, 5)
@@ -429,13 +431,7 @@ func TestH2UpstreamForwardStateReuse(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		_, _ = w.Write(b)
 	})}
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	srv.Protocols = &p
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	m.clusters = []types.Resource{h2Cluster(t, "h2"), edsCluster("a"), edsCluster("b")}
-	m.eps = []types.Resource{endpoints("h2", ln.Addr().String()), endpoints("a", m.a.addr), endpoints("b", m.b.addr)}
+	h2cUpstream(t, m, srv)
 	m.routes(t, prefixRoute("/", "h2"))
 	eventually(t, 10*time.Second, func() error {
 		if code, _, body := get(t, m.c, m.url+"/ready"); code != 200 || body != "" {
@@ -444,49 +440,30 @@ func TestH2UpstreamForwardStateReuse(t *testing.T) {
 		return nil
 	})
 
-	const n, workers = 160, 16
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tr := &http.Transport{}
-			defer tr.CloseIdleConnections()
-			c := &http.Client{Timeout: 20 * time.Second, Transport: tr}
-			for i := w; i < n; i += workers {
-				sent := fmt.Sprintf("body %d", i)
-				var body io.Reader = strings.NewReader(sent)
-				path, want := "/echo", sent
-				var pw *io.PipeWriter
-				if i%2 == 1 {
-					var pr *io.PipeReader
-					pr, pw = io.Pipe()
-					body = pr
-					go func() { _, _ = pw.Write([]byte("first")) }()
-					path, want = "/early", "early first"
-				}
-				req, _ := http.NewRequest("POST", m.url+path, body)
-				resp, err := c.Do(req)
-				if pw != nil {
-					_, _ = pw.Write([]byte("late bytes"))
-					pw.Close()
-				}
-				if err != nil {
-					errs <- fmt.Errorf("%d %s: %v", i, path, err)
-					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 || string(b) != want {
-					errs <- fmt.Errorf("%d %s: %d %q, want %q", i, path, resp.StatusCode, b, want)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	interleave(t, 160, 16, func() *http.Client { return h1Client(t) }, func(c *http.Client, i int) error {
+		sent := fmt.Sprintf("body %d", i)
+		var body io.Reader = strings.NewReader(sent)
+		path, want := "/echo", sent
+		var pw *io.PipeWriter
+		if i%2 == 1 {
+			var pr *io.PipeReader
+			pr, pw = io.Pipe()
+			body = pr
+			go func() { _, _ = pw.Write([]byte("first")) }()
+			path, want = "/early", "early first"
+		}
+		req, _ := http.NewRequest("POST", m.url+path, body)
+		resp, b, err := do(c, req)
+		if pw != nil {
+			_, _ = pw.Write([]byte("late bytes"))
+			pw.Close()
+		}
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 || b != want {
+			return fmt.Errorf("%s: %d %q, want %q", path, resp.StatusCode, b, want)
+		}
+		return nil
+	})
 }

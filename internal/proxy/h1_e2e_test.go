@@ -657,35 +657,46 @@ func TestH2ExchangesInterleaved(t *testing.T) {
 	}}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Timeout: 20 * time.Second, Transport: tr}
-	const n, workers = 300, 16
+	interleave(t, 300, 16, func() *http.Client { return c }, func(c *http.Client, i int) error {
+		var path, wantBody string
+		wantCode := 200
+		switch i % 3 {
+		case 0:
+			path, wantBody = "/echo", fmt.Sprintf("body %d", i)
+		case 1:
+			path, wantBody = "/direct", "direct"
+		default:
+			path, wantCode = "/none", http.StatusServiceUnavailable
+		}
+		req, _ := http.NewRequest("POST", m.url+path, strings.NewReader(fmt.Sprintf("body %d", i)))
+		req.Header.Set("X-Request-Id", fmt.Sprintf("req-%d", i))
+		resp, b, err := do(c, req)
+		if err != nil {
+			return err
+		}
+		if resp.ProtoMajor != 2 || resp.StatusCode != wantCode || (wantBody != "" && b != wantBody) {
+			return fmt.Errorf("%s: %s %d %q", path, resp.Proto, resp.StatusCode, b)
+		}
+		return nil
+	})
+}
+
+// interleave runs exchanges 0 to n-1 from workers goroutines at once, exchange i on
+// worker i % workers with the client newClient gave that worker, and reports each
+// exchange's error; a worker stops at its first.
+func interleave(t *testing.T, n, workers int, newClient func() *http.Client, exchange func(c *http.Client, i int) error) {
+	t.Helper()
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			c := newClient()
 			for i := w; i < n; i += workers {
-				var path, wantBody string
-				wantCode := 200
-				switch i % 3 {
-				case 0:
-					path, wantBody = "/echo", fmt.Sprintf("body %d", i)
-				case 1:
-					path, wantBody = "/direct", "direct"
-				default:
-					path, wantCode = "/none", http.StatusServiceUnavailable
-				}
-				req, _ := http.NewRequest("POST", m.url+path, strings.NewReader(fmt.Sprintf("body %d", i)))
-				req.Header.Set("X-Request-Id", fmt.Sprintf("req-%d", i))
-				resp, err := c.Do(req)
-				if err != nil {
-					errs <- fmt.Errorf("%d: %v", i, err)
+				if err := exchange(c, i); err != nil {
+					errs <- fmt.Errorf("exchange %d: %w", i, err)
 					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.ProtoMajor != 2 || resp.StatusCode != wantCode || (wantBody != "" && string(b) != wantBody) {
-					errs <- fmt.Errorf("%d %s: %s %d %q", i, path, resp.Proto, resp.StatusCode, b)
 				}
 			}
 		}()
@@ -695,6 +706,24 @@ func TestH2ExchangesInterleaved(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// h1Client is a client with a transport of its own, closed at the test's end.
+func h1Client(t *testing.T) *http.Client {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Timeout: 20 * time.Second, Transport: tr}
+}
+
+// do sends req and reads the whole answer.
+func do(c *http.Client, req *http.Request) (*http.Response, string, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b), err
 }
 
 // TestH1ForwardStateReuse: the router reuses a request's upstream state (request, URL,
@@ -712,61 +741,41 @@ func TestH1ForwardStateReuse(t *testing.T) {
 	timed.GetRoute().PrefixRewrite = "/"
 	m.pushRC(t, routeConfig("r", timed, prefixRoute("/", "a")))
 	m.waitBackend(t, "/t/echo", "")
-	const n, workers = 160, 16
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tr := &http.Transport{}
-			defer tr.CloseIdleConnections()
-			c := &http.Client{Timeout: 20 * time.Second, Transport: tr}
-			for i := w; i < n; i += workers {
-				sent := fmt.Sprintf("body %d", i)
-				var body io.Reader = strings.NewReader(sent)
-				path, wantCode, wantBody := "/echo", 200, sent
-				var pw *io.PipeWriter
-				switch i % 4 {
-				case 1:
-					path = "/t/echo"
-				case 2:
-					if i%8 == 2 {
-						path, wantBody = "/t/slow", "POST /slow"
-					}
-				case 3:
-					// The upstream answers and closes while the body is
-					// still coming: the proxy's body writer is still reading
-					// when the response ends.
-					var pr *io.PipeReader
-					pr, pw = io.Pipe()
-					body = pr
-					go func() { _, _ = pw.Write([]byte("first bytes")) }()
-					path, wantCode, wantBody = "/early", http.StatusRequestEntityTooLarge, "too big"
-				}
-				req, _ := http.NewRequest("POST", m.url+path, body)
-				resp, err := c.Do(req)
-				if pw != nil {
-					_, _ = pw.Write([]byte("late bytes"))
-					pw.Close()
-				}
-				if err != nil {
-					errs <- fmt.Errorf("%d %s: %v", i, path, err)
-					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != wantCode || string(b) != wantBody {
-					errs <- fmt.Errorf("%d %s: %d %q, want %d %q", i, path, resp.StatusCode, b, wantCode, wantBody)
-				}
+	interleave(t, 160, 16, func() *http.Client { return h1Client(t) }, func(c *http.Client, i int) error {
+		sent := fmt.Sprintf("body %d", i)
+		var body io.Reader = strings.NewReader(sent)
+		path, wantCode, wantBody := "/echo", 200, sent
+		var pw *io.PipeWriter
+		switch i % 4 {
+		case 1:
+			path = "/t/echo"
+		case 2:
+			if i%8 == 2 {
+				path, wantBody = "/t/slow", "POST /slow"
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		case 3:
+			// The upstream answers and closes while the body is still coming: the
+			// proxy's body writer is still reading when the response ends.
+			var pr *io.PipeReader
+			pr, pw = io.Pipe()
+			body = pr
+			go func() { _, _ = pw.Write([]byte("first bytes")) }()
+			path, wantCode, wantBody = "/early", http.StatusRequestEntityTooLarge, "too big"
+		}
+		req, _ := http.NewRequest("POST", m.url+path, body)
+		resp, b, err := do(c, req)
+		if pw != nil {
+			_, _ = pw.Write([]byte("late bytes"))
+			pw.Close()
+		}
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != wantCode || b != wantBody {
+			return fmt.Errorf("%s: %d %q, want %d %q", path, resp.StatusCode, b, wantCode, wantBody)
+		}
+		return nil
+	})
 }
 
 // TestH1UpgradeWithEarlyBytes: a WebSocket-style upgrade whose first frame comes in the
