@@ -1005,7 +1005,7 @@ type (
 // can still hold them: one attempt, whose response was written downstream and whose
 // transport reports the request released, and a route-timeout context that nothing
 // ever waited on (no Done, so no AfterFunc and no goroutine of the context package
-// has it). Anything else (a retry, a failure, an upgrade, an HTTP/2 upstream, an
+// has it). Anything else (a retry, a failure, an upgrade, net/http's transport, an
 // upstream that answered before the request body was sent) leaves both to the
 // collector: a transport may still read the request, its body or its context.
 func (fs *forwardState) release(resp *http.Response, attempts int) {
