@@ -21,25 +21,25 @@ func newXFCC(cfg *hcmv3.HttpConnectionManager) (xfccPolicy, error) {
 	return xfccPolicy{mode: cfg.GetForwardClientCertDetails()}, nil
 }
 
-const xfccHeader = "X-Forwarded-Client-Cert"
+const xfccHeader = "X-Forwarded-Client-Cert" // canonical: used as the map key directly
 
 func (p xfccPolicy) apply(h http.Header, c *listener.Conn) {
 	mtls := c != nil && c.TLS && c.PeerPrincipal != ""
 	switch p.mode {
 	case hcmv3.HttpConnectionManager_SANITIZE:
-		h.Del(xfccHeader)
+		delete(h, xfccHeader)
 	case hcmv3.HttpConnectionManager_FORWARD_ONLY:
 		if !mtls {
-			h.Del(xfccHeader)
+			delete(h, xfccHeader)
 		}
 	case hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY:
 	case hcmv3.HttpConnectionManager_APPEND_FORWARD, hcmv3.HttpConnectionManager_SANITIZE_SET:
 		if !mtls {
 			if p.mode == hcmv3.HttpConnectionManager_SANITIZE_SET {
-				h.Del(xfccHeader)
+				delete(h, xfccHeader)
 			} else if c == nil || !c.TLS {
 				// Envoy only forwards an XFCC header received over mTLS.
-				h.Del(xfccHeader)
+				delete(h, xfccHeader)
 			}
 			return
 		}

@@ -134,7 +134,7 @@ type forward struct {
 	appendXFH        bool
 
 	timeout              time.Duration // 0: none
-	timeoutMs            string        // timeout in ms, for x-envoy-expected-rq-timeout-ms
+	timeoutVal           []string      // timeout in ms, x-envoy-expected-rq-timeout-ms's value (shared, as millisSlices)
 	hasIdleTimeout       bool
 	idleTimeout          time.Duration
 	hasMaxStreamDuration bool
@@ -495,7 +495,7 @@ func compileForward(a *routev3.RouteAction, vc *vhostLevel) (*forward, []error) 
 	if t := a.GetTimeout(); t != nil {
 		f.timeout = t.AsDuration()
 	}
-	f.timeoutMs = strconv.FormatInt(int64(f.timeout/time.Millisecond), 10)
+	f.timeoutVal = []string{strconv.FormatInt(int64(f.timeout/time.Millisecond), 10)}
 	if t := a.GetIdleTimeout(); t != nil {
 		f.hasIdleTimeout, f.idleTimeout = true, t.AsDuration()
 	}

@@ -556,11 +556,11 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		wc.reqLevel.apply(h, &fc)
 	}
 	if timeout > 0 && !rt.suppressHeaders {
-		ms := f.timeoutMs // the route's, formatted once at compile time
+		v := f.timeoutVal // the route's, formatted once at compile time
 		if timeout != f.timeout {
-			ms = strconv.FormatInt(int64(timeout/time.Millisecond), 10)
+			v = millisValue(int64(timeout / time.Millisecond))
 		}
-		h.Set(hdrExpectedTimeout, ms)
+		h[hdrExpectedTimeout] = v // a canonical key: Set would canonicalise it again
 	}
 	// After the header mutations: a route may set the destination header.
 	origDst, dstErr := originalDst(cl, h, info.DownstreamLocal)
@@ -1266,7 +1266,7 @@ func headerHasToken(v, token string) bool {
 }
 
 func isWebSocketUpgrade(r *http.Request) bool {
-	if r.ProtoMajor != 1 || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+	if r.ProtoMajor != 1 || !strings.EqualFold(h1.FirstValue(r.Header, "Upgrade"), "websocket") {
 		return false
 	}
 	for _, v := range r.Header["Connection"] {
