@@ -209,6 +209,55 @@ func headErr(err error) error {
 // percent-escapes takes a path of its own without url.ParseRequestURI, the rest goes
 // through it (absolute-form from clients using the proxy as HTTP_PROXY, authority-form
 // for CONNECT, escaped paths). The fast path fills into, when not nil.
+// ParseOriginForm parses an origin-form request target (an absolute path and an
+// optional query: HTTP/2's :path) as url.ParseRequestURI does, into into (nil: a new
+// URL) when the path needs no unescaping, the usual case.
+func ParseOriginForm(t string, into *url.URL) (*url.URL, error) {
+	if u := parseSafePath(t, into); u != nil {
+		return u, nil
+	}
+	return url.ParseRequestURI(t)
+}
+
+// parseSafePath is url.ParseRequestURI's result for an origin-form target whose path
+// url.URL.EscapedPath gives back byte for byte, in into (nil: a new URL); nil for any
+// other target. Any other byte in the path ('(' '!' '[' '%' ...) makes
+// url.ParseRequestURI keep the path as sent in RawPath, or the router would forward it
+// re-escaped.
+func parseSafePath(t string, into *url.URL) *url.URL {
+	if len(t) == 0 || t[0] != '/' {
+		return nil
+	}
+	end := len(t)
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if c == '?' {
+			end = i
+			for _, c := range []byte(t[i:]) {
+				if c == '#' || c < ' ' || c == 0x7f {
+					return nil // a fragment, or a control byte url.ParseRequestURI refuses
+				}
+			}
+			break
+		}
+		if c >= 128 || !pathSafe[c] {
+			return nil
+		}
+	}
+	u := into
+	if u == nil {
+		u = new(url.URL)
+	}
+	*u = url.URL{Path: t[:end]}
+	if end < len(t) {
+		u.RawQuery = t[end+1:]
+		if u.RawQuery == "" {
+			u.ForceQuery = true
+		}
+	}
+	return u
+}
+
 func parseTarget(req *http.Request, into *url.URL) error {
 	t := req.RequestURI
 	if req.Method == http.MethodConnect && !strings.HasPrefix(t, "/") {
@@ -219,39 +268,9 @@ func parseTarget(req *http.Request, into *url.URL) error {
 		req.URL = &url.URL{Host: t}
 		return nil
 	}
-	if len(t) > 0 && t[0] == '/' {
-		// The fast path takes only paths that url.URL.EscapedPath gives back byte for
-		// byte: any other byte ('(' '!' '[' '%' ...) makes url.ParseRequestURI keep
-		// the path as sent in RawPath, or the router would forward it re-escaped.
-		end := len(t)
-		fast := true
-		for i := 0; i < len(t); i++ {
-			c := t[i]
-			if c == '?' {
-				end = i
-				fast = strings.IndexByte(t[i:], '#') < 0
-				break
-			}
-			if c >= 128 || !pathSafe[c] {
-				fast = false
-				break
-			}
-		}
-		if fast {
-			u := into
-			if u == nil {
-				u = new(url.URL)
-			}
-			*u = url.URL{Path: t[:end]}
-			if end < len(t) {
-				u.RawQuery = t[end+1:]
-				if u.RawQuery == "" {
-					u.ForceQuery = true
-				}
-			}
-			req.URL = u
-			return nil
-		}
+	if u := parseSafePath(t, into); u != nil {
+		req.URL = u
+		return nil
 	}
 	u, err := url.ParseRequestURI(t)
 	if err != nil {

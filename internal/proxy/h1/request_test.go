@@ -551,3 +551,23 @@ func TestRecycleHeaders(t *testing.T) {
 		t.Fatal("a map larger than recycleMax was taken")
 	}
 }
+
+// FuzzParseOriginForm: HTTP/2's :path parsed in place gives what url.ParseRequestURI
+// gives (the seeds run with the tests; go test -fuzz explores further).
+func FuzzParseOriginForm(f *testing.F) {
+	for _, t := range []string{"/", "/echo", "/a/b?x=1&y=2", "/p?", "/p?#frag", "/p#frag", "/caf%C3%A9", "/a b",
+		"/(x)!", "/%zz", "/über", "/a?b?c", "//double", "*", "", "/x?y=%41"} {
+		f.Add(t)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		var into url.URL
+		got, err := ParseOriginForm(target, &into)
+		want, werr := url.ParseRequestURI(target)
+		if (err != nil) != (werr != nil) {
+			t.Fatalf("%q: error %v, url.ParseRequestURI's %v", target, err, werr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: %#v, url.ParseRequestURI gives %#v", target, *got, *want)
+		}
+	})
+}

@@ -509,7 +509,7 @@ func (c *Conn) onHeaders(f *headerBlock) error {
 	}
 	ctx, cancel := context.WithCancelCause(c.cfg.Context)
 	s := c.newStream()
-	req, declared, err := c.newRequest(ctx, f, &s.reqBuf)
+	req, declared, err := c.newRequest(ctx, f, &s.reqBuf, &s.urlBuf)
 	if err != nil {
 		cancel(err)
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
@@ -649,7 +649,7 @@ func (c *Conn) refuseHeaders(id uint32, status int) error {
 
 // newRequest makes the request of a HEADERS frame; declared is its content-length,
 // -1 when it has none.
-func (c *Conn) newRequest(ctx context.Context, f *headerBlock, dst *http.Request) (*http.Request, int64, error) {
+func (c *Conn) newRequest(ctx context.Context, f *headerBlock, dst *http.Request, u *url.URL) (*http.Request, int64, error) {
 	method := f.PseudoValue("method")
 	path := f.PseudoValue("path")
 	scheme := f.PseudoValue("scheme")
@@ -714,7 +714,7 @@ func (c *Conn) newRequest(ctx context.Context, f *headerBlock, dst *http.Request
 		if path[0] != '/' {
 			return nil, 0, errors.New("path is not absolute")
 		}
-		r.URL, err = url.ParseRequestURI(path)
+		r.URL, err = h1.ParseOriginForm(path, u)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -735,6 +735,7 @@ type stream struct {
 	rw     responseWriter
 	body   *requestBody // nil without a body
 	reqBuf http.Request // what req points to
+	urlBuf url.URL      // what req.URL points to, for the usual paths
 	// gen counts the stream's uses (see Conn.free); a body of an earlier use reads
 	// nothing of a later one's.
 	gen uint32
