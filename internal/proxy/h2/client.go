@@ -179,6 +179,9 @@ type clientStream struct {
 	ticks       int         // watch ticks seen in flight
 	stopWatch   func() bool // stops that watch
 	sending     bool        // sendBody runs
+
+	respBuf http.Response // what resp points to
+	body    responseBody  // its body
 }
 
 // RoundTrip sends req as a stream and returns the response once its head arrives;
@@ -736,7 +739,8 @@ func (c *ClientConn) onHeaders(f *headerBlock) error {
 		return nil // informational heads are not passed on
 	}
 	h := fieldHeader(f.RegularFields())
-	resp := &http.Response{
+	// The response and its body are the stream's: one allocation for the three.
+	s.respBuf = http.Response{
 		Status:        h1.Status(status),
 		StatusCode:    status,
 		Proto:         "HTTP/2.0",
@@ -745,6 +749,7 @@ func (c *ClientConn) onHeaders(f *headerBlock) error {
 		Request:       s.req,
 		ContentLength: -1,
 	}
+	resp := &s.respBuf
 	if vs := h["Content-Length"]; len(vs) == 1 {
 		if n, err := strconv.ParseInt(vs[0], 10, 64); err == nil && n >= 0 {
 			resp.ContentLength = n
@@ -755,7 +760,8 @@ func (c *ClientConn) onHeaders(f *headerBlock) error {
 		s.remoteClosed = true
 		resp.ContentLength = 0
 	}
-	resp.Body = &responseBody{s: s}
+	s.body = responseBody{s: s}
+	resp.Body = &s.body
 	s.resp = resp
 	s.gotHead = true
 	s.wake.Broadcast()
