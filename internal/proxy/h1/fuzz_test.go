@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -175,6 +176,35 @@ func FuzzReadResponse(f *testing.F) {
 			if err != nil {
 				return
 			}
+		}
+	})
+}
+
+// FuzzHeadAfterHead: a head read after another on the same reader (which takes names
+// sent as before from the previous head) gives what it gives on a reader of its own.
+func FuzzHeadAfterHead(f *testing.F) {
+	f.Add("X-A: 1\r\nContent-Length: 0\r\n", "X-A: 2\r\nContent-Length: 0\r\n")
+	f.Add("x-a: 1\r\nX-B: 2\r\n", "X-A: 1\r\nx-b: 2\r\n")
+	f.Add("X-A: 1\r\nX-B: 2\r\n", "X-B: 1\r\nX-A: 2\r\nX-C: 3\r\n")
+	f.Add("X-A: 1\r\n", "X-A : 1\r\n")
+	f.Add("Bad(name): 1\r\n", "Bad(name): 1\r\n")
+	f.Fuzz(func(t *testing.T, first, second string) {
+		read := func(r *Reader, fields string) (http.Header, error) {
+			req, _, err := r.ReadRequest(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: h\r\n" + fields + "\r\n")))
+			if err != nil {
+				return nil, err
+			}
+			return req.Header, nil
+		}
+		var shared, fresh Reader
+		_, _ = read(&shared, first)
+		got, err := read(&shared, second)
+		want, werr := read(&fresh, second)
+		if (err != nil) != (werr != nil) {
+			t.Fatalf("after %q: error %v, on its own %v", first, err, werr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("after %q: %v, on its own %v", first, got, want)
 		}
 	})
 }

@@ -43,8 +43,14 @@ type headerReader struct {
 	// prev are the previous head's names in their order. A connection's peer sends
 	// the same names in the same order head after head, and comparing with the name
 	// at the same place costs less than the common names' hash lookup (and does not
-	// allocate an uncommon name again).
-	prev []string
+	// allocate an uncommon name again). prevRaw holds those names as they were sent,
+	// one after the other, each ending at its prevEnd: a name sent the same way again
+	// is its key without being canonicalised again.
+	prev    []string
+	prevRaw []byte
+	prevEnd []int
+	raw     []byte // the head being read's names as sent (prevRaw once it is read)
+	rawEnd  []int
 }
 
 // readHeader reads header lines up to the empty line that ends the section into a new
@@ -55,6 +61,7 @@ type headerReader struct {
 func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error) {
 	hr.fields = hr.fields[:0]
 	hr.vals = hr.vals[:0]
+	hr.raw, hr.rawEnd = hr.raw[:0], hr.rawEnd[:0]
 	var kbuf [64]byte
 	for {
 		line, err := readLine(br, n)
@@ -79,7 +86,8 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 		if colon <= 0 {
 			return nil, ErrMalformed
 		}
-		key, ok := hr.key(line[:colon], kbuf[:0], len(hr.fields))
+		name := line[:colon]
+		key, ok := hr.key(name, kbuf[:0], len(hr.fields))
 		if !ok {
 			// Also catches "Name :" (whitespace before the colon), which RFC 9112
 			// section 5.1 says a server must reject.
@@ -92,11 +100,15 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 		start := len(hr.vals)
 		hr.vals = append(hr.vals, v...)
 		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals)})
+		hr.raw = append(hr.raw, name...)
+		hr.rawEnd = append(hr.rawEnd, len(hr.raw))
 	}
 	hr.prev = hr.prev[:0]
 	for _, f := range hr.fields {
 		hr.prev = append(hr.prev, f.key)
 	}
+	hr.prevRaw, hr.raw = hr.raw, hr.prevRaw
+	hr.prevEnd, hr.rawEnd = hr.rawEnd, hr.prevEnd
 	h := newHeader(len(hr.fields))
 	if len(hr.fields) == 0 {
 		return h, nil
@@ -241,6 +253,15 @@ func validValue(v []byte) bool {
 // key is canonicalKey for the i-th name of a head: the previous head's i-th name when
 // it is the same (see prev).
 func (hr *headerReader) key(name, buf []byte, i int) (string, bool) {
+	if i < len(hr.prevEnd) {
+		start := 0
+		if i > 0 {
+			start = hr.prevEnd[i-1]
+		}
+		if string(name) == string(hr.prevRaw[start:hr.prevEnd[i]]) {
+			return hr.prev[i], true // sent as before: valid, and the same key
+		}
+	}
 	buf, ok := canonicalBytes(name, buf)
 	if !ok {
 		return "", false
