@@ -205,10 +205,6 @@ func headErr(err error) error {
 	return err
 }
 
-// parseTarget fills req.URL from the request target: origin-form without
-// percent-escapes takes a path of its own without url.ParseRequestURI, the rest goes
-// through it (absolute-form from clients using the proxy as HTTP_PROXY, authority-form
-// for CONNECT, escaped paths). The fast path fills into, when not nil.
 // ParseOriginForm parses an origin-form request target (an absolute path and an
 // optional query: HTTP/2's :path) as url.ParseRequestURI does, into into (nil: a new
 // URL) when the path needs no unescaping, the usual case.
@@ -258,6 +254,10 @@ func parseSafePath(t string, into *url.URL) *url.URL {
 	return u
 }
 
+// parseTarget fills req.URL from the request target: origin-form without
+// percent-escapes takes a path of its own without url.ParseRequestURI, the rest goes
+// through it (absolute-form from clients using the proxy as HTTP_PROXY, authority-form
+// for CONNECT, escaped paths). The fast path fills into, when not nil.
 func parseTarget(req *http.Request, into *url.URL) error {
 	t := req.RequestURI
 	if req.Method == http.MethodConnect && !strings.HasPrefix(t, "/") {
