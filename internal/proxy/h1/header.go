@@ -33,6 +33,7 @@ var (
 type field struct {
 	key        string
 	start, end int // value bytes in the value buffer
+	nameEnd    int // where the name as sent ends in the name buffer
 }
 
 // headerReader parses header sections. It is reused by one connection for all its
@@ -40,17 +41,13 @@ type field struct {
 type headerReader struct {
 	fields []field
 	vals   []byte
-	// prev are the previous head's names in their order. A connection's peer sends
-	// the same names in the same order head after head, and comparing with the name
-	// at the same place costs less than the common names' hash lookup (and does not
-	// allocate an uncommon name again). prevRaw holds those names as they were sent,
-	// one after the other, each ending at its prevEnd: a name sent the same way again
-	// is its key without being canonicalised again.
-	prev    []string
-	prevRaw []byte
-	prevEnd []int
-	raw     []byte // the head being read's names as sent (prevRaw once it is read)
-	rawEnd  []int
+	names  []byte // the names as sent, one after the other
+	// The previous head's fields and names. A connection's peer sends the same names
+	// in the same order head after head: a name sent as at the same place before is
+	// that field's key, without being canonicalised or looked up again (nor, when
+	// uncommon, allocated again).
+	prev      []field
+	prevNames []byte
 }
 
 // readHeader reads header lines up to the empty line that ends the section into a new
@@ -61,7 +58,7 @@ type headerReader struct {
 func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error) {
 	hr.fields = hr.fields[:0]
 	hr.vals = hr.vals[:0]
-	hr.raw, hr.rawEnd = hr.raw[:0], hr.rawEnd[:0]
+	hr.names = hr.names[:0]
 	var kbuf [64]byte
 	for {
 		line, err := readLine(br, n)
@@ -99,23 +96,20 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 		}
 		start := len(hr.vals)
 		hr.vals = append(hr.vals, v...)
-		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals)})
-		hr.raw = append(hr.raw, name...)
-		hr.rawEnd = append(hr.rawEnd, len(hr.raw))
+		hr.names = append(hr.names, name...)
+		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals), nameEnd: len(hr.names)})
 	}
-	hr.prev = hr.prev[:0]
-	for _, f := range hr.fields {
-		hr.prev = append(hr.prev, f.key)
-	}
-	hr.prevRaw, hr.raw = hr.raw, hr.prevRaw
-	hr.prevEnd, hr.rawEnd = hr.rawEnd, hr.prevEnd
-	h := newHeader(len(hr.fields))
-	if len(hr.fields) == 0 {
+	// This head is the next one's previous (the fields stay readable below).
+	hr.prev, hr.fields = hr.fields, hr.prev
+	hr.prevNames, hr.names = hr.names, hr.prevNames
+	fields := hr.prev
+	h := newHeader(len(fields))
+	if len(fields) == 0 {
 		return h, nil
 	}
 	all := string(hr.vals)
-	slots := make([]string, len(hr.fields))
-	for i, f := range hr.fields {
+	slots := make([]string, len(fields))
+	for i, f := range fields {
 		v := all[f.start:f.end]
 		if prev, dup := h[f.key]; dup {
 			h[f.key] = append(prev, v)
@@ -253,21 +247,21 @@ func validValue(v []byte) bool {
 // key is canonicalKey for the i-th name of a head: the previous head's i-th name when
 // it is the same (see prev).
 func (hr *headerReader) key(name, buf []byte, i int) (string, bool) {
-	if i < len(hr.prevEnd) {
+	if i < len(hr.prev) {
 		start := 0
 		if i > 0 {
-			start = hr.prevEnd[i-1]
+			start = hr.prev[i-1].nameEnd
 		}
-		if string(name) == string(hr.prevRaw[start:hr.prevEnd[i]]) {
-			return hr.prev[i], true // sent as before: valid, and the same key
+		if string(name) == string(hr.prevNames[start:hr.prev[i].nameEnd]) {
+			return hr.prev[i].key, true // sent as before: valid, and the same key
 		}
 	}
 	buf, ok := canonicalBytes(name, buf)
 	if !ok {
 		return "", false
 	}
-	if i < len(hr.prev) && hr.prev[i] == string(buf) {
-		return hr.prev[i], true
+	if i < len(hr.prev) && hr.prev[i].key == string(buf) {
+		return hr.prev[i].key, true // another case of the same name
 	}
 	return internKey(buf), true
 }
