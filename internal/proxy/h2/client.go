@@ -270,10 +270,16 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil
 	})
+	// What flow control held back, or the trailers' turn, goes from the sender, copied:
+	// inline's buffer goes back now.
+	var rest io.Reader
+	if err == nil && inline != nil && (n < int64(len(inline)) || len(req.Trailer) > 0) {
+		rest = bytes.NewReader(bytes.Clone(inline[n:]))
+	}
+	if bp != nil {
+		inlineBufs.Put(bp)
+	}
 	if err != nil {
-		if bp != nil {
-			inlineBufs.Put(bp)
-		}
 		s.finish(err)
 		return nil, err
 	}
@@ -283,16 +289,12 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		c.armWatch()
 	}
 	switch {
-	case inline != nil && (n < int64(len(inline)) || len(req.Trailer) > 0):
+	case rest != nil:
 		s.startSending()
-		go s.sendBody(bytes.NewReader(bytes.Clone(inline[n:])))
+		go s.sendBody(rest)
 	case streaming:
 		s.startSending()
 		go s.sendBody(body)
-	}
-	if bp != nil {
-		inlineBufs.Put(bp)
-		inline = nil
 	}
 
 	c.mu.Lock()
