@@ -515,7 +515,7 @@ func TestServeRapidReset(t *testing.T) {
 	}
 }
 
-// TestServeStreamReuse: after an exchange its handler declared clean (ReleaseHeaders),
+// TestServeStreamReuse: after an exchange its handler declared clean (ReleaseExchange),
 // the stream, its request included, serves the connection's next stream; a body kept
 // from the earlier request reads nothing of the later one's, and each request sees
 // its own method, path, header and body.
@@ -539,7 +539,7 @@ func TestServeStreamReuse(t *testing.T) {
 			t.Errorf("read body: %v", err)
 		}
 		w.Header().Set("X-Got", fmt.Sprintf("%s %s %s %s", r.Method, r.URL.Path, r.Header.Get("X-N"), b))
-		w.(interface{ ReleaseHeaders() }).ReleaseHeaders()
+		w.(interface{ ReleaseExchange() }).ReleaseExchange()
 	}), Config{})
 	c := client(t)
 	for i := range 20 {

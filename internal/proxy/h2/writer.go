@@ -23,16 +23,16 @@ type responseWriter struct {
 	buf         []byte
 	trailers    []string // declared in the Trailer header when the status was chosen
 	err         error
-	release     bool // the header maps go back once the response is written
+	release     bool // the exchange's storage goes back once the response is written (ReleaseExchange)
 }
 
-// ReleaseHeaders says that the handler's exchange ended cleanly and that nothing but
+// ReleaseExchange says that the handler's exchange ended cleanly and that nothing but
 // the stream holds the request (its body aside), the request's header map and the
 // response's any more: the maps go back (h1.RecycleHeaders) once the response has been
 // written, and the stream with its request serves a later stream once frames can no
 // longer reach it. The connection manager calls it under the rules its HTTP/1.1
 // connections recycle by.
-func (w *responseWriter) ReleaseHeaders() { w.release = true }
+func (w *responseWriter) ReleaseExchange() { w.release = true }
 
 var _ http.Flusher = (*responseWriter)(nil)
 

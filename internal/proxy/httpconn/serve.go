@@ -32,15 +32,15 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if st.info.Flags == 0 && st.info.Attempts <= 1 && !st.rw.hijacked {
 		exchangeStates.Put(st)
 		// The header maps and the server's stream too, once it wrote the response.
-		if hr, ok := w.(headerReleaser); ok {
-			hr.ReleaseHeaders()
+		if er, ok := w.(exchangeReleaser); ok {
+			er.ReleaseExchange()
 		}
 	}
 }
 
-// headerReleaser is a server's response writer that gives the exchange's header maps
+// exchangeReleaser is a server's response writer that gives the exchange's header maps
 // and request storage back when told (the HTTP/2 server's).
-type headerReleaser interface{ ReleaseHeaders() }
+type exchangeReleaser interface{ ReleaseExchange() }
 
 var exchangeStates = sync.Pool{New: func() any { return new(exchangeState) }}
 
