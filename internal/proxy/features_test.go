@@ -444,20 +444,14 @@ func TestH2UpstreamForwardStateReuse(t *testing.T) {
 		sent := fmt.Sprintf("body %d", i)
 		var body io.Reader = strings.NewReader(sent)
 		path, want := "/echo", sent
-		var pw *io.PipeWriter
+		var late *lateBody
 		if i%2 == 1 {
-			var pr *io.PipeReader
-			pr, pw = io.Pipe()
-			body = pr
-			go func() { _, _ = pw.Write([]byte("first")) }()
-			path, want = "/early", "early first"
+			late = newLateBody("first")
+			body, path, want = late, "/early", "early first"
 		}
 		req, _ := http.NewRequest("POST", m.url+path, body)
 		resp, b, err := do(c, req)
-		if pw != nil {
-			_, _ = pw.Write([]byte("late bytes"))
-			pw.Close()
-		}
+		late.finish()
 		if err != nil {
 			return err
 		}

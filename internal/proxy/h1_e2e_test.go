@@ -715,6 +715,29 @@ func h1Client(t *testing.T) *http.Client {
 	return &http.Client{Timeout: 20 * time.Second, Transport: tr}
 }
 
+// lateBody is a request body whose first bytes come at once and the rest only after
+// the answer (finish): an upstream that answers early leaves the proxy's request-body
+// writer still reading when the exchange ends.
+type lateBody struct {
+	*io.PipeReader
+	w *io.PipeWriter
+}
+
+func newLateBody(first string) *lateBody {
+	pr, pw := io.Pipe()
+	go func() { _, _ = pw.Write([]byte(first)) }()
+	return &lateBody{pr, pw}
+}
+
+// finish sends the rest and ends the body; on a nil body it does nothing.
+func (b *lateBody) finish() {
+	if b == nil {
+		return
+	}
+	_, _ = b.w.Write([]byte("late bytes"))
+	b.w.Close()
+}
+
 // do sends req and reads the whole answer.
 func do(c *http.Client, req *http.Request) (*http.Response, string, error) {
 	resp, err := c.Do(req)
@@ -745,7 +768,7 @@ func TestH1ForwardStateReuse(t *testing.T) {
 		sent := fmt.Sprintf("body %d", i)
 		var body io.Reader = strings.NewReader(sent)
 		path, wantCode, wantBody := "/echo", 200, sent
-		var pw *io.PipeWriter
+		var late *lateBody
 		switch i % 4 {
 		case 1:
 			path = "/t/echo"
@@ -754,20 +777,13 @@ func TestH1ForwardStateReuse(t *testing.T) {
 				path, wantBody = "/t/slow", "POST /slow"
 			}
 		case 3:
-			// The upstream answers and closes while the body is still coming: the
-			// proxy's body writer is still reading when the response ends.
-			var pr *io.PipeReader
-			pr, pw = io.Pipe()
-			body = pr
-			go func() { _, _ = pw.Write([]byte("first bytes")) }()
-			path, wantCode, wantBody = "/early", http.StatusRequestEntityTooLarge, "too big"
+			// The upstream answers and closes while the body is still coming.
+			late = newLateBody("first bytes")
+			body, path, wantCode, wantBody = late, "/early", http.StatusRequestEntityTooLarge, "too big"
 		}
 		req, _ := http.NewRequest("POST", m.url+path, body)
 		resp, b, err := do(c, req)
-		if pw != nil {
-			_, _ = pw.Write([]byte("late bytes"))
-			pw.Close()
-		}
+		late.finish()
 		if err != nil {
 			return err
 		}
