@@ -498,20 +498,7 @@ func TestHeaderNamesFromPreviousHead(t *testing.T) {
 		}
 	}
 	// The same uncommon name at the same place: its key is not allocated again.
-	head := "GET / HTTP/1.1\r\nHost: x\r\nX-Tenant: a\r\n\r\n"
-	sr := strings.NewReader(head)
-	br = bufio.NewReader(sr)
-	var rb RequestBuf
-	r = Reader{Buf: &rb}
-	read := func() {
-		sr.Reset(head)
-		br.Reset(sr)
-		req, _, err := r.ReadRequest(br)
-		if err != nil {
-			t.Fatal(err)
-		}
-		RecycleHeader(req.Header)
-	}
+	read := rereader(t, &Reader{Buf: &RequestBuf{}}, "GET / HTTP/1.1\r\nHost: x\r\nX-Tenant: a\r\n\r\n")
 	read()
 	// The head's value string and its value slices are the allocations left (a name
 	// looked up anew would be a third).
