@@ -24,12 +24,11 @@ import (
 func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One piece holds the request's state (the HTTP/2 server's requests; the HTTP/1.1
 	// connections bring theirs). It serves a later request, as an HTTP/1.1
-	// connection's does (h1conn.recycle), only after an exchange that ended cleanly:
-	// one attempt, no flag, not hijacked; a handler that panicked leaves it too. On
-	// any other path something may still hold it.
+	// connection's does (h1conn.recycle), only after an exchange that ended cleanly; a
+	// handler that panicked leaves it too.
 	st := exchangeStates.Get().(*exchangeState)
 	m.serve(w, r, st)
-	if st.info.Flags == 0 && st.info.Attempts <= 1 && !st.rw.hijacked {
+	if st.endedCleanly() {
 		exchangeStates.Put(st)
 		// The header maps and the server's stream too, once it wrote the response.
 		if er, ok := w.(exchangeReleaser); ok {
@@ -88,6 +87,14 @@ type exchangeState struct {
 	info stream.Info
 	rw   responseWriter
 	x    filter.Exchange
+}
+
+// endedCleanly reports whether the exchange ended with one attempt at most, no response
+// flag and no hijack: only then is nothing else (a transport reading the request on its
+// own goroutine, a retry's clone, a hijacked connection) known to be done with its
+// storage, and both servers reuse it on this word.
+func (st *exchangeState) endedCleanly() bool {
+	return st.info.Flags == 0 && st.info.Attempts <= 1 && !st.rw.hijacked
 }
 
 // Header values the manager sets, shared: a one-element slice is never appended to
