@@ -164,7 +164,9 @@ var ErrBodyLength = errors.New("h1: body length does not match content-length")
 // CopyBody writes body to bw with the framing WriteRequestHead chose: chunked, or
 // exactly length bytes (a body that ends early or runs over is an error, since the
 // connection's framing would break). buf is the copy buffer. What each read brings is
-// flushed before the next read, so a slowly arriving body flows as it comes.
+// flushed before the next read, so a slowly arriving body flows as it comes; the end
+// of the body (the last bytes of a known length, the last chunk) is left in bw for the
+// caller to flush.
 func CopyBody(bw *bufio.Writer, body io.Reader, chunked bool, length int64, trailer http.Header, buf []byte) error {
 	var w io.Writer = bw
 	if chunked {
@@ -178,11 +180,24 @@ func CopyBody(bw *bufio.Writer, body io.Reader, chunked bool, length int64, trai
 			if !chunked && total > length {
 				return ErrBodyLength
 			}
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			last := !chunked && total == length
+			piece := buf[:n]
+			if last {
+				// The body's last byte stays in bw (a large write skips the
+				// buffer), so the upstream cannot have the whole body, and answer,
+				// before the caller's flush.
+				piece = buf[:n-1]
+			}
+			if _, werr := w.Write(piece); werr != nil {
 				return werr
 			}
+			if last {
+				if werr := bw.WriteByte(buf[n-1]); werr != nil {
+					return werr
+				}
+			}
 			// What arrived goes on now: the next read may wait on a slow client.
-			if err == nil {
+			if err == nil && !last {
 				if ferr := bw.Flush(); ferr != nil {
 					return ferr
 				}

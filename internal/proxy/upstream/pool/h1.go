@@ -145,7 +145,7 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	chunked := h1.WriteRequestHead(c.bw, req, hasBody)
-	var written chan error
+	var written *bodyWriter
 	if hasBody && (chunked || req.ContentLength > inlineBodyMax || !h1.BodyBuffered(req.Body)) {
 		// The head goes at once: the upstream may answer (401, 413) before the body
 		// has come, and should see the request while it comes.
@@ -155,19 +155,20 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 			}
 			return fail(err)
 		}
-		written = make(chan error, 1)
+		written = &bodyWriter{done: make(chan error, 1)}
 		go func() {
 			bp := bodyBufs.Get().(*[]byte)
 			err := h1.CopyBody(c.bw, req.Body, chunked, req.ContentLength, req.Trailer, *bp)
 			bodyBufs.Put(bp)
 			if err == nil {
+				written.copied.Store(true)
 				err = c.bw.Flush()
 			}
 			if err != nil {
 				// Unblock the response read: the request cannot complete.
 				c.nc.SetDeadline(aLongTimeAgo)
 			}
-			written <- err
+			written.done <- err
 		}()
 	} else {
 		var err error
@@ -195,7 +196,7 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 				// Do not wait for the writer: it may be blocked reading the
 				// request body. Closing the connection (in fail) ends it.
 				select {
-				case werr := <-written:
+				case werr := <-written.done:
 					if werr != nil {
 						err = werr
 					}
@@ -260,7 +261,7 @@ type h1body struct {
 	c       *h1conn
 	rc      io.ReadCloser
 	ctx     context.Context
-	written chan error
+	written *bodyWriter // nil: the body went with the head
 	keep    bool
 	done    bool
 	freed   bool    // finish saw the request's body writer done, or there was none
@@ -323,11 +324,18 @@ func (b *h1body) finish(eof bool) {
 		reuse = false // the request context ended: the deadline is in the past
 	}
 	b.freed = true
-	if b.written != nil {
+	if w := b.written; w != nil {
 		select {
-		case err := <-b.written:
+		case err := <-w.done:
 			reuse = reuse && err == nil
 		default:
+			if reuse && w.copied.Load() {
+				// The upstream had the whole request: the writer is flushing the
+				// last bytes it sent, or about to say so.
+				reuse = w.wait()
+				b.freed = reuse
+				break
+			}
 			reuse = false // the body is still being written: the exchange is cut short
 			b.freed = false
 		}
@@ -336,6 +344,31 @@ func (b *h1body) finish(eof bool) {
 		c.close()
 	}
 	c.pc.pool.h1Done(c.pc)
+}
+
+// bodyWriter is the request body's writer on its second goroutine.
+type bodyWriter struct {
+	// copied is set once the whole body is in the write buffer (or sent), before the
+	// flush of its end: an upstream cannot have answered the whole request before.
+	copied atomic.Bool
+	done   chan error // the writer's result
+}
+
+// lastFlushWait bounds how long the end of a response waits for the body writer's
+// last flush. The flush only waits when the upstream stopped reading with its buffers
+// full; then the connection is closed, as for any exchange cut short.
+const lastFlushWait = 100 * time.Millisecond
+
+// wait reports whether the writer ended well within lastFlushWait.
+func (w *bodyWriter) wait() bool {
+	t := time.NewTimer(lastFlushWait)
+	defer t.Stop()
+	select {
+	case err := <-w.done:
+		return err == nil
+	case <-t.C:
+		return false
+	}
 }
 
 // upgraded is the body of a 101 response: the raw connection.

@@ -237,14 +237,20 @@ func TestH1PoolReleased(t *testing.T) {
 		return ok && r.Released()
 	}
 
-	// A small body, written with the head; a chunked one, from the second goroutine.
+	// Bodies from the second goroutine: a small one, a chunked one, and one of known
+	// length whose end goes out in a write larger than the write buffer. Each time
+	// the upstream may answer before the writer has said it is done; the end of the
+	// response then waits for it, and the connection is reused.
 	pr, pw := io.Pipe()
 	go func() { _, _ = pw.Write(make([]byte, 1000)); pw.Close() }()
-	for _, body := range []io.Reader{strings.NewReader("hello"), pr} {
+	large := make([]byte, 48<<10)
+	for _, tc := range []struct {
+		body   io.Reader
+		length int64
+	}{{strings.NewReader("hello"), 5}, {pr, -1}, {struct{ io.Reader }{bytes.NewReader(large)}, int64(len(large))}} {
+		body := tc.body
 		req, _ := http.NewRequest("POST", "http://svc/ok", body)
-		if body == pr {
-			req.ContentLength = -1
-		}
+		req.ContentLength = tc.length
 		resp, err := p.RoundTrip(req)
 		if err != nil {
 			t.Fatal(err)
@@ -260,6 +266,9 @@ func TestH1PoolReleased(t *testing.T) {
 		}
 		// Its storage serves the next response (read on the same connection).
 		resp.Body.(interface{ Recycle() }).Recycle()
+	}
+	if n := u.accepts.Load(); n != 1 {
+		t.Errorf("%d upstream connections for the three requests, want 1", n)
 	}
 
 	// The upstream answers early; the request body's writer still waits for bytes.
