@@ -7,9 +7,9 @@ import (
 // Clusters implements admin.ClusterSource: the upstream manager's view, in admin's shape.
 func (p *Proxy) Clusters() []admin.ClusterStatus {
 	snap := p.clusters.Snapshot()
-	dynamic := map[string]bool{}
-	for _, c := range p.dynClusters {
-		dynamic[c.GetName()] = true
+	var dynamic map[string]bool
+	if d := p.dynClusters.Load(); d != nil {
+		dynamic = *d
 	}
 	out := make([]admin.ClusterStatus, 0, len(snap))
 	for _, c := range snap {

@@ -88,7 +88,11 @@ func (p *Proxy) apply(typeURL string, resources map[string]*anypb.Any) error {
 		if err := p.clusters.Update(append(slices.Clone(p.static.clusters), dyn...)); err != nil {
 			return err
 		}
-		p.dynClusters = dyn
+		names := make(map[string]bool, len(dyn))
+		for _, c := range dyn {
+			names[c.GetName()] = true
+		}
+		p.dynClusters.Store(&names)
 		p.subscribe(TypeEndpoint, p.clusters.EDSNames())
 		p.subscribeSecrets()
 		return nil

@@ -79,7 +79,9 @@ type Proxy struct {
 		listeners []*listenerv3.Listener
 		clusters  []*clusterv3.Cluster
 	}
-	dynClusters []*clusterv3.Cluster
+	// dynClusters are the names of the clusters CDS gave (admin's added_via_api);
+	// the decoded messages are not kept (see upstream.Manager.Update).
+	dynClusters atomic.Pointer[map[string]bool]
 	state       state
 	// agentSecrets are the workload certificate and roots the CA agent obtained
 	// (guarded by state.mu), for config_dump.

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,12 +36,12 @@ var (
 // for concurrent use; Pick and RoundTrip take no lock (the host set is an immutable
 // value behind an atomic pointer, swapped on each membership or health change).
 type Cluster struct {
-	name  string
-	src   *clusterv3.Cluster
-	cfg   *clusterConfig
-	m     *Manager
-	log   *slog.Logger
-	stats *ClusterStats
+	name   string
+	digest [sha256.Size]byte // of the cluster's proto (digest): unchanged or not
+	cfg    *clusterConfig
+	m      *Manager
+	log    *slog.Logger
+	stats  *ClusterStats
 
 	limits *pool.Limits
 	// poolCfgs[socket][0] is the cluster protocol's pool config for transport socket
@@ -80,10 +81,10 @@ type hostSet struct {
 	ps    *lb.PrioritySet
 }
 
-func newCluster(m *Manager, src *clusterv3.Cluster, cfg *clusterConfig) (*Cluster, error) {
+func newCluster(m *Manager, digest [sha256.Size]byte, cfg *clusterConfig) (*Cluster, error) {
 	c := &Cluster{
 		name:     cfg.name,
-		src:      src,
+		digest:   digest,
 		cfg:      cfg,
 		m:        m,
 		log:      m.log.With("cluster", cfg.name),
@@ -242,7 +243,7 @@ func (c *Cluster) setHosts(eps []endpointSpec) {
 		meta := &hostMeta{
 			weight: e.weight, priority: e.priority, locality: e.locality, locKey: e.locKey,
 			locW: e.locW, status: e.status, edsDown: edsUnhealthy(e.status), hcPort: e.hcPort,
-			socket: c.cfg.socketFor(e.meta), hostname: e.hostname,
+			socket: c.cfg.socketFor(e.socketMatch), hostname: e.hostname,
 		}
 		h := c.hosts[addr]
 		if h != nil && h.meta.Load().socket != meta.socket {

@@ -76,13 +76,16 @@ type clusterConfig struct {
 
 	lb          lb.Settings // lb_policy / load_balancing_policy, common_lb_config
 	secretNames []string
+
+	outlier      *clusterv3.OutlierDetection // nil without outlier_detection
+	healthChecks []*corev3.HealthCheck
 }
 
 type socketConfig struct {
-	name  string
-	match map[string]string // transport_socket_matches[i].match (string values)
-	tls   *tlsv3.UpstreamTlsContext
-	cfg   *tls.Config
+	name    string
+	match   map[string]string // transport_socket_matches[i].match (string values)
+	cfg     *tls.Config
+	secrets []string // the SDS secrets of its UpstreamTlsContext
 }
 
 // endpointSpec is one lb_endpoint of a load assignment.
@@ -96,8 +99,10 @@ type endpointSpec struct {
 	locW     uint32 // locality load_balancing_weight
 	status   corev3.HealthStatus
 	hcPort   uint32 // health_check_config.port_value
-	meta     *corev3.Metadata
-	hostname string // endpoint.hostname; the DNS name for the DNS types
+	// socketMatch is the endpoint's metadata under envoy.transport_socket_match, all
+	// of its metadata a cluster reads (the rest is not kept).
+	socketMatch map[string]*structpb.Value
+	hostname    string // endpoint.hostname; the DNS name for the DNS types
 }
 
 func (e *endpointSpec) addr() string {
@@ -201,6 +206,7 @@ func compileCluster(c *clusterv3.Cluster, secrets *tlsctx.Store) (*clusterConfig
 	}
 	// outlier_detection and health_checks are validated by their packages; the
 	// cluster builds the stateful objects once the whole update is valid.
+	cfg.outlier, cfg.healthChecks = c.GetOutlierDetection(), c.GetHealthChecks()
 	if _, err := outlier.New(c.GetOutlierDetection(), outlier.Options{}); err != nil {
 		for _, one := range splitJoined(err) {
 			e.list = append(e.list, fmt.Errorf("cluster %q: %w", cfg.name, one))
@@ -387,10 +393,7 @@ func compileSockets(c *clusterv3.Cluster, cfg *clusterConfig, secrets *tlsctx.St
 	}
 	seen := map[string]bool{}
 	for _, s := range cfg.sockets {
-		if s.tls == nil {
-			continue
-		}
-		for _, n := range tlsctx.SecretNames(s.tls.GetCommonTlsContext()) {
+		for _, n := range s.secrets {
 			if !seen[n] {
 				seen[n] = true
 				cfg.secretNames = append(cfg.secretNames, n)
@@ -437,7 +440,7 @@ func compileSocket(ts *corev3.TransportSocket, field string, secrets *tlsctx.Sto
 			e.wrap(field+".typed_config", err)
 			return socketConfig{}, false
 		}
-		return socketConfig{tls: &utc, cfg: tc}, true
+		return socketConfig{cfg: tc, secrets: tlsctx.SecretNames(utc.GetCommonTlsContext())}, true
 	}
 	e.add(field+".name", "unsupported transport socket %q", ts.GetName())
 	return socketConfig{}, false
@@ -530,17 +533,17 @@ func compileEndpoints(la *endpointv3.ClusterLoadAssignment, names bool, field st
 				w = v.GetValue()
 			}
 			out = append(out, endpointSpec{
-				host:     host,
-				port:     sa.GetPortValue(),
-				weight:   w,
-				priority: lle.GetPriority(),
-				locality: lle.GetLocality(),
-				locKey:   locKey,
-				locW:     locW,
-				status:   lbe.GetHealthStatus(),
-				hcPort:   lbe.GetEndpoint().GetHealthCheckConfig().GetPortValue(),
-				meta:     lbe.GetMetadata(),
-				hostname: lbe.GetEndpoint().GetHostname(),
+				host:        host,
+				port:        sa.GetPortValue(),
+				weight:      w,
+				priority:    lle.GetPriority(),
+				locality:    lle.GetLocality(),
+				locKey:      locKey,
+				locW:        locW,
+				status:      lbe.GetHealthStatus(),
+				hcPort:      lbe.GetEndpoint().GetHealthCheckConfig().GetPortValue(),
+				socketMatch: lbe.GetMetadata().GetFilterMetadata()[transportSocketMatchKey].GetFields(),
+				hostname:    lbe.GetEndpoint().GetHostname(),
 			})
 		}
 	}
@@ -567,11 +570,10 @@ func edsUnhealthy(s corev3.HealthStatus) bool {
 // socketFor returns the index into cfg.sockets of the transport socket for an endpoint:
 // the first transport_socket_matches entry whose match fields all equal the endpoint's
 // filter_metadata["envoy.transport_socket_match"], else the cluster's transport_socket.
-func (cfg *clusterConfig) socketFor(meta *corev3.Metadata) int {
+func (cfg *clusterConfig) socketFor(fields map[string]*structpb.Value) int {
 	if len(cfg.sockets) <= 1 {
 		return 0
 	}
-	fields := meta.GetFilterMetadata()[transportSocketMatchKey].GetFields()
 	for i := 1; i < len(cfg.sockets); i++ {
 		ok := true
 		for k, want := range cfg.sockets[i].match {

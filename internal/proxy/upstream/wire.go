@@ -19,7 +19,7 @@ import (
 // initChecks builds the cluster's outlier detector and health checker (not started).
 func (c *Cluster) initChecks() error {
 	tags := []stats.Tag{pool.ClusterTag(c.name)}
-	det, err := outlier.New(c.src.GetOutlierDetection(), outlier.Options{
+	det, err := outlier.New(c.cfg.outlier, outlier.Options{
 		OnChange: c.refresh,
 		Stats:    c.m.opts.Stats,
 		Tags:     tags,
@@ -27,7 +27,7 @@ func (c *Cluster) initChecks() error {
 	if err != nil {
 		return err
 	}
-	chk, err := health.New(c.src.GetHealthChecks(), health.Options{
+	chk, err := health.New(c.cfg.healthChecks, health.Options{
 		Cluster:  c.name,
 		Dial:     c.healthDial,
 		OnChange: c.onHealthChange,
@@ -43,8 +43,12 @@ func (c *Cluster) initChecks() error {
 	return nil
 }
 
-// startChecks runs the detector's interval sweep and the health checks.
+// startChecks runs the detector's interval sweep and the health checks. A cluster
+// with neither (most of a mesh's) starts nothing: no goroutine waits for its end.
 func (c *Cluster) startChecks() {
+	if c.detector == nil && c.checker == nil {
+		return
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		<-c.done
