@@ -23,6 +23,7 @@ package stats
 
 import (
 	"fmt"
+	"hash/maphash"
 	"io"
 	"math"
 	"slices"
@@ -118,38 +119,61 @@ const (
 
 type entry struct {
 	kind  kind
-	name  string // tag-extracted name, e.g. "cluster.upstream_rq_total", "cluster.upstream_rq"
-	prom  string // PromName(name)
+	names *metricName
 	tags  []Tag
-	flat  string // Envoy's flat name, e.g. "cluster.outbound|80||a.upstream_rq_total"
 	value any    // *Counter, *Gauge or *Histogram
+	next  *entry // the next entry whose flat name has the same hash
+}
+
+// flat is the entry's Envoy flat name, e.g. "cluster.outbound|80||a.upstream_rq_total".
+// It is not stored: a sidecar told about a whole mesh holds some 40 metrics per cluster,
+// and their flat names were a third of its metric memory; they are made again when the
+// metrics are listed.
+func (e *entry) flat() string { return Flat(e.names.template, e.tags...) }
+
+// metricName is a metric name (template) with the names derived from it, shared by
+// every entry of that name.
+type metricName struct {
+	template string // as looked up, e.g. "cluster.upstream_rq_{envoy_response_code}"
+	name     string // tag-extracted, e.g. "cluster.upstream_rq"
+	prom     string // PromName(name)
 }
 
 // Store holds every metric of a proxy. The zero value is not usable; call New.
 //
-// A sidecar of a large mesh holds some 30 metrics for each of thousands of clusters,
+// A sidecar of a large mesh holds some 40 metrics for each of thousands of clusters,
 // so an entry's memory counts: the names derived from a metric's name are shared by
-// all entries of that name, and consecutive lookups with the same tags (one cluster's
-// metrics, looked up together) share one copy of the tags.
+// all entries of that name, consecutive lookups with the same tags (one cluster's
+// metrics, looked up together) share one copy of the tags, and the index is by a hash
+// of the flat name, which is not kept.
 type Store struct {
 	mu       sync.Mutex
-	entries  map[entryKey]*entry
-	names    map[string]derivedNames // by metric name (template)
-	lastTags []Tag                   // the tags of the last entry created
-	accept   func(flat string) bool  // nil: every metric is kept
+	seed     maphash.Seed
+	entries  map[uint64]*entry      // by hash of kind and flat name; collisions chained
+	n        int                    // entries in all
+	names    map[string]*metricName // by metric name (template)
+	lastTags []Tag                  // the tags of the last entry created
+	accept   func(flat string) bool // nil: every metric is kept
 }
-
-type entryKey struct {
-	flat string
-	kind kind
-}
-
-// derivedNames are the tag-extracted and Prometheus names of a metric name.
-type derivedNames struct{ name, prom string }
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{entries: make(map[entryKey]*entry), names: make(map[string]derivedNames)}
+	return &Store{seed: maphash.MakeSeed(), entries: make(map[uint64]*entry), names: make(map[string]*metricName)}
+}
+
+// hash is the index key of a metric.
+func (s *Store) hash(k kind, flat string) uint64 {
+	return maphash.String(s.seed, flat) ^ uint64(k)
+}
+
+// lookup finds the entry of that kind and flat name; s.mu is held.
+func (s *Store) lookup(k kind, flat string, h uint64) *entry {
+	for e := s.entries[h]; e != nil; e = e.next {
+		if e.kind == k && e.flat() == flat {
+			return e
+		}
+	}
+	return nil
 }
 
 // SetFilter makes the store keep only the metrics whose flat name accept approves
@@ -294,26 +318,28 @@ func ExtractedName(name string) string {
 func isSep(c byte) bool { return c == '.' || c == '_' }
 
 func (s *Store) get(k kind, name string, tags []Tag, mk func() any) any {
-	key := entryKey{Flat(name, tags...), k}
+	flat := Flat(name, tags...)
+	h := s.hash(k, flat)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.entries[key]; ok {
+	if e := s.lookup(k, flat, h); e != nil {
 		return e.value
 	}
-	if s.accept != nil && !s.accept(key.flat) {
+	if s.accept != nil && !s.accept(flat) {
 		return mk() // refused by the stats matcher: counted, never shown
 	}
-	dn, ok := s.names[name]
-	if !ok {
+	mn := s.names[name]
+	if mn == nil {
 		base := ExtractedName(name)
-		dn = derivedNames{base, PromName(base)}
-		s.names[name] = dn
+		mn = &metricName{template: name, name: base, prom: PromName(base)}
+		s.names[name] = mn
 	}
 	if !slices.Equal(tags, s.lastTags) {
 		s.lastTags = slices.Clone(tags)
 	}
-	e := &entry{kind: k, name: dn.name, prom: dn.prom, tags: s.lastTags, flat: key.flat, value: mk()}
-	s.entries[key] = e
+	e := &entry{kind: k, names: mn, tags: s.lastTags, value: mk(), next: s.entries[h]}
+	s.entries[h] = e
+	s.n++
 	return e.value
 }
 
@@ -332,11 +358,19 @@ func (s *Store) Histogram(name string, tags ...Tag) *Histogram {
 	return s.get(kindHistogram, name, tags, func() any { return new(Histogram) }).(*Histogram)
 }
 
-func (s *Store) sorted() []*entry {
+// listed is an entry with its flat name, made for a listing.
+type listed struct {
+	*entry
+	flat string
+}
+
+func (s *Store) sorted() []listed {
 	s.mu.Lock()
-	out := make([]*entry, 0, len(s.entries))
+	out := make([]listed, 0, s.n)
 	for _, e := range s.entries {
-		out = append(out, e)
+		for ; e != nil; e = e.next {
+			out = append(out, listed{e, e.flat()})
+		}
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
@@ -353,10 +387,10 @@ func (s *Store) sorted() []*entry {
 func (s *Store) Value(flat string) (v int64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, found := s.entries[entryKey{flat, kindCounter}]; found {
+	if e := s.lookup(kindCounter, flat, s.hash(kindCounter, flat)); e != nil {
 		return int64(e.value.(*Counter).Value()), true
 	}
-	if e, found := s.entries[entryKey{flat, kindGauge}]; found {
+	if e := s.lookup(kindGauge, flat, s.hash(kindGauge, flat)); e != nil {
 		return e.value.(*Gauge).Value(), true
 	}
 	return 0, false
@@ -411,10 +445,10 @@ func PromName(name string) string {
 func (s *Store) WritePrometheus(w io.Writer) error {
 	entries := s.sorted()
 	// A family's samples must be together: sort by family, then by flat name.
-	sort.SliceStable(entries, func(i, j int) bool { return entries[i].prom < entries[j].prom })
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].names.prom < entries[j].names.prom })
 	last := ""
 	for _, e := range entries {
-		pn := e.prom
+		pn := e.names.prom
 		if pn != last {
 			typ := map[kind]string{kindCounter: "counter", kindGauge: "gauge", kindHistogram: "histogram"}[e.kind]
 			if _, err := fmt.Fprintf(w, "# TYPE %s %s\n", pn, typ); err != nil {
