@@ -155,3 +155,18 @@ func BenchmarkClusterStats(b *testing.B) {
 	runtime.KeepAlive(keep)
 	runtime.KeepAlive(s)
 }
+
+// BenchmarkClusterStatsScrape is one Prometheus scrape (/stats/prometheus) of a
+// sidecar that holds 1,000 clusters' metrics.
+func BenchmarkClusterStatsScrape(b *testing.B) {
+	s := stats.New()
+	for i := range 1000 {
+		newClusterStats(s, "outbound|9080||svc-"+strconv.Itoa(i)+".bench.svc.cluster.local")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.WritePrometheus(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
