@@ -312,7 +312,7 @@ func (s *Server) prometheus(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(buf.Bytes())
 }
 
-// statLine is one metric of Store.WriteText: "name: value".
+// statLine is one metric of a /stats listing: "name: value".
 type statLine struct {
 	name, value string
 	numeric     bool
@@ -326,39 +326,27 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 		s.prometheus(w, r)
 		return
 	}
-	var re *regexp.Regexp
+	var match func([]byte) bool
 	if f := q.Get("filter"); f != "" {
-		var err error
-		if re, err = regexp.Compile(f); err != nil {
+		re, err := regexp.Compile(f)
+		if err != nil {
 			http.Error(w, "admin: filter: "+err.Error(), http.StatusBadRequest)
 			return
 		}
+		match = re.Match
 	}
 	_, usedOnly := q["usedonly"]
 	s.refreshServerStats()
-	var buf bytes.Buffer
-	if err := s.opts.Stats.WriteText(&buf, ""); err != nil {
-		http.Error(w, "admin: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
 	var lines []statLine
-	sc := bufio.NewScanner(&buf)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		t := sc.Text()
-		i := strings.LastIndex(t, ": ")
-		if i < 0 {
-			continue
-		}
-		l := statLine{name: t[:i], value: t[i+2:]}
-		if re != nil && !re.MatchString(l.name) {
-			continue
-		}
-		if n, err := strconv.ParseInt(l.value, 10, 64); err == nil {
-			l.numeric, l.n = true, n
+	for _, m := range s.opts.Stats.Metrics(match) {
+		l := statLine{name: m.Name, numeric: m.Histogram == nil, n: m.Value}
+		if l.numeric {
+			l.value = strconv.FormatInt(m.Value, 10)
+		} else {
+			l.value = m.Histogram.Summary()
 		}
 		// usedonly: Envoy lists metrics ever updated; a zero or empty one is taken as unused.
-		if usedOnly && (l.numeric && l.n == 0 || l.value == "No recorded values") {
+		if usedOnly && (l.numeric && l.n == 0 || !l.numeric && m.Histogram.Count() == 0) {
 			continue
 		}
 		lines = append(lines, l)

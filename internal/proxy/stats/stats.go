@@ -22,6 +22,7 @@
 package stats
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"hash/maphash"
@@ -201,38 +202,30 @@ func Flat(name string, tags ...Tag) string {
 	for _, t := range tags {
 		size += len(t.Value) + 1
 	}
-	if strings.IndexByte(name, '{') < 0 {
-		head, rest, ok := strings.Cut(name, ".")
-		var b strings.Builder
-		b.Grow(size)
-		b.WriteString(head)
-		for _, t := range tags {
-			b.WriteByte('.')
-			b.WriteString(t.Value)
-		}
-		if ok {
-			b.WriteByte('.')
-			b.WriteString(rest)
-		}
-		return b.String()
+	return string(appendFlat(make([]byte, 0, size), name, tags))
+}
+
+// appendFlat appends Flat(name, tags...) to b.
+func appendFlat(b []byte, name string, tags []Tag) []byte {
+	if len(tags) == 0 {
+		return append(b, name...)
 	}
 	// The first segment is the template's, before any value (a value such as an
 	// Istio cluster name holds dots of its own).
 	head, rest, ok := strings.Cut(name, ".")
-	var b strings.Builder
-	b.Grow(size)
-	expand(&b, head, tags)
+	templated := strings.IndexByte(name, '{') >= 0
+	b = appendExpanded(b, head, tags)
 	for _, t := range tags {
-		if !templateNames(name, t.Key) {
-			b.WriteByte('.')
-			b.WriteString(t.Value)
+		if !templated || !templateNames(name, t.Key) {
+			b = append(b, '.')
+			b = append(b, t.Value...)
 		}
 	}
 	if ok {
-		b.WriteByte('.')
-		expand(&b, rest, tags)
+		b = append(b, '.')
+		b = appendExpanded(b, rest, tags)
 	}
-	return b.String()
+	return b
 }
 
 // templateNames reports whether template s holds "{key}".
@@ -253,16 +246,15 @@ func templateNames(s, key string) bool {
 	}
 }
 
-// expand writes template s with each "{key}" replaced by its tag's value.
-func expand(b *strings.Builder, s string, tags []Tag) {
+// appendExpanded appends template s with each "{key}" replaced by its tag's value.
+func appendExpanded(b []byte, s string, tags []Tag) []byte {
 	for {
 		i := strings.IndexByte(s, '{')
 		j := strings.IndexByte(s[max(i, 0):], '}')
 		if i < 0 || j < 0 {
-			b.WriteString(s)
-			return
+			return append(b, s...)
 		}
-		b.WriteString(s[:i])
+		b = append(b, s[:i]...)
 		key, v, found := s[i+1:i+j], "", false
 		for _, t := range tags {
 			if t.Key == key {
@@ -271,9 +263,9 @@ func expand(b *strings.Builder, s string, tags []Tag) {
 			}
 		}
 		if found {
-			b.WriteString(v)
+			b = append(b, v...)
 		} else {
-			b.WriteString(s[i : i+j+1])
+			b = append(b, s[i:i+j+1]...)
 		}
 		s = s[i+j+1:]
 	}
@@ -359,28 +351,55 @@ func (s *Store) Histogram(name string, tags ...Tag) *Histogram {
 	return s.get(kindHistogram, name, tags, func() any { return new(Histogram) }).(*Histogram)
 }
 
-// listed is an entry with its flat name, made for a listing.
-type listed struct {
-	*entry
-	flat string
+// Metric is one metric of a listing.
+type Metric struct {
+	Name      string     // the flat name
+	Value     int64      // a counter's or gauge's value
+	Histogram *Histogram // nil for a counter or gauge
+	kind      kind
 }
 
-func (s *Store) sorted() []listed {
+// Metrics lists the metrics whose flat name match accepts (every one when match is
+// nil), sorted by flat name. Only the names of those listed are made: a filtered
+// listing of a sidecar that holds a whole mesh's metrics allocates for what it shows.
+func (s *Store) Metrics(match func(flat []byte) bool) []Metric {
+	var out []Metric
+	var scratch []byte
 	s.mu.Lock()
-	out := make([]listed, 0, s.n)
+	if match == nil {
+		out = make([]Metric, 0, s.n)
+	}
 	for _, e := range s.entries {
 		for ; e != nil; e = e.next {
-			out = append(out, listed{e, e.flat()})
+			scratch = appendFlat(scratch[:0], e.names.template, e.tags)
+			if match != nil && !match(scratch) {
+				continue
+			}
+			m := Metric{Name: string(scratch), kind: e.kind}
+			switch v := e.value.(type) {
+			case *Counter:
+				m.Value = int64(v.Value())
+			case *Gauge:
+				m.Value = v.Value()
+			case *Histogram:
+				m.Histogram = v
+			}
+			out = append(out, m)
 		}
 	}
 	s.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].flat != out[j].flat {
-			return out[i].flat < out[j].flat
-		}
-		return out[i].kind < out[j].kind
+	slices.SortFunc(out, func(a, b Metric) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(a.kind, b.kind))
 	})
 	return out
+}
+
+// Summary is a histogram as Envoy's /stats shows it.
+func (h *Histogram) Summary() string {
+	if h.Count() == 0 {
+		return "No recorded values"
+	}
+	return fmt.Sprintf("P50(%g) P90(%g) P99(%g) count(%d)", h.Quantile(.5), h.Quantile(.9), h.Quantile(.99), h.Count())
 }
 
 // Value returns the current value of the counter or gauge with that flat name, for tests
@@ -400,25 +419,18 @@ func (s *Store) Value(flat string) (v int64, ok bool) {
 // WriteText writes every metric as Envoy's /stats does ("name: value"), sorted by name.
 // filter, when not empty, keeps only names containing it.
 func (s *Store) WriteText(w io.Writer, filter string) error {
+	var match func([]byte) bool
+	if filter != "" {
+		match = func(flat []byte) bool { return bytes.Contains(flat, []byte(filter)) }
+	}
 	buf := make([]byte, 0, 32<<10)
-	for _, e := range s.sorted() {
-		if filter != "" && !strings.Contains(e.flat, filter) {
-			continue
-		}
-		buf = append(buf, e.flat...)
+	for _, m := range s.Metrics(match) {
+		buf = append(buf, m.Name...)
 		buf = append(buf, ": "...)
-		switch v := e.value.(type) {
-		case *Counter:
-			buf = strconv.AppendUint(buf, v.Value(), 10)
-		case *Gauge:
-			buf = strconv.AppendInt(buf, v.Value(), 10)
-		case *Histogram:
-			if v.Count() == 0 {
-				buf = append(buf, "No recorded values"...)
-			} else {
-				buf = fmt.Appendf(buf, "P50(%g) P90(%g) P99(%g) count(%d)",
-					v.Quantile(.5), v.Quantile(.9), v.Quantile(.99), v.Count())
-			}
+		if m.Histogram != nil {
+			buf = append(buf, m.Histogram.Summary()...)
+		} else {
+			buf = strconv.AppendInt(buf, m.Value, 10)
 		}
 		buf = append(buf, '\n')
 		if len(buf) >= 28<<10 {
