@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"sort"
 	"sync"
@@ -81,27 +82,33 @@ func (p *Proxy) Apply(typeURL, version string, resources map[string]*anypb.Any) 
 func (p *Proxy) apply(typeURL string, resources map[string]*anypb.Any) error {
 	switch typeURL {
 	case TypeCluster:
-		dyn, err := unmarshalAll[*clusterv3.Cluster](resources, func() *clusterv3.Cluster { return new(clusterv3.Cluster) })
+		// Each resource is decoded when the manager asks for it and dropped once
+		// compiled: the decoded clusters of a whole mesh are not all held at once.
+		names := make(map[string]bool, len(resources))
+		err := p.clusters.UpdateSeq(func(yield func(*clusterv3.Cluster, error) bool) {
+			for _, c := range p.static.clusters {
+				if !yield(c, nil) {
+					return
+				}
+			}
+			for c, err := range decodeEach(resources, func() *clusterv3.Cluster { return new(clusterv3.Cluster) }) {
+				if err == nil {
+					names[c.GetName()] = true
+				}
+				if !yield(c, err) {
+					return
+				}
+			}
+		})
 		if err != nil {
 			return err
-		}
-		if err := p.clusters.Update(append(slices.Clone(p.static.clusters), dyn...)); err != nil {
-			return err
-		}
-		names := make(map[string]bool, len(dyn))
-		for _, c := range dyn {
-			names[c.GetName()] = true
 		}
 		p.dynClusters.Store(&names)
 		p.subscribe(TypeEndpoint, p.clusters.EDSNames())
 		p.subscribeSecrets()
 		return nil
 	case TypeEndpoint:
-		cla, err := unmarshalAll[*endpointv3.ClusterLoadAssignment](resources, func() *endpointv3.ClusterLoadAssignment { return new(endpointv3.ClusterLoadAssignment) })
-		if err != nil {
-			return err
-		}
-		return p.clusters.UpdateEndpoints(cla)
+		return p.clusters.UpdateEndpointsSeq(decodeEach(resources, func() *endpointv3.ClusterLoadAssignment { return new(endpointv3.ClusterLoadAssignment) }))
 	case TypeListener:
 		dyn, err := unmarshalAll[*listenerv3.Listener](resources, func() *listenerv3.Listener { return new(listenerv3.Listener) })
 		if err != nil {
@@ -151,22 +158,42 @@ func (p *Proxy) subscribeSecrets() {
 // unmarshalAll decodes resources in name order, so compilation and its errors are
 // deterministic.
 func unmarshalAll[T proto.Message](resources map[string]*anypb.Any, mk func() T) ([]T, error) {
-	names := make([]string, 0, len(resources))
-	for n := range resources {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	out := make([]T, 0, len(names))
+	out := make([]T, 0, len(resources))
 	var errs []error
-	for _, n := range names {
-		m := mk()
-		if err := resources[n].UnmarshalTo(m); err != nil {
-			errs = append(errs, fmt.Errorf("resource %q: %w", n, err))
+	for m, err := range decodeEach(resources, mk) {
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		out = append(out, m)
 	}
 	return out, errors.Join(errs...)
+}
+
+// decodeEach yields resources decoded one at a time in name order (a resource that
+// does not decode yields its error), so compilation and its errors are deterministic
+// and a consumer that drops each message holds one at a time.
+func decodeEach[T proto.Message](resources map[string]*anypb.Any, mk func() T) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
+		names := make([]string, 0, len(resources))
+		for n := range resources {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		var zero T
+		for _, n := range names {
+			m := mk()
+			if err := resources[n].UnmarshalTo(m); err != nil {
+				if !yield(zero, fmt.Errorf("resource %q: %w", n, err)) {
+					return
+				}
+				continue
+			}
+			if !yield(m, nil) {
+				return
+			}
+		}
+	}
 }
 
 // rdsNames lists the RDS route configurations the listeners' HTTP connection managers

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net"
 	"sort"
@@ -111,6 +112,20 @@ func (m *Manager) Get(name string) *Cluster { return (*m.clusters.Load())[name] 
 // messages: the decoded Cluster of a mesh service is 5-7 KB of heap, a sidecar that is
 // told about every service of the mesh would hold one per service.
 func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
+	return m.UpdateSeq(func(yield func(*clusterv3.Cluster, error) bool) {
+		for _, c := range clusters {
+			if !yield(c, nil) {
+				return
+			}
+		}
+	})
+}
+
+// UpdateSeq is Update over clusters as seq yields them, one at a time: a caller that
+// decodes each as it is asked for (CDS) holds one decoded Cluster at a time, not all.
+// An error seq yields (a resource that did not decode) is one more violation. The
+// manager keeps no message seq yields.
+func (m *Manager) UpdateSeq(seq iter.Seq2[*clusterv3.Cluster, error]) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -118,11 +133,21 @@ func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
 	}
 	cur := *m.clusters.Load()
 	var bad []error
-	seen := make(map[string]int, len(clusters))
-	cfgs := make([]*clusterConfig, len(clusters))
-	digests := make([][sha256.Size]byte, len(clusters))
-	for i, c := range clusters {
-		if c == nil {
+	type pending struct {
+		name   string
+		digest [sha256.Size]byte
+		cfg    *clusterConfig // nil: unchanged
+	}
+	var all []pending
+	seen := make(map[string]int, len(cur))
+	i := -1
+	for c, err := range seq {
+		i++
+		switch {
+		case err != nil:
+			bad = append(bad, err)
+			continue
+		case c == nil:
 			bad = append(bad, fmt.Errorf("clusters[%d]: nil cluster", i))
 			continue
 		}
@@ -136,29 +161,27 @@ func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
 			bad = append(bad, fmt.Errorf("cluster %q: %w", c.GetName(), err))
 			continue
 		}
-		digests[i] = d
-		if old := cur[c.GetName()]; old != nil && old.digest == d {
-			continue
+		pc := pending{name: c.GetName(), digest: d}
+		if old := cur[pc.name]; old == nil || old.digest != d {
+			if pc.cfg, err = compileCluster(c, m.opts.Secrets); err != nil {
+				bad = append(bad, err)
+				continue
+			}
 		}
-		cfg, err := compileCluster(c, m.opts.Secrets)
-		if err != nil {
-			bad = append(bad, err)
-			continue
-		}
-		cfgs[i] = cfg
+		all = append(all, pc)
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("upstream: %w", errors.Join(bad...))
 	}
 
-	next := make(map[string]*Cluster, len(clusters))
+	next := make(map[string]*Cluster, len(all))
 	var created []*Cluster
-	for i, c := range clusters {
-		if cfgs[i] == nil {
-			next[c.GetName()] = cur[c.GetName()] // unchanged: keeps all state
+	for _, pc := range all {
+		if pc.cfg == nil {
+			next[pc.name] = cur[pc.name] // unchanged: keeps all state
 			continue
 		}
-		nc, err := newCluster(m, digests[i], cfgs[i])
+		nc, err := newCluster(m, pc.digest, pc.cfg)
 		if err != nil {
 			for _, x := range created {
 				x.close()
@@ -166,7 +189,7 @@ func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
 			return fmt.Errorf("upstream: %w", err)
 		}
 		created = append(created, nc)
-		next[c.GetName()] = nc
+		next[pc.name] = nc
 	}
 	for _, nc := range created {
 		m.startLocked(nc)
@@ -227,13 +250,31 @@ func (m *Manager) startLocked(c *Cluster) {
 // clusters are kept and applied when the cluster arrives. Assignments not in cla are
 // left as they are. Every assignment is validated first; on error nothing changes.
 func (m *Manager) UpdateEndpoints(cla []*endpointv3.ClusterLoadAssignment) error {
+	return m.UpdateEndpointsSeq(func(yield func(*endpointv3.ClusterLoadAssignment, error) bool) {
+		for _, la := range cla {
+			if !yield(la, nil) {
+				return
+			}
+		}
+	})
+}
+
+// UpdateEndpointsSeq is UpdateEndpoints over assignments as seq yields them, one at a
+// time (see UpdateSeq); an error seq yields is one more violation.
+func (m *Manager) UpdateEndpointsSeq(seq iter.Seq2[*endpointv3.ClusterLoadAssignment, error]) error {
 	type item struct {
 		name string
 		a    *loadAssignment
 	}
 	var bad []error
-	items := make([]item, 0, len(cla))
-	for i, la := range cla {
+	var items []item
+	i := -1
+	for la, err := range seq {
+		i++
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
 		name := la.GetClusterName()
 		if name == "" {
 			bad = append(bad, fmt.Errorf("cluster_load_assignment[%d]: cluster_name: must not be empty", i))
