@@ -39,10 +39,9 @@ const (
 
 // Route is a compiled route. It implements filter.Route.
 type Route struct {
-	name   string
-	index  int
-	vh     *VirtualHost
-	source *routev3.Route
+	name  string
+	index int
+	vh    *VirtualHost
 
 	match  routeMatch
 	action actionKind
@@ -60,11 +59,6 @@ type Route struct {
 }
 
 var _ filter.Route = (*Route)(nil)
-
-// Source is the proto the route was compiled from (rate_limits, metadata, decorator,
-// ...), for filters that read more than their per-filter config; nil for the synthetic
-// require_tls redirect. Do not modify it.
-func (r *Route) Source() *routev3.Route { return r.source }
 
 // Name is the route's name (may be empty).
 func (r *Route) Name() string { return r.name }
@@ -307,7 +301,7 @@ func mergeFilterConfigs(base, over map[string]any) map[string]any {
 }
 
 func compileRoute(rp *routev3.Route, vh *VirtualHost, vc *vhostLevel, index int) (*Route, error) {
-	r := &Route{name: rp.GetName(), index: index, vh: vh, source: rp, mostSpecificWins: vc.lv.mostSpecificWins, bufferLimit: vc.bufferLimit}
+	r := &Route{name: rp.GetName(), index: index, vh: vh, mostSpecificWins: vc.lv.mostSpecificWins, bufferLimit: vc.bufferLimit}
 	var errs []error
 	var err error
 	if r.match, err = compileRouteMatch(rp.GetMatch()); err != nil {

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"maps"
@@ -94,7 +95,13 @@ func (s *Store) compile(configs []*routev3.RouteConfiguration, base map[string]*
 			continue
 		}
 		seen[rc.GetName()] = true
-		if t, ok := old[rc.GetName()]; ok && proto.Equal(t.source, rc) {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("router: route config %q: %w", rc.GetName(), err))
+			continue
+		}
+		d := sha256.Sum256(b)
+		if t, ok := old[rc.GetName()]; ok && t.digest == d {
 			next[rc.GetName()] = t
 			continue
 		}
@@ -103,6 +110,7 @@ func (s *Store) compile(configs []*routev3.RouteConfiguration, base map[string]*
 			errs = append(errs, err)
 			continue
 		}
+		t.digest = d
 		next[rc.GetName()] = t
 	}
 	if len(errs) > 0 {

@@ -11,6 +11,7 @@
 package router
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,7 +36,10 @@ type Table struct {
 	vhostHeader     string // vhost_header (canonical key); "" means :authority
 	stripPathParams bool   // ignore_path_parameters_in_path_matching
 	internalOnly    []string
-	source          *routev3.RouteConfiguration
+	// digest is the SHA-256 of the configuration's deterministic encoding, for the
+	// store to tell an unchanged configuration; the message is not kept (a sidecar told
+	// about a whole mesh has one virtual host per service).
+	digest [sha256.Size]byte
 }
 
 // Name is the route configuration's name.
@@ -48,25 +52,17 @@ func (t *Table) VirtualHosts() []*VirtualHost { return t.vhosts }
 // keys): the connection manager strips them from requests that come from outside.
 func (t *Table) InternalOnlyHeaders() []string { return t.internalOnly }
 
-// Source is the proto the table was compiled from (for config_dump); do not modify it.
-func (t *Table) Source() *routev3.RouteConfiguration { return t.source }
-
 // VirtualHost is a compiled virtual host.
 type VirtualHost struct {
 	name    string
 	domains []string
 	routes  []*Route
 	table   *Table
-	source  *routev3.VirtualHost
 	// require_tls: requests that did not arrive over TLS get tlsRedirect (a 301 to
 	// https). EXTERNAL_ONLY spares requests marked x-envoy-internal.
 	requireTLS  routev3.VirtualHost_TlsRequirementType
 	tlsRedirect *Route
 }
-
-// Source is the proto the virtual host was compiled from (rate_limits, metadata, ...);
-// do not modify it.
-func (v *VirtualHost) Source() *routev3.VirtualHost { return v.source }
 
 // Name is the virtual host's name.
 func (v *VirtualHost) Name() string { return v.name }
@@ -93,7 +89,6 @@ func Compile(rc *routev3.RouteConfiguration) (*Table, error) {
 		prefix:          map[string]*VirtualHost{},
 		ignorePort:      rc.GetIgnorePortInHostMatching(),
 		stripPathParams: rc.GetIgnorePathParametersInPathMatching(),
-		source:          rc,
 	}
 	var errs []error
 	fail := func(format string, args ...any) {
@@ -149,7 +144,7 @@ func Compile(rc *routev3.RouteConfiguration) (*Table, error) {
 			fail("%s.name: duplicate virtual host name", vpath)
 		}
 		names[vpb.GetName()] = true
-		vh := &VirtualHost{name: vpb.GetName(), table: t, source: vpb, requireTLS: vpb.GetRequireTls()}
+		vh := &VirtualHost{name: vpb.GetName(), table: t, requireTLS: vpb.GetRequireTls()}
 		if vh.requireTLS != routev3.VirtualHost_NONE {
 			vh.tlsRedirect = &Route{name: "require_tls", vh: vh, action: actRedirect, redir: &redirectAction{scheme: "https", code: http.StatusMovedPermanently}}
 		}
