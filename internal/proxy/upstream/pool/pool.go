@@ -130,9 +130,11 @@ func (c *Config) Init() error {
 	if c.TLS != nil {
 		c.tlsProto = "https"
 		c.rawTLS = c.TLS
-		cfg := c.TLS.Clone()
-		// alpn_protocols of the UpstreamTlsContext win; without them the protocol's.
-		if len(cfg.NextProtos) == 0 {
+		// alpn_protocols of the UpstreamTlsContext win (the configuration is then
+		// used as it is: Istio's clusters all name theirs); without them the
+		// protocol's, in a copy.
+		if len(c.TLS.NextProtos) == 0 {
+			cfg := c.TLS.Clone()
 			switch c.Protocol {
 			case HTTP2:
 				cfg.NextProtos = []string{"h2"}
@@ -141,8 +143,8 @@ func (c *Config) Init() error {
 			default:
 				cfg.NextProtos = []string{"http/1.1"}
 			}
+			c.TLS = cfg
 		}
-		c.TLS = cfg
 	}
 	c.h1 = c.Protocol == HTTP1 || (c.Protocol == Auto && c.TLS == nil)
 	return nil
