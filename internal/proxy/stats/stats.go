@@ -119,19 +119,17 @@ const (
 	kindHistogram
 )
 
+// entry is one metric. It does not keep its flat name ("cluster.outbound|80||a.
+// upstream_rq_total"): a sidecar told about a whole mesh holds some 30 metrics per
+// cluster, and their flat names were a third of its metric memory; the name is made
+// again where it is needed (a lookup's comparison, a listing).
 type entry struct {
 	kind  kind
 	names *metricName
-	tags  []Tag
+	tags  *[]Tag // shared with the entries made with the same tags just before
 	value any    // *Counter, *Gauge or *Histogram
 	next  *entry // the next entry whose flat name has the same hash
 }
-
-// flat is the entry's Envoy flat name, e.g. "cluster.outbound|80||a.upstream_rq_total".
-// It is not stored: a sidecar told about a whole mesh holds some 40 metrics per cluster,
-// and their flat names were a third of its metric memory; they are made again when the
-// metrics are listed.
-func (e *entry) flat() string { return Flat(e.names.template, e.tags...) }
 
 // metricName is a metric name (template) with the names derived from it, shared by
 // every entry of that name.
@@ -143,7 +141,7 @@ type metricName struct {
 
 // Store holds every metric of a proxy. The zero value is not usable; call New.
 //
-// A sidecar of a large mesh holds some 40 metrics for each of thousands of clusters,
+// A sidecar of a large mesh holds some 30 metrics for each of thousands of clusters,
 // so an entry's memory counts: the names derived from a metric's name are shared by
 // all entries of that name, consecutive lookups with the same tags (one cluster's
 // metrics, looked up together) share one copy of the tags, and the index is by a hash
@@ -154,7 +152,9 @@ type Store struct {
 	entries  map[uint64]*entry      // by hash of kind and flat name; collisions chained
 	n        int                    // entries in all
 	names    map[string]*metricName // by metric name (template)
-	lastTags []Tag                  // the tags of the last entry created
+	lastTags *[]Tag                 // the tags of the last entry created
+	flat     []byte                 // scratch: the flat name looked up
+	other    []byte                 // scratch: a candidate's flat name
 	accept   func(flat string) bool // nil: every metric is kept
 }
 
@@ -164,14 +164,19 @@ func New() *Store {
 }
 
 // hash is the index key of a metric.
-func (s *Store) hash(k kind, flat string) uint64 {
-	return maphash.String(s.seed, flat) ^ uint64(k)
+func (s *Store) hash(k kind, flat []byte) uint64 {
+	return maphash.Bytes(s.seed, flat) ^ uint64(k)
 }
 
-// lookup finds the entry of that kind and flat name; s.mu is held.
-func (s *Store) lookup(k kind, flat string, h uint64) *entry {
+// lookup finds the entry of that kind and flat name; s.mu is held. Each candidate's
+// name is made in s.other.
+func (s *Store) lookup(k kind, flat []byte, h uint64) *entry {
 	for e := s.entries[h]; e != nil; e = e.next {
-		if e.kind == k && e.flat() == flat {
+		if e.kind != k {
+			continue
+		}
+		s.other = appendFlat(s.other[:0], e.names.template, *e.tags)
+		if bytes.Equal(s.other, flat) {
 			return e
 		}
 	}
@@ -311,14 +316,14 @@ func ExtractedName(name string) string {
 func isSep(c byte) bool { return c == '.' || c == '_' }
 
 func (s *Store) get(k kind, name string, tags []Tag, mk func() any) any {
-	flat := Flat(name, tags...)
-	h := s.hash(k, flat)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.lookup(k, flat, h); e != nil {
+	s.flat = appendFlat(s.flat[:0], name, tags)
+	h := s.hash(k, s.flat)
+	if e := s.lookup(k, s.flat, h); e != nil {
 		return e.value
 	}
-	if s.accept != nil && !s.accept(flat) {
+	if s.accept != nil && !s.accept(string(s.flat)) {
 		return mk() // refused by the stats matcher: counted, never shown
 	}
 	mn := s.names[name]
@@ -327,8 +332,9 @@ func (s *Store) get(k kind, name string, tags []Tag, mk func() any) any {
 		mn = &metricName{template: name, name: base, prom: PromName(base)}
 		s.names[name] = mn
 	}
-	if !slices.Equal(tags, s.lastTags) {
-		s.lastTags = slices.Clone(tags)
+	if s.lastTags == nil || !slices.Equal(tags, *s.lastTags) {
+		ts := slices.Clone(tags)
+		s.lastTags = &ts
 	}
 	e := &entry{kind: k, names: mn, tags: s.lastTags, value: mk(), next: s.entries[h]}
 	s.entries[h] = e
@@ -371,7 +377,7 @@ func (s *Store) Metrics(match func(flat []byte) bool) []Metric {
 	}
 	for _, e := range s.entries {
 		for ; e != nil; e = e.next {
-			scratch = appendFlat(scratch[:0], e.names.template, e.tags)
+			scratch = appendFlat(scratch[:0], e.names.template, *e.tags)
 			if match != nil && !match(scratch) {
 				continue
 			}
@@ -405,12 +411,13 @@ func (h *Histogram) Summary() string {
 // Value returns the current value of the counter or gauge with that flat name, for tests
 // and the admin endpoint. ok is false when no such metric exists.
 func (s *Store) Value(flat string) (v int64, ok bool) {
+	b := []byte(flat)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.lookup(kindCounter, flat, s.hash(kindCounter, flat)); e != nil {
+	if e := s.lookup(kindCounter, b, s.hash(kindCounter, b)); e != nil {
 		return int64(e.value.(*Counter).Value()), true
 	}
-	if e := s.lookup(kindGauge, flat, s.hash(kindGauge, flat)); e != nil {
+	if e := s.lookup(kindGauge, b, s.hash(kindGauge, b)); e != nil {
 		return e.value.(*Gauge).Value(), true
 	}
 	return 0, false
@@ -477,7 +484,7 @@ func (s *Store) WritePrometheus(w io.Writer) error {
 		if c := strings.Compare(a.names.prom, b.names.prom); c != 0 {
 			return c
 		}
-		if c := slices.CompareFunc(a.tags, b.tags, func(x, y Tag) int {
+		if c := slices.CompareFunc(*a.tags, *b.tags, func(x, y Tag) int {
 			return cmp.Or(strings.Compare(x.Key, y.Key), strings.Compare(x.Value, y.Value))
 		}); c != 0 {
 			return c
@@ -497,7 +504,7 @@ func (s *Store) WritePrometheus(w io.Writer) error {
 			buf = append(buf, '\n')
 			last = pn
 		}
-		labels = appendLabels(labels[:0], e.tags)
+		labels = appendLabels(labels[:0], *e.tags)
 		switch v := e.value.(type) {
 		case *Counter:
 			buf = appendSample(buf, pn, "", labels, "")
