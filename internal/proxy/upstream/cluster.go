@@ -40,7 +40,6 @@ type Cluster struct {
 	digest [sha256.Size]byte // of the cluster's proto (digest): unchanged or not
 	cfg    *clusterConfig
 	m      *Manager
-	log    *slog.Logger
 	stats  *ClusterStats
 
 	limits *pool.Limits
@@ -87,7 +86,6 @@ func newCluster(m *Manager, digest [sha256.Size]byte, cfg *clusterConfig) (*Clus
 		digest:   digest,
 		cfg:      cfg,
 		m:        m,
-		log:      m.log.With("cluster", cfg.name),
 		stats:    m.clusterStats(cfg.name),
 		hosts:    map[string]*Host{},
 		done:     make(chan struct{}),
@@ -378,3 +376,7 @@ func (c *Cluster) close() {
 		h.close()
 	}
 }
+
+// logger is the cluster's logger, made when something is to be logged (rarely): a
+// logger kept per cluster was 250 bytes of every cluster of a mesh.
+func (c *Cluster) logger() *slog.Logger { return c.m.log.With("cluster", c.name) }

@@ -102,7 +102,7 @@ func (c *Cluster) resolveStrictOnce(last map[int][]netip.Addr) {
 					return
 				}
 				failed = true
-				c.log.Warn("dns resolution failed", "name", e.host, "err", err)
+				c.logger().Warn("dns resolution failed", "name", e.host, "err", err)
 				ips = last[i]
 			}
 			cache[e.host] = ips

@@ -34,7 +34,7 @@ func (c *Cluster) initChecks() error {
 		OnCheck:  c.onHealthCheck,
 		Stats:    c.m.opts.Stats,
 		Tags:     tags,
-		Log:      c.log,
+		Log:      c.logger(),
 	})
 	if err != nil {
 		return err
