@@ -1131,6 +1131,71 @@ func TestH1ClientGoneAfterHeadersTimeout(t *testing.T) {
 	}
 }
 
+// TestH1IdleTimeoutSparesRequests: the idle timeout ends a connection that carries no
+// request, never one whose request outlasts it. The idle deadline stays armed while
+// requests come (it moves only when it is no longer the idle timeout ahead), so a body
+// that trickles in past it, and the client-gone watch of a request held past it, read
+// through it; an idle connection still closes on time.
+func TestH1IdleTimeoutSparesRequests(t *testing.T) {
+	m := newH1Mesh(t)
+	const idle = 300 * time.Millisecond
+	v := m.cp.push(resources{
+		listeners: []types.Resource{hcmListener(t, m.port, "http", "", func(h *hcmv3.HttpConnectionManager) {
+			h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(idle)}
+		})},
+		routes:    []types.Resource{routeConfig("r", directRoute("/direct", "direct"), prefixRoute("/", "a"))},
+		clusters:  m.clusters,
+		endpoints: m.eps,
+	})
+	m.waitApplied(t, v)
+
+	rc := m.dial(t)
+	for i := range 3 { // requests in a row: the first arms the idle deadline, the rest keep it
+		rc.write("GET /direct HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, body := rc.response("GET"); resp.StatusCode != 200 || body != "direct" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	// A body that comes in pieces for three idle timeouts.
+	rc.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n")
+	for _, piece := range []string{"ab", "cd", "ef"} {
+		time.Sleep(idle)
+		rc.write(piece)
+	}
+	if resp, body := rc.response("POST"); resp.StatusCode != 200 || body != "abcdef" {
+		t.Fatalf("slow body: %d %q", resp.StatusCode, body)
+	}
+	// The connection carries another request, then closes once idle.
+	rc.write("GET /direct HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := rc.response("GET"); resp.StatusCode != 200 || body != "direct" {
+		t.Fatalf("after the slow body: %d %q", resp.StatusCode, body)
+	}
+	start := time.Now()
+	if err := rc.closed(5 * time.Second); err != nil {
+		t.Fatalf("idle connection: %v", err)
+	}
+	if took := time.Since(start); took < idle-50*time.Millisecond {
+		t.Errorf("idle connection closed after %v, before the idle timeout (%v)", took, idle)
+	}
+
+	// A request held upstream past the idle timeout: the client's leaving is still
+	// noticed (the watch's read went through the idle deadline) and cancels it.
+	rc = m.dial(t)
+	rc.write("GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-m.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the upstream")
+	}
+	time.Sleep(3 * idle)
+	_ = rc.c.Close()
+	select {
+	case <-m.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream request not cancelled 5 s after the client left")
+	}
+}
+
 // TestH1ResponseTrailers: an upstream's chunked response trailers reach the client.
 func TestH1ResponseTrailers(t *testing.T) {
 	m := newH1Mesh(t)

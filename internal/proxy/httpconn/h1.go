@@ -131,6 +131,15 @@ type h1conn struct {
 	tls    *tls.ConnectionState
 	state  atomic.Int32
 
+	// The idle timeout's read deadline stays armed while requests come and go, and
+	// moves only when it is no longer at least the idle timeout ahead (armIdle): a
+	// deadline set and cleared at every request was two timer updates of the
+	// netpoller per request. idleAt is that deadline (Unix ns) while it is the one
+	// armed, 0 once anything else set the read deadline. dlMu orders the setters
+	// that run beside another reader of the connection (see idleDeadlineHit).
+	idleAt atomic.Int64
+	dlMu   sync.Mutex
+
 	watch      *time.Timer
 	watchArmed bool
 	watchDone  chan struct{}
@@ -159,6 +168,7 @@ type h1exchange struct {
 // ahead (pre). Every read of the connection goes through it: a reader on nc directly
 // would lose the byte the watch keeps here.
 type connReader struct {
+	hc      *h1conn
 	nc      net.Conn
 	pre     *bufio.Reader
 	one     [1]byte
@@ -166,6 +176,16 @@ type connReader struct {
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
+	for {
+		n, err := r.read(p)
+		if err != nil && n == 0 && r.hc.idleDeadlineHit(err) {
+			continue // a request outlasted the idle deadline: it does not apply to it
+		}
+		return n, err
+	}
+}
+
+func (r *connReader) read(p []byte) (int, error) {
 	if r.hasByte {
 		if len(p) == 0 {
 			return 0, nil
@@ -197,7 +217,7 @@ var (
 // detection), served before the connection's.
 func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, pre *bufio.Reader) {
 	hc := &h1conn{m: m, lc: lc, nc: nc, watchDone: make(chan struct{}, 1)}
-	hc.rd.nc, hc.rd.pre = nc, pre
+	hc.rd.hc, hc.rd.nc, hc.rd.pre = hc, nc, pre
 	hc.br = h1Readers.Get().(*bufio.Reader)
 	hc.br.Reset(&hc.rd)
 	hc.bw = h1Writers.Get().(*bufio.Writer)
@@ -250,14 +270,13 @@ func (hc *h1conn) loop() (hijacked bool) {
 			continue
 		}
 		hc.state.Store(stateIdle)
-		now := time.Now()
-		_ = hc.nc.SetReadDeadline(now.Add(m.idleTimeout))
+		hc.armIdle(m.idleTimeout)
 		// After the deadline is set: a drain or hand-off from now on sets its own.
 		if m.h1.successor.Load() != nil {
 			continue
 		}
 		if m.h1.draining.Load() {
-			_ = hc.nc.SetReadDeadline(time.Unix(0, m.h1.drainAt.Load()))
+			hc.setReadDeadline(time.Unix(0, m.h1.drainAt.Load()))
 		}
 		if _, err := hc.br.Peek(1); err != nil {
 			var ne net.Error
@@ -268,7 +287,7 @@ func (hc *h1conn) loop() (hijacked bool) {
 		}
 		hc.state.Store(stateActive)
 		if m.headersTimeout > 0 {
-			_ = hc.nc.SetReadDeadline(time.Now().Add(m.headersTimeout))
+			hc.setReadDeadline(time.Now().Add(m.headersTimeout))
 		}
 		if hc.ex == nil {
 			hc.ex = new(h1exchange)
@@ -282,8 +301,12 @@ func (hc *h1conn) loop() (hijacked bool) {
 		// The idle and headers timeouts bound the head's read only: a body may take
 		// its time, and the client-gone watch reads while the request runs (with
 		// the deadline left, it would end at request_headers_timeout and a client
-		// leaving later would go unnoticed).
-		_ = hc.nc.SetReadDeadline(time.Time{})
+		// leaving later would go unnoticed). The idle deadline stays, at least the
+		// idle timeout ahead: a read of a request that outlasts it clears it then
+		// (idleDeadlineHit). Any other deadline goes now.
+		if hc.idleAt.Load() == 0 {
+			hc.setReadDeadline(time.Time{})
+		}
 		keep, hijacked := hc.serve(req, body)
 		if hijacked {
 			return true
@@ -292,6 +315,53 @@ func (hc *h1conn) loop() (hijacked bool) {
 			return false
 		}
 	}
+}
+
+// idleSlack is how much later than the idle timeout an idle connection may close: the
+// deadline is armed that much further, so the requests of that span leave it as it is.
+func idleSlack(d time.Duration) time.Duration { return min(d/16, time.Minute) }
+
+// armIdle makes the read deadline end an idle wait that starts now: the idle timeout
+// from now, or up to idleSlack later. A deadline already armed in that span stays.
+func (hc *h1conn) armIdle(d time.Duration) {
+	now := time.Now()
+	want := now.Add(d).UnixNano()
+	if at := hc.idleAt.Load(); at >= want && at <= want+int64(idleSlack(d)) {
+		return
+	}
+	at := now.Add(d + idleSlack(d))
+	hc.dlMu.Lock()
+	_ = hc.nc.SetReadDeadline(at)
+	hc.idleAt.Store(at.UnixNano())
+	hc.dlMu.Unlock()
+}
+
+// setReadDeadline sets a read deadline other than the idle one.
+func (hc *h1conn) setReadDeadline(t time.Time) {
+	hc.dlMu.Lock()
+	hc.idleAt.Store(0)
+	_ = hc.nc.SetReadDeadline(t)
+	hc.dlMu.Unlock()
+}
+
+// idleDeadlineHit reports whether err is a read of an active request that ran into
+// the idle deadline armed before it, which does not apply to requests; the deadline
+// is then cleared and the read can be tried again. A deadline anyone else set (a
+// drain, the end of the exchange, the handler) is reported as it is: its setter
+// zeroed idleAt first, under dlMu, so the two never cross.
+func (hc *h1conn) idleDeadlineHit(err error) bool {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || hc.state.Load() != stateActive {
+		return false
+	}
+	hc.dlMu.Lock()
+	defer hc.dlMu.Unlock()
+	if hc.idleAt.Load() == 0 {
+		return false
+	}
+	hc.idleAt.Store(0)
+	_ = hc.nc.SetReadDeadline(time.Time{})
+	return true
 }
 
 // reject answers a request the codec refused, and the connection closes.
@@ -361,7 +431,7 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 	// closes after the response.
 	bodyOK := true
 	if body != nil && !body.Release() {
-		_ = hc.nc.SetReadDeadline(aLongTimeAgo)
+		hc.setReadDeadline(aLongTimeAgo)
 		body.ReleaseWait()
 		bodyOK = false
 	}
@@ -388,7 +458,7 @@ func (hc *h1conn) end(w *h1writer, body *h1.Body, bodyOK bool) bool {
 		if rem < 0 || rem > maxDiscard {
 			return false
 		}
-		_ = hc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		hc.setReadDeadline(time.Now().Add(5 * time.Second))
 		if !body.Discard(maxDiscard) {
 			return false
 		}
@@ -442,9 +512,9 @@ func (hc *h1conn) stopWatch() {
 	default:
 	}
 	// It is running, or about to: a deadline in the past ends its read.
-	_ = hc.nc.SetReadDeadline(aLongTimeAgo)
+	hc.setReadDeadline(aLongTimeAgo)
 	<-hc.watchDone
-	_ = hc.nc.SetReadDeadline(time.Time{})
+	hc.setReadDeadline(time.Time{})
 }
 
 // watchRead runs on the timer's goroutine: one byte read while the handler works. A
@@ -452,6 +522,9 @@ func (hc *h1conn) stopWatch() {
 // deadline stopWatch sets means the client went away.
 func (hc *h1conn) watchRead() {
 	n, err := hc.nc.Read(hc.rd.one[:])
+	for n == 0 && err != nil && hc.idleDeadlineHit(err) {
+		n, err = hc.nc.Read(hc.rd.one[:])
+	}
 	if n == 1 {
 		hc.rd.hasByte = true
 	} else if err != nil {
@@ -493,7 +566,7 @@ func (m *Manager) drainH1(ctx context.Context) error {
 	}
 	for hc := range s.conns {
 		if hc.state.Load() == stateIdle {
-			_ = hc.nc.SetReadDeadline(at)
+			hc.setReadDeadline(at)
 		}
 	}
 	empty := s.empty
@@ -716,7 +789,12 @@ func (w *h1writer) FlushError() error {
 // request body ends.
 func (w *h1writer) EnableFullDuplex() error { return nil }
 
-func (w *h1writer) SetReadDeadline(t time.Time) error  { return w.hc.nc.SetReadDeadline(t) }
+func (w *h1writer) SetReadDeadline(t time.Time) error {
+	w.hc.dlMu.Lock()
+	defer w.hc.dlMu.Unlock()
+	w.hc.idleAt.Store(0)
+	return w.hc.nc.SetReadDeadline(t)
+}
 func (w *h1writer) SetWriteDeadline(t time.Time) error { return w.hc.nc.SetWriteDeadline(t) }
 
 // Hijack hands the connection over (WebSocket and other upgrades). Buffered request
@@ -730,7 +808,8 @@ func (w *h1writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	hc := w.hc
 	hc.stopWatch()
-	_ = hc.nc.SetDeadline(time.Time{})
+	hc.setReadDeadline(time.Time{})
+	_ = hc.nc.SetWriteDeadline(time.Time{})
 	if w.expect {
 		w.contMu.Lock()
 		defer w.contMu.Unlock()
