@@ -440,11 +440,9 @@ func (s *Store) WriteText(w io.Writer, filter string) error {
 			buf = strconv.AppendInt(buf, m.Value, 10)
 		}
 		buf = append(buf, '\n')
-		if len(buf) >= 28<<10 {
-			if _, err := w.Write(buf); err != nil {
-				return err
-			}
-			buf = buf[:0]
+		var err error
+		if buf, err = spill(w, buf); err != nil {
+			return err
 		}
 	}
 	_, err := w.Write(buf)
@@ -533,15 +531,23 @@ func (s *Store) WritePrometheus(w io.Writer) error {
 			buf = strconv.AppendUint(buf, v.Count(), 10)
 			buf = append(buf, '\n')
 		}
-		if len(buf) >= 28<<10 {
-			if _, err := w.Write(buf); err != nil {
-				return err
-			}
-			buf = buf[:0]
+		var err error
+		if buf, err = spill(w, buf); err != nil {
+			return err
 		}
 	}
 	_, err := w.Write(buf)
 	return err
+}
+
+// spill writes a listing's buffer out once it holds a chunk (28 KB), and returns it
+// emptied; a smaller one is returned as it is.
+func spill(w io.Writer, buf []byte) ([]byte, error) {
+	if len(buf) < 28<<10 {
+		return buf, nil
+	}
+	_, err := w.Write(buf)
+	return buf[:0], err
 }
 
 // boundLabels are the le label values of Bounds.
