@@ -81,9 +81,14 @@ type clusterConfig struct {
 	healthChecks []*corev3.HealthCheck
 }
 
+// matchField is one field of a transport socket match. A match holds one or two
+// (Istio's: tlsMode), so a slice, 32 bytes a field, instead of a map of some 300 bytes,
+// for each of a mesh's clusters.
+type matchField struct{ key, value string }
+
 type socketConfig struct {
 	name    string
-	match   map[string]string // transport_socket_matches[i].match (string values)
+	match   []matchField // transport_socket_matches[i].match (string values)
 	cfg     *tls.Config
 	secrets []string // the SDS secrets of its UpstreamTlsContext
 }
@@ -385,9 +390,8 @@ func compileSockets(c *clusterv3.Cluster, cfg *clusterConfig, secrets *tlsctx.St
 			continue
 		}
 		sc.name = m.GetName()
-		sc.match = map[string]string{}
 		for k, v := range m.GetMatch().GetFields() {
-			sc.match[k] = structValueString(v)
+			sc.match = append(sc.match, matchField{k, structValueString(v)})
 		}
 		cfg.sockets = append(cfg.sockets, sc)
 	}
@@ -576,9 +580,9 @@ func (cfg *clusterConfig) socketFor(fields map[string]*structpb.Value) int {
 	}
 	for i := 1; i < len(cfg.sockets); i++ {
 		ok := true
-		for k, want := range cfg.sockets[i].match {
-			v, found := fields[k]
-			if !found || structValueString(v) != want {
+		for _, f := range cfg.sockets[i].match {
+			v, found := fields[f.key]
+			if !found || structValueString(v) != f.value {
 				ok = false
 				break
 			}
