@@ -3,6 +3,7 @@ package stats
 import (
 	"bytes"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -267,5 +268,38 @@ func TestFilter(t *testing.T) {
 	}
 	if _, ok := s.Value("cluster.a.upstream_rq_total"); ok {
 		t.Error("a refused metric can be looked up")
+	}
+}
+
+// TestHashCollision: two metrics whose flat names hash alike are two entries, each
+// found by its own name. The index is by hash only, so the chain is what tells them
+// apart; with a real hash a collision is too rare to meet, so the test forces one by
+// filing the second metric under the first one's hash.
+func TestHashCollision(t *testing.T) {
+	s := New()
+	a := s.Counter("cluster.upstream_rq_total", Tag{Key: "envoy_cluster_name", Value: "a"})
+	ha := s.hash(kindCounter, []byte("cluster.a.upstream_rq_total"))
+	// b, made by hand under a's hash, as get would have filed it on a collision.
+	b := new(Counter)
+	tags := []Tag{{Key: "envoy_cluster_name", Value: "b"}}
+	s.entries[ha] = &entry{kind: kindCounter, names: &metricName{template: "cluster.upstream_rq_total",
+		name: "cluster.upstream_rq_total", prom: "envoy_cluster_upstream_rq_total"}, tags: &tags, value: b, next: s.entries[ha]}
+	s.n++
+	a.Add(1)
+	b.Add(2)
+	for flat, want := range map[string]int64{"cluster.a.upstream_rq_total": 1, "cluster.b.upstream_rq_total": 2} {
+		if e := s.lookup(kindCounter, []byte(flat), ha); e == nil || int64(e.value.(*Counter).Value()) != want {
+			t.Errorf("lookup(%s) under the shared hash: %v, want the counter at %d", flat, e, want)
+		}
+	}
+	if got := s.Counter("cluster.upstream_rq_total", Tag{Key: "envoy_cluster_name", Value: "a"}); got != a {
+		t.Error("a looked up again is not the counter made first")
+	}
+	var names []string
+	for _, m := range s.Metrics(nil) {
+		names = append(names, m.Name)
+	}
+	if want := []string{"cluster.a.upstream_rq_total", "cluster.b.upstream_rq_total"}; !slices.Equal(names, want) {
+		t.Errorf("listed %v, want %v", names, want)
 	}
 }
