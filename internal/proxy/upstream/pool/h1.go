@@ -329,15 +329,11 @@ func (b *h1body) finish(eof bool) {
 		case err := <-w.done:
 			reuse = reuse && err == nil
 		default:
-			if reuse && w.copied.Load() {
-				// The upstream had the whole request: the writer is flushing the
-				// last bytes it sent, or about to say so.
-				reuse = w.wait()
-				b.freed = reuse
-				break
-			}
-			reuse = false // the body is still being written: the exchange is cut short
-			b.freed = false
+			// Copied: the upstream had the whole request, and the writer is flushing
+			// the last bytes it sent, or about to say so. Not copied: the body is
+			// still being written, the exchange is cut short.
+			reuse = reuse && w.copied.Load() && w.wait()
+			b.freed = reuse
 		}
 	}
 	if !reuse {

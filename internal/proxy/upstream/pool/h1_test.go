@@ -248,8 +248,7 @@ func TestH1PoolReleased(t *testing.T) {
 		body   io.Reader
 		length int64
 	}{{strings.NewReader("hello"), 5}, {pr, -1}, {struct{ io.Reader }{bytes.NewReader(large)}, int64(len(large))}} {
-		body := tc.body
-		req, _ := http.NewRequest("POST", "http://svc/ok", body)
+		req, _ := http.NewRequest("POST", "http://svc/ok", tc.body)
 		req.ContentLength = tc.length
 		resp, err := p.RoundTrip(req)
 		if err != nil {
@@ -262,7 +261,7 @@ func TestH1PoolReleased(t *testing.T) {
 			t.Fatalf("%q %v", b, err)
 		}
 		if !released(resp) {
-			t.Fatalf("%T not released at the end of its body", body)
+			t.Fatalf("%T not released at the end of its body", tc.body)
 		}
 		// Its storage serves the next response (read on the same connection).
 		resp.Body.(interface{ Recycle() }).Recycle()
