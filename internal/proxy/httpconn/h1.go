@@ -169,7 +169,6 @@ type h1exchange struct {
 // would lose the byte the watch keeps here.
 type connReader struct {
 	hc      *h1conn
-	nc      net.Conn
 	pre     *bufio.Reader
 	one     [1]byte
 	hasByte bool
@@ -200,7 +199,7 @@ func (r *connReader) read(p []byte) (int, error) {
 		}
 		r.pre = nil
 	}
-	return r.nc.Read(p)
+	return r.hc.nc.Read(p)
 }
 
 // pending reports whether bytes the client sent are waiting outside the connection.
@@ -217,7 +216,7 @@ var (
 // detection), served before the connection's.
 func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, pre *bufio.Reader) {
 	hc := &h1conn{m: m, lc: lc, nc: nc, watchDone: make(chan struct{}, 1)}
-	hc.rd.hc, hc.rd.nc, hc.rd.pre = hc, nc, pre
+	hc.rd.hc, hc.rd.pre = hc, pre
 	hc.br = h1Readers.Get().(*bufio.Reader)
 	hc.br.Reset(&hc.rd)
 	hc.bw = h1Writers.Get().(*bufio.Writer)
@@ -276,7 +275,7 @@ func (hc *h1conn) loop() (hijacked bool) {
 			continue
 		}
 		if m.h1.draining.Load() {
-			hc.setReadDeadline(time.Unix(0, m.h1.drainAt.Load()))
+			_ = hc.setReadDeadline(time.Unix(0, m.h1.drainAt.Load()))
 		}
 		if _, err := hc.br.Peek(1); err != nil {
 			var ne net.Error
@@ -287,7 +286,7 @@ func (hc *h1conn) loop() (hijacked bool) {
 		}
 		hc.state.Store(stateActive)
 		if m.headersTimeout > 0 {
-			hc.setReadDeadline(time.Now().Add(m.headersTimeout))
+			_ = hc.setReadDeadline(time.Now().Add(m.headersTimeout))
 		}
 		if hc.ex == nil {
 			hc.ex = new(h1exchange)
@@ -305,7 +304,7 @@ func (hc *h1conn) loop() (hijacked bool) {
 		// idle timeout ahead: a read of a request that outlasts it clears it then
 		// (idleDeadlineHit). Any other deadline goes now.
 		if hc.idleAt.Load() == 0 {
-			hc.setReadDeadline(time.Time{})
+			_ = hc.setReadDeadline(time.Time{})
 		}
 		keep, hijacked := hc.serve(req, body)
 		if hijacked {
@@ -337,11 +336,11 @@ func (hc *h1conn) armIdle(d time.Duration) {
 }
 
 // setReadDeadline sets a read deadline other than the idle one.
-func (hc *h1conn) setReadDeadline(t time.Time) {
+func (hc *h1conn) setReadDeadline(t time.Time) error {
 	hc.dlMu.Lock()
+	defer hc.dlMu.Unlock()
 	hc.idleAt.Store(0)
-	_ = hc.nc.SetReadDeadline(t)
-	hc.dlMu.Unlock()
+	return hc.nc.SetReadDeadline(t)
 }
 
 // idleDeadlineHit reports whether err is a read of an active request that ran into
@@ -431,7 +430,7 @@ func (hc *h1conn) serve(req *http.Request, body *h1.Body) (keep, hijacked bool) 
 	// closes after the response.
 	bodyOK := true
 	if body != nil && !body.Release() {
-		hc.setReadDeadline(aLongTimeAgo)
+		_ = hc.setReadDeadline(aLongTimeAgo)
 		body.ReleaseWait()
 		bodyOK = false
 	}
@@ -458,7 +457,7 @@ func (hc *h1conn) end(w *h1writer, body *h1.Body, bodyOK bool) bool {
 		if rem < 0 || rem > maxDiscard {
 			return false
 		}
-		hc.setReadDeadline(time.Now().Add(5 * time.Second))
+		_ = hc.setReadDeadline(time.Now().Add(5 * time.Second))
 		if !body.Discard(maxDiscard) {
 			return false
 		}
@@ -512,9 +511,9 @@ func (hc *h1conn) stopWatch() {
 	default:
 	}
 	// It is running, or about to: a deadline in the past ends its read.
-	hc.setReadDeadline(aLongTimeAgo)
+	_ = hc.setReadDeadline(aLongTimeAgo)
 	<-hc.watchDone
-	hc.setReadDeadline(time.Time{})
+	_ = hc.setReadDeadline(time.Time{})
 }
 
 // watchRead runs on the timer's goroutine: one byte read while the handler works. A
@@ -566,7 +565,7 @@ func (m *Manager) drainH1(ctx context.Context) error {
 	}
 	for hc := range s.conns {
 		if hc.state.Load() == stateIdle {
-			hc.setReadDeadline(at)
+			_ = hc.setReadDeadline(at)
 		}
 	}
 	empty := s.empty
@@ -789,12 +788,7 @@ func (w *h1writer) FlushError() error {
 // request body ends.
 func (w *h1writer) EnableFullDuplex() error { return nil }
 
-func (w *h1writer) SetReadDeadline(t time.Time) error {
-	w.hc.dlMu.Lock()
-	defer w.hc.dlMu.Unlock()
-	w.hc.idleAt.Store(0)
-	return w.hc.nc.SetReadDeadline(t)
-}
+func (w *h1writer) SetReadDeadline(t time.Time) error  { return w.hc.setReadDeadline(t) }
 func (w *h1writer) SetWriteDeadline(t time.Time) error { return w.hc.nc.SetWriteDeadline(t) }
 
 // Hijack hands the connection over (WebSocket and other upgrades). Buffered request
@@ -808,7 +802,7 @@ func (w *h1writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	hc := w.hc
 	hc.stopWatch()
-	hc.setReadDeadline(time.Time{})
+	_ = hc.setReadDeadline(time.Time{})
 	_ = hc.nc.SetWriteDeadline(time.Time{})
 	if w.expect {
 		w.contMu.Lock()
