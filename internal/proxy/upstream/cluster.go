@@ -37,7 +37,7 @@ var (
 // value behind an atomic pointer, swapped on each membership or health change).
 type Cluster struct {
 	name   string
-	digest [sha256.Size]byte // of the cluster's proto (digest): unchanged or not
+	digest [sha256.Size]byte // of its Cluster message: the next update's same one keeps it
 	cfg    *clusterConfig
 	m      *Manager
 	stats  *ClusterStats

@@ -212,12 +212,12 @@ func compileCluster(c *clusterv3.Cluster, secrets *tlsctx.Store) (*clusterConfig
 	// outlier_detection and health_checks are validated by their packages; the
 	// cluster builds the stateful objects once the whole update is valid.
 	cfg.outlier, cfg.healthChecks = c.GetOutlierDetection(), c.GetHealthChecks()
-	if _, err := outlier.New(c.GetOutlierDetection(), outlier.Options{}); err != nil {
+	if _, err := outlier.New(cfg.outlier, outlier.Options{}); err != nil {
 		for _, one := range splitJoined(err) {
 			e.list = append(e.list, fmt.Errorf("cluster %q: %w", cfg.name, one))
 		}
 	}
-	if _, err := health.New(c.GetHealthChecks(), health.Options{Cluster: cfg.name}); err != nil {
+	if _, err := health.New(cfg.healthChecks, health.Options{Cluster: cfg.name}); err != nil {
 		for _, one := range splitJoined(err) {
 			e.list = append(e.list, fmt.Errorf("cluster %q: %w", cfg.name, one))
 		}

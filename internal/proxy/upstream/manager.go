@@ -112,13 +112,18 @@ func (m *Manager) Get(name string) *Cluster { return (*m.clusters.Load())[name] 
 // messages: the decoded Cluster of a mesh service is 5-7 KB of heap, a sidecar that is
 // told about every service of the mesh would hold one per service.
 func (m *Manager) Update(clusters []*clusterv3.Cluster) error {
-	return m.UpdateSeq(func(yield func(*clusterv3.Cluster, error) bool) {
-		for _, c := range clusters {
-			if !yield(c, nil) {
+	return m.UpdateSeq(withoutErrors(clusters))
+}
+
+// withoutErrors yields the elements of s, each with a nil error.
+func withoutErrors[T any](s []T) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
+		for _, v := range s {
+			if !yield(v, nil) {
 				return
 			}
 		}
-	})
+	}
 }
 
 // UpdateSeq is Update over clusters as seq yields them, one at a time: a caller that
@@ -250,13 +255,7 @@ func (m *Manager) startLocked(c *Cluster) {
 // clusters are kept and applied when the cluster arrives. Assignments not in cla are
 // left as they are. Every assignment is validated first; on error nothing changes.
 func (m *Manager) UpdateEndpoints(cla []*endpointv3.ClusterLoadAssignment) error {
-	return m.UpdateEndpointsSeq(func(yield func(*endpointv3.ClusterLoadAssignment, error) bool) {
-		for _, la := range cla {
-			if !yield(la, nil) {
-				return
-			}
-		}
-	})
+	return m.UpdateEndpointsSeq(withoutErrors(cla))
 }
 
 // UpdateEndpointsSeq is UpdateEndpoints over assignments as seq yields them, one at a
