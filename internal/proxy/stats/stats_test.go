@@ -2,6 +2,7 @@ package stats
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"slices"
 	"sort"
@@ -301,5 +302,58 @@ func TestHashCollision(t *testing.T) {
 	}
 	if want := []string{"cluster.a.upstream_rq_total", "cluster.b.upstream_rq_total"}; !slices.Equal(names, want) {
 		t.Errorf("listed %v, want %v", names, want)
+	}
+}
+
+// countingWriter counts the writes a listing makes.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// TestLargeListings: listings larger than one buffer go out in several writes and
+// lose nothing at the seams: every series of 500 clusters parses from the Prometheus
+// output, and /stats's text has every metric once, in order.
+func TestLargeListings(t *testing.T) {
+	s := New()
+	const clusters = 500
+	for i := range clusters {
+		tag := Tag{Key: "envoy_cluster_name", Value: fmt.Sprintf("outbound|9080||svc-%03d.bench.svc.cluster.local", i)}
+		s.Counter("cluster.upstream_rq_total", tag).Add(uint64(i))
+		s.Gauge("cluster.upstream_cx_active", tag).Set(int64(i))
+		s.Histogram("cluster.upstream_rq_time", tag).Record(float64(i))
+	}
+	var prom countingWriter
+	if err := s.WritePrometheus(&prom); err != nil {
+		t.Fatal(err)
+	}
+	if prom.writes < 2 {
+		t.Fatalf("%d bytes of Prometheus output in %d write: the test does not cross a buffer's end", prom.Len(), prom.writes)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(prom.Bytes()))
+	if err != nil {
+		t.Fatalf("Prometheus output in %d writes does not parse: %v", prom.writes, err)
+	}
+	for _, f := range []string{"envoy_cluster_upstream_rq_total", "envoy_cluster_upstream_cx_active", "envoy_cluster_upstream_rq_time"} {
+		if n := len(fams[f].GetMetric()); n != clusters {
+			t.Errorf("%s: %d series, want %d", f, n, clusters)
+		}
+	}
+	var text countingWriter
+	if err := s.WriteText(&text, ""); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(text.String(), "\n"), "\n")
+	if text.writes < 2 || len(lines) != 3*clusters || !slices.IsSorted(lines) {
+		t.Errorf("/stats text: %d lines in %d writes (want %d lines, sorted, in more than one write)", len(lines), text.writes, 3*clusters)
+	}
+	if want := "cluster.outbound|9080||svc-499.bench.svc.cluster.local.upstream_rq_total: 499"; !slices.Contains(lines, want) {
+		t.Errorf("/stats text lacks %q", want)
 	}
 }
