@@ -423,32 +423,6 @@ func (s *Store) Value(flat string) (v int64, ok bool) {
 	return 0, false
 }
 
-// WriteText writes every metric as Envoy's /stats does ("name: value"), sorted by name.
-// filter, when not empty, keeps only names containing it.
-func (s *Store) WriteText(w io.Writer, filter string) error {
-	var match func([]byte) bool
-	if filter != "" {
-		match = func(flat []byte) bool { return bytes.Contains(flat, []byte(filter)) }
-	}
-	buf := make([]byte, 0, 32<<10)
-	for _, m := range s.Metrics(match) {
-		buf = append(buf, m.Name...)
-		buf = append(buf, ": "...)
-		if m.Histogram != nil {
-			buf = append(buf, m.Histogram.Summary()...)
-		} else {
-			buf = strconv.AppendInt(buf, m.Value, 10)
-		}
-		buf = append(buf, '\n')
-		var err error
-		if buf, err = spill(w, buf); err != nil {
-			return err
-		}
-	}
-	_, err := w.Write(buf)
-	return err
-}
-
 // PromName is the Prometheus name of a tag-extracted metric name: "envoy_" + name, with
 // every byte outside [a-zA-Z0-9_] (dots among them) as an underscore.
 func PromName(name string) string {
@@ -531,23 +505,15 @@ func (s *Store) WritePrometheus(w io.Writer) error {
 			buf = strconv.AppendUint(buf, v.Count(), 10)
 			buf = append(buf, '\n')
 		}
-		var err error
-		if buf, err = spill(w, buf); err != nil {
-			return err
+		if len(buf) >= 28<<10 {
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
 		}
 	}
 	_, err := w.Write(buf)
 	return err
-}
-
-// spill writes a listing's buffer out once it holds a chunk (28 KB), and returns it
-// emptied; a smaller one is returned as it is.
-func spill(w io.Writer, buf []byte) ([]byte, error) {
-	if len(buf) < 28<<10 {
-		return buf, nil
-	}
-	_, err := w.Write(buf)
-	return buf[:0], err
 }
 
 // boundLabels are the le label values of Bounds.

@@ -187,16 +187,26 @@ func TestPrometheusResponseCodeTags(t *testing.T) {
 	}
 
 	// /stats keeps Envoy's flat names.
-	var tb bytes.Buffer
-	if err := s.WriteText(&tb, "upstream_rq_2"); err != nil {
-		t.Fatal(err)
-	}
+	tb := statsText(s.Metrics(func(flat []byte) bool { return bytes.Contains(flat, []byte("upstream_rq_2")) }))
 	wantText := "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_200: 7\n" +
 		"cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_2xx: 7\n" +
 		"cluster.a.upstream_rq_200: 1\n"
-	if lines := sortedLines(tb.String()); lines != sortedLines(wantText) {
-		t.Errorf("WriteText:\n%s\nwant\n%s", tb.String(), wantText)
+	if lines := sortedLines(tb); lines != sortedLines(wantText) {
+		t.Errorf("/stats:\n%s\nwant\n%s", tb, wantText)
 	}
+}
+
+// statsText is metrics as /stats shows them: "name: value" lines.
+func statsText(ms []Metric) string {
+	var b strings.Builder
+	for _, m := range ms {
+		if m.Histogram != nil {
+			fmt.Fprintf(&b, "%s: %s\n", m.Name, m.Histogram.Summary())
+		} else {
+			fmt.Fprintf(&b, "%s: %d\n", m.Name, m.Value)
+		}
+	}
+	return b.String()
 }
 
 func sortedLines(s string) string {
@@ -254,15 +264,12 @@ func TestFilter(t *testing.T) {
 	if dropped.Value() != 3 || g.Value() != 2 {
 		t.Fatal("a refused metric does not count")
 	}
-	var text, prom strings.Builder
-	if err := s.WriteText(&text, ""); err != nil {
-		t.Fatal(err)
-	}
+	var prom strings.Builder
 	if err := s.WritePrometheus(&prom); err != nil {
 		t.Fatal(err)
 	}
-	if text.String() != "cluster_manager.cluster_added: 1\n" {
-		t.Errorf("/stats = %q", text.String())
+	if got := statsText(s.Metrics(nil)); got != "cluster_manager.cluster_added: 1\n" {
+		t.Errorf("/stats = %q", got)
 	}
 	if strings.Contains(prom.String(), "envoy_cluster_upstream") || !strings.Contains(prom.String(), "envoy_cluster_manager_cluster_added 1") {
 		t.Errorf("prometheus = %q", prom.String())
@@ -316,9 +323,9 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	return w.Buffer.Write(p)
 }
 
-// TestLargeListings: listings larger than one buffer go out in several writes and
-// lose nothing at the seams: every series of 500 clusters parses from the Prometheus
-// output, and /stats's text has every metric once, in order.
+// TestLargeListings: a Prometheus listing larger than one buffer goes out in several
+// writes and loses nothing at the seams: every series of 500 clusters parses from it;
+// and /stats's listing has every metric once, in order.
 func TestLargeListings(t *testing.T) {
 	s := New()
 	const clusters = 500
@@ -345,13 +352,9 @@ func TestLargeListings(t *testing.T) {
 			t.Errorf("%s: %d series, want %d", f, n, clusters)
 		}
 	}
-	var text countingWriter
-	if err := s.WriteText(&text, ""); err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSuffix(text.String(), "\n"), "\n")
-	if text.writes < 2 || len(lines) != 3*clusters || !slices.IsSorted(lines) {
-		t.Errorf("/stats text: %d lines in %d writes (want %d lines, sorted, in more than one write)", len(lines), text.writes, 3*clusters)
+	lines := strings.Split(strings.TrimSuffix(statsText(s.Metrics(nil)), "\n"), "\n")
+	if len(lines) != 3*clusters || !slices.IsSorted(lines) {
+		t.Errorf("/stats: %d lines (want %d, sorted)", len(lines), 3*clusters)
 	}
 	if want := "cluster.outbound|9080||svc-499.bench.svc.cluster.local.upstream_rq_total: 499"; !slices.Contains(lines, want) {
 		t.Errorf("/stats text lacks %q", want)
