@@ -52,12 +52,15 @@ func meshCluster(tb testing.TB, i int) (*anypb.Any, *anypb.Any) {
 			},
 		},
 	}
-	socket := func(name string, m proto.Message) *corev3.TransportSocket {
+	mustAny := func(m proto.Message) *anypb.Any {
 		a, err := anypb.New(m)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		return &corev3.TransportSocket{Name: name, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
+		return a
+	}
+	socket := func(name string, m proto.Message) *corev3.TransportSocket {
+		return &corev3.TransportSocket{Name: name, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(m)}}
 	}
 	c := &clusterv3.Cluster{
 		Name:                 name,
@@ -100,15 +103,7 @@ func meshCluster(tb testing.TB, i int) (*anypb.Any, *anypb.Any) {
 		LbEndpoints:         eps,
 		LoadBalancingWeight: wrapperspb.UInt32(2),
 	}}}
-	ca, err := anypb.New(c)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ea, err := anypb.New(cla)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return ca, ea
+	return mustAny(c), mustAny(cla)
 }
 
 // BenchmarkMeshClusterMemory is what a sidecar keeps for each service of a mesh it is
