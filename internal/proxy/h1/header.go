@@ -48,6 +48,25 @@ type headerReader struct {
 	// uncommon, allocated again).
 	prev      []field
 	prevNames []byte
+	// seen marks which of the fields the codec itself reads the last head carried
+	// (seenConnection...): most heads carry none of them, and a map lookup of an
+	// absent key costs what one of a present key does.
+	seen uint8
+}
+
+const (
+	seenConnection = 1 << iota
+	seenTransferEncoding
+	seenContentLength
+)
+
+// get is h[key] for one of the fields seen records (bit), without the lookup when the
+// head did not carry it. h must be the map the last readHeader returned, unchanged.
+func (hr *headerReader) get(h http.Header, bit uint8, key string) []string {
+	if hr.seen&bit == 0 {
+		return nil
+	}
+	return h[key]
 }
 
 // readHeader reads header lines up to the empty line that ends the section into a new
@@ -59,6 +78,7 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 	hr.fields = hr.fields[:0]
 	hr.vals = hr.vals[:0]
 	hr.names = hr.names[:0]
+	hr.seen = 0
 	var kbuf [64]byte
 	for {
 		line, err := readLine(br, n)
@@ -110,6 +130,14 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 	all := string(hr.vals)
 	slots := make([]string, len(fields))
 	for i, f := range fields {
+		switch f.key {
+		case "Connection":
+			hr.seen |= seenConnection
+		case "Transfer-Encoding":
+			hr.seen |= seenTransferEncoding
+		case "Content-Length":
+			hr.seen |= seenContentLength
+		}
 		v := all[f.start:f.end]
 		if prev, dup := h[f.key]; dup {
 			h[f.key] = append(prev, v)

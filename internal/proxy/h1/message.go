@@ -161,9 +161,9 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 		req.Host = hosts[0]
 	}
 	delete(h, "Host")
-	req.Close = shouldClose(req.ProtoMinor, h)
+	req.Close = shouldClose(req.ProtoMinor, r.hr.get(h, seenConnection, "Connection"))
 
-	if req.ProtoMinor == 0 && h["Transfer-Encoding"] != nil {
+	if req.ProtoMinor == 0 && r.hr.seen&seenTransferEncoding != 0 {
 		// RFC 9112 section 6.1: the framing of an HTTP/1.0 message with
 		// Transfer-Encoding is faulty. net/http ignores the field on HTTP/1.0 and
 		// would read the chunks as the next request; weft refuses it.
@@ -362,8 +362,7 @@ func internMethod(m []byte) string {
 
 // shouldClose applies RFC 9112 section 9.3: HTTP/1.1 persists unless Connection has
 // "close"; HTTP/1.0 closes unless it has "keep-alive".
-func shouldClose(minor int, h http.Header) bool {
-	conn := h["Connection"]
+func shouldClose(minor int, conn []string) bool {
 	if minor == 0 {
 		return !hasToken(conn, "keep-alive")
 	}
@@ -405,8 +404,9 @@ func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method 
 		into.br, into.hr = br, &r.hr
 		return into
 	}
-	te, hasTE := h["Transfer-Encoding"]
-	cl, hasCL := h["Content-Length"]
+	te := r.hr.get(h, seenTransferEncoding, "Transfer-Encoding")
+	cl := r.hr.get(h, seenContentLength, "Content-Length")
+	hasTE, hasCL := te != nil, cl != nil
 	if hasTE {
 		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") {
 			if response {
@@ -527,11 +527,11 @@ func (r *Reader) ReadResponseInto(br *bufio.Reader, method string, into *Respons
 		return nil, nil, err
 	}
 	resp.Header = h
-	resp.Close = shouldClose(resp.ProtoMinor, h)
+	resp.Close = shouldClose(resp.ProtoMinor, r.hr.get(h, seenConnection, "Connection"))
 	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified || method == http.MethodHead {
 		resp.ContentLength = 0
 		if method == http.MethodHead {
-			if cl, ok := h["Content-Length"]; ok {
+			if cl := r.hr.get(h, seenContentLength, "Content-Length"); cl != nil {
 				if v, err := parseContentLength(cl); err == nil {
 					resp.ContentLength = v
 				}
@@ -540,7 +540,7 @@ func (r *Reader) ReadResponseInto(br *bufio.Reader, method string, into *Respons
 		resp.Body = http.NoBody
 		return resp, nil, nil
 	}
-	if resp.ProtoMinor == 0 && h["Transfer-Encoding"] != nil {
+	if resp.ProtoMinor == 0 && r.hr.seen&seenTransferEncoding != 0 {
 		// RFC 9112 section 6.1: faulty framing; read it, then close.
 		resp.Close = true
 	}
