@@ -239,6 +239,15 @@ func TestH1ResponseHeaders(t *testing.T) {
 		if h.Get("X-Keep") != "yes" || h.Get("X-Route") != "added" || h.Get("Content-Length") != "3" || h.Get("Server") == "" {
 			t.Errorf("fields missing: %v", h)
 		}
+		// The upstream's Date goes through, and the proxy adds none of its own.
+		if len(h["Date"]) != 1 {
+			t.Errorf("Date fields: %q", h["Date"])
+		}
+	}
+	// A response of the proxy's own (direct response) gets one.
+	rc.write("GET /direct HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, _ := rc.response("GET"); len(resp.Header["Date"]) != 1 {
+		t.Errorf("direct response: Date fields %q", resp.Header["Date"])
 	}
 }
 

@@ -43,9 +43,9 @@ type headerReader struct {
 	vals   []byte
 	names  []byte // the names as sent, one after the other
 	// The previous head's fields and names. A connection's peer sends the same names
-	// in the same order head after head: a name sent as at the same place before is
-	// that field's key, without being canonicalised or looked up again (nor, when
-	// uncommon, allocated again).
+	// head after head, most in the same order: a name sent as before is that field's
+	// key, without being canonicalised or looked up again (nor, when uncommon,
+	// allocated again).
 	prev      []field
 	prevNames []byte
 	// seen marks which of the fields the codec itself reads the last head carried
@@ -139,14 +139,30 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 			hr.seen |= seenContentLength
 		}
 		v := all[f.start:f.end]
-		if prev, dup := h[f.key]; dup {
-			h[f.key] = append(prev, v)
+		if repeated(h, fields[:i], f.key) {
+			h[f.key] = append(h[f.key], v)
 			continue
 		}
 		slots[i] = v
 		h[f.key] = slots[i : i+1 : i+1]
 	}
 	return h, nil
+}
+
+// repeated reports whether key is one of the earlier fields' keys, h holding those.
+// A head's fields are few and their keys mostly of different lengths (and one name's
+// keys the same string): comparing them is cheaper than a map lookup, which hashes.
+func repeated(h http.Header, earlier []field, key string) bool {
+	if len(earlier) > 16 {
+		_, ok := h[key]
+		return ok
+	}
+	for i := range earlier {
+		if earlier[i].key == key {
+			return true
+		}
+	}
+	return false
 }
 
 // recycleMax bounds the maps RecycleHeader keeps: a cleared map keeps its slots, and a
@@ -283,6 +299,16 @@ func (hr *headerReader) key(name, buf []byte, i int) (string, bool) {
 		if string(name) == string(hr.prevNames[start:hr.prev[i].nameEnd]) {
 			return hr.prev[i].key, true // sent as before: valid, and the same key
 		}
+	}
+	// Elsewhere in the previous head: a peer that writes a header map (Go's
+	// net/http, weft's own codec) sends the same names in another order each time.
+	start := 0
+	for j := range hr.prev {
+		end := hr.prev[j].nameEnd
+		if end-start == len(name) && string(name) == string(hr.prevNames[start:end]) {
+			return hr.prev[j].key, true
+		}
+		start = end
 	}
 	buf, ok := canonicalBytes(name, buf)
 	if !ok {

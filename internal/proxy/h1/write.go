@@ -16,12 +16,21 @@ import (
 // keys the Go API uses for trailers), which the caller writes itself. CR and LF in
 // values become spaces, so a value cannot start a field of its own; a name that is not
 // a token (set by a filter or from config) is not written, as net/http's server skips
-// it.
-func WriteFields(bw *bufio.Writer, h http.Header) {
+// it. It returns what the caller needs of the fields it went past, so that the caller
+// does not look them up again.
+func WriteFields(bw *bufio.Writer, h http.Header) (seen Written) {
 	for k, vs := range h {
 		switch k {
-		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Trailer":
+		case "Content-Length":
+			seen.ContentLength = vs
 			continue
+		case "Connection":
+			seen.Connection = vs
+			continue
+		case "Host", "Transfer-Encoding", "Trailer":
+			continue
+		case "Date":
+			seen.Date = true
 		}
 		if strings.HasPrefix(k, http.TrailerPrefix) {
 			continue
@@ -33,6 +42,14 @@ func WriteFields(bw *bufio.Writer, h http.Header) {
 			writeField(bw, k, v)
 		}
 	}
+	return seen
+}
+
+// Written is what WriteFields saw of the fields it does not write, and whether the
+// header has a Date.
+type Written struct {
+	ContentLength, Connection []string
+	Date                      bool
 }
 
 func writeField(bw *bufio.Writer, k, v string) {
@@ -99,11 +116,11 @@ func WriteRequestHead(bw *bufio.Writer, req *http.Request, hasBody bool) (chunke
 	}
 	writeValue(bw, host)
 	bw.WriteString("\r\n")
-	WriteFields(bw, req.Header)
+	seen := WriteFields(bw, req.Header)
 	if req.Close {
 		bw.WriteString("Connection: close\r\n")
-	} else if c, ok := req.Header["Connection"]; ok {
-		for _, v := range c {
+	} else {
+		for _, v := range seen.Connection {
 			writeField(bw, "Connection", v)
 		}
 	}
@@ -123,6 +140,9 @@ func WriteRequestHead(bw *bufio.Writer, req *http.Request, hasBody bool) (chunke
 	bw.WriteString("\r\n")
 	return chunked
 }
+
+// WriteInt writes n in decimal, without allocating.
+func WriteInt(bw *bufio.Writer, n int64) { writeInt(bw, n) }
 
 func writeInt(bw *bufio.Writer, n int64) {
 	// Appended to the buffer's free space: a local array would escape through Write.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -86,5 +87,40 @@ func TestWriteRequestFraming(t *testing.T) {
 		if chunked != c.chunked || !strings.Contains(buf.String(), c.want) {
 			t.Errorf("%s length %d body %v: chunked %v, head %q; want %q", c.method, c.length, c.hasBody, chunked, buf.String(), c.want)
 		}
+	}
+}
+
+// TestWriteFieldsReports: the framing and connection fields are left to the caller and
+// handed back, with whether a Date is among those written; a request's Connection
+// (an upgrade's) is written from what WriteFields handed back.
+func TestWriteFieldsReports(t *testing.T) {
+	h := http.Header{
+		"Content-Length": {"3"}, "Connection": {"Upgrade"}, "Date": {"d"}, "Host": {"h"},
+		"Transfer-Encoding": {"chunked"}, "Trailer": {"X-T"}, "Trailer:X-T": {"v"}, "X-A": {"a"},
+	}
+	var buf bytes.Buffer
+	bw := bufio.NewWriter(&buf)
+	seen := WriteFields(bw, h)
+	_ = bw.Flush()
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\r\n"), "\r\n")
+	slices.Sort(lines)
+	if want := []string{"Date: d", "X-A: a"}; !slices.Equal(lines, want) {
+		t.Errorf("written %q, want %q", lines, want)
+	}
+	if !slices.Equal(seen.ContentLength, []string{"3"}) || !slices.Equal(seen.Connection, []string{"Upgrade"}) || !seen.Date {
+		t.Errorf("handed back %+v", seen)
+	}
+	if seen := WriteFields(bufio.NewWriter(io.Discard), http.Header{"X-A": {"a"}}); seen.Date || seen.ContentLength != nil || seen.Connection != nil {
+		t.Errorf("nothing to hand back: %+v", seen)
+	}
+
+	req, _ := http.NewRequest("GET", "http://h/ws", nil)
+	req.Header = http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}
+	buf.Reset()
+	bw.Reset(&buf)
+	WriteRequestHead(bw, req, false)
+	_ = bw.Flush()
+	if !strings.Contains(buf.String(), "\r\nConnection: Upgrade\r\n") {
+		t.Errorf("upgrade request head without its Connection: %q", buf.String())
 	}
 }

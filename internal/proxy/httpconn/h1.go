@@ -685,22 +685,19 @@ func (w *h1writer) writeHead(final bool) {
 	hc, req, h := w.hc, w.req, w.header
 	code := w.status
 	w.noBody = req.Method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
+	bw := hc.bw
+	bw.WriteString(h1.StatusLine(code))
+	seen := h1.WriteFields(bw, h)
 	w.cl = -1
-	if v, ok := h["Content-Length"]; ok && len(v) == 1 {
+	if v := seen.ContentLength; len(v) == 1 {
 		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 {
 			w.cl = n
 		}
 	}
-	if c, ok := h["Connection"]; ok && hasClose(c) {
+	if hasClose(seen.Connection) || req.Close || (hc.m.h1.draining.Load() && hc.m.h1.successor.Load() == nil) || code == http.StatusSwitchingProtocols {
 		w.closeAfter = true
 	}
-	if req.Close || (hc.m.h1.draining.Load() && hc.m.h1.successor.Load() == nil) || code == http.StatusSwitchingProtocols {
-		w.closeAfter = true
-	}
-	bw := hc.bw
-	bw.WriteString(h1.StatusLine(code))
-	h1.WriteFields(bw, h)
-	if _, ok := h["Date"]; !ok {
+	if !seen.Date {
 		bw.WriteString("Date: ")
 		bw.WriteString(h1.Date())
 		bw.WriteString("\r\n")
@@ -709,12 +706,12 @@ func (w *h1writer) writeHead(final bool) {
 	case w.noBody:
 		if w.cl >= 0 && code != http.StatusNoContent && code >= 200 {
 			bw.WriteString("Content-Length: ")
-			bw.WriteString(strconv.FormatInt(w.cl, 10))
+			h1.WriteInt(bw, w.cl)
 			bw.WriteString("\r\n")
 		}
 	case w.cl >= 0:
 		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(w.cl, 10))
+		h1.WriteInt(bw, w.cl)
 		bw.WriteString("\r\n")
 	case final:
 		w.cl = 0
