@@ -14,6 +14,8 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"net/http"
 	"net/textproto"
@@ -93,13 +95,7 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 			// is a known smuggling vector.
 			return nil, ErrMalformed
 		}
-		colon := -1
-		for i, b := range line {
-			if b == ':' {
-				colon = i
-				break
-			}
-		}
+		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
 			return nil, ErrMalformed
 		}
@@ -278,8 +274,20 @@ func trimOWS(b []byte) []byte {
 	return b
 }
 
-// validValue reports whether a field value has no control characters but HTAB.
+// validValue reports whether a field value has no control characters but HTAB. Eight
+// bytes at a time first: a word with no byte below 0x20 and none 0x7f is valid as it
+// is (bytes from 0x80 up, obs-text, are allowed); one that may hold one is checked
+// byte by byte, which tells a tab apart.
 func validValue(v []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(v) >= 8 {
+		x := binary.LittleEndian.Uint64(v)
+		del := x ^ (0x7f * ones)
+		if ((x-0x20*ones)&^x|(del-ones)&^del)&highs != 0 {
+			break
+		}
+		v = v[8:]
+	}
 	for _, b := range v {
 		if (b < ' ' && b != '\t') || b == 0x7f {
 			return false

@@ -572,3 +572,29 @@ func FuzzParseOriginForm(f *testing.F) {
 		}
 	})
 }
+
+// TestValidValue: the word-at-a-time check agrees with the rule byte by byte (no
+// control character but HTAB, no DEL; obs-text allowed), for every byte at every
+// place of values of 1 to 24 bytes.
+func TestValidValue(t *testing.T) {
+	rule := func(v []byte) bool {
+		for _, b := range v {
+			if (b < ' ' && b != '\t') || b == 0x7f {
+				return false
+			}
+		}
+		return true
+	}
+	for n := 1; n <= 24; n++ {
+		v := bytes.Repeat([]byte{'a'}, n)
+		for i := 0; i < n; i++ {
+			for b := 0; b < 256; b++ {
+				v[i] = byte(b)
+				if got, want := validValue(v), rule(v); got != want {
+					t.Fatalf("%q: %v, want %v", v, got, want)
+				}
+			}
+			v[i] = 0xff // obs-text next to the byte tried next
+		}
+	}
+}

@@ -56,9 +56,22 @@ func writeField(bw *bufio.Writer, k, v string) {
 	if !validName(k) {
 		return
 	}
+	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
+		v = crlfToSpace.Replace(v)
+	}
+	// The field appended to the buffer's free space and written in one call (the
+	// copy is then onto itself); four writes when it does not fit.
+	if b := bw.AvailableBuffer(); cap(b) >= len(k)+len(v)+4 {
+		b = append(b, k...)
+		b = append(b, ':', ' ')
+		b = append(b, v...)
+		b = append(b, '\r', '\n')
+		bw.Write(b)
+		return
+	}
 	bw.WriteString(k)
 	bw.WriteString(": ")
-	writeValue(bw, v)
+	bw.WriteString(v)
 	bw.WriteString("\r\n")
 }
 

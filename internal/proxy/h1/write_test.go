@@ -124,3 +124,18 @@ func TestWriteFieldsReports(t *testing.T) {
 		t.Errorf("upgrade request head without its Connection: %q", buf.String())
 	}
 }
+
+// TestWriteFieldLongerThanBuffer: a field that does not fit in the writer's free space
+// goes out whole all the same, after fields that did.
+func TestWriteFieldLongerThanBuffer(t *testing.T) {
+	long := strings.Repeat("v", 10000)
+	var buf bytes.Buffer
+	bw := bufio.NewWriterSize(&buf, 4096)
+	writeField(bw, "X-Short", "s")
+	writeField(bw, "X-Long", long)
+	writeField(bw, "X-After", "a\r\nb")
+	_ = bw.Flush()
+	if want := "X-Short: s\r\nX-Long: " + long + "\r\nX-After: a  b\r\n"; buf.String() != want {
+		t.Errorf("written %d bytes, want %d: %.60q...", buf.Len(), len(want), buf.String())
+	}
+}
