@@ -528,8 +528,17 @@ func TestH1ClientGoneCancelsUpstream(t *testing.T) {
 		// goroutine, which arms the watch when it reads the body's end.
 		"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + strings.Repeat("b", 200000),
 		"POST /hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		// After a request on the same connection: the watch's timer, set for that
+		// one, fires before this one is due and must be set again for it.
+		"GET /direct HTTP/1.1\r\nHost: x\r\n\r\n",
 	} {
 		rc := m.dial(t)
+		if strings.HasPrefix(req, "GET /direct") {
+			rc.write(req)
+			rc.response("GET")
+			time.Sleep(25 * time.Millisecond) // half of httpconn's watchDelay
+			req = "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n"
+		}
 		rc.write(req)
 		select {
 		case <-m.arrived:

@@ -140,11 +140,20 @@ type h1conn struct {
 	idleAt atomic.Int64
 	dlMu   sync.Mutex
 
-	watch      *time.Timer
-	watchArmed bool
-	watchDone  chan struct{}
-	watchFn    func()
-	startFn    func() // startWatch, bound once: a method value per request allocates
+	// The client-gone watch of a request (startWatch .. stopWatch) starts its read
+	// once the request has run for watchDelay. Its timer is not set and stopped for
+	// each request (two updates of the runtime's timer heap): it stays set while
+	// requests follow one another, and when it fires before the request then in
+	// progress is due, it is set again for the rest (watchTick).
+	watch        *time.Timer
+	wmu          sync.Mutex
+	watched      bool          // a request is watched
+	watchDue     time.Duration // when its read is due, since epoch
+	watchPending bool          // the timer is set
+	watchReading bool          // watchRead runs, or ran, for the request watched
+	watchDone    chan struct{}
+	watchFn      func()
+	startFn      func() // startWatch, bound once: a method value per request allocates
 
 	// ex is the storage of the next request, reused from one request to the next
 	// while the exchanges end cleanly (see recycle).
@@ -231,7 +240,7 @@ func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, pre *bufio.Reader) {
 		cs := tc.ConnectionState()
 		hc.tls = &cs
 	}
-	hc.watchFn = hc.watchRead
+	hc.watchFn = hc.watchTick
 	hc.startFn = hc.startWatch
 	hc.watch = time.AfterFunc(time.Hour, hc.watchFn)
 	hc.watch.Stop()
@@ -492,17 +501,23 @@ func (hc *h1conn) startWatch() {
 		// the watch would have to read past those bytes.
 		return
 	}
-	hc.watchArmed = true
-	hc.watch.Reset(watchDelay)
+	due := time.Since(epoch) + watchDelay
+	hc.wmu.Lock()
+	hc.watched, hc.watchDue = true, due
+	if !hc.watchPending {
+		hc.watchPending = true
+		hc.watch.Reset(watchDelay)
+	}
+	hc.wmu.Unlock()
 }
 
 // stopWatch ends the watch before the connection is read again.
 func (hc *h1conn) stopWatch() {
-	if !hc.watchArmed {
-		return
-	}
-	hc.watchArmed = false
-	if hc.watch.Stop() {
+	hc.wmu.Lock()
+	reading := hc.watchReading
+	hc.watched, hc.watchReading = false, false
+	hc.wmu.Unlock()
+	if !reading {
 		return // it never started
 	}
 	select {
@@ -510,11 +525,34 @@ func (hc *h1conn) stopWatch() {
 		return // it ran and ended (a byte, or the client went away)
 	default:
 	}
-	// It is running, or about to: a deadline in the past ends its read.
+	// It is running: a deadline in the past ends its read.
 	_ = hc.setReadDeadline(aLongTimeAgo)
 	<-hc.watchDone
 	_ = hc.setReadDeadline(time.Time{})
 }
+
+// watchTick runs when the watch's timer fires: the read starts if the request
+// watched is due, the timer is set again if one is watched but not yet due.
+func (hc *h1conn) watchTick() {
+	hc.wmu.Lock()
+	hc.watchPending = false
+	if !hc.watched || hc.watchReading {
+		hc.wmu.Unlock()
+		return
+	}
+	if left := hc.watchDue - time.Since(epoch); left > 0 {
+		hc.watchPending = true
+		hc.watch.Reset(left)
+		hc.wmu.Unlock()
+		return
+	}
+	hc.watchReading = true
+	hc.wmu.Unlock()
+	hc.watchRead()
+}
+
+// epoch is the origin of the watch's times: durations since it are monotonic.
+var epoch = time.Now()
 
 // watchRead runs on the timer's goroutine: one byte read while the handler works. A
 // byte is the client's next request (kept for the loop); an error other than the

@@ -456,4 +456,19 @@ func TestH1PoolContextEndsExchange(t *testing.T) {
 	if u.accepts.Load() != before+1 {
 		t.Fatal("a connection whose exchange was cancelled was reused")
 	}
+
+	// The watch timer stays set from one exchange to the next: set for the exchange
+	// just over, it fires before this one is due and must be set again for the rest,
+	// or this exchange is never watched.
+	time.Sleep(watchAfter / 2)
+	ctx, cancel = context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, "GET", "http://svc/hang", nil)
+	time.AfterFunc(3*watchAfter, cancel)
+	start = time.Now()
+	if _, _, err := do(t, p, req); !errors.Is(err, context.Canceled) || time.Since(start) > 10*time.Second {
+		t.Fatalf("cancel on a reused connection: %v after %v", err, time.Since(start))
+	}
+	if u.accepts.Load() != before+1 {
+		t.Fatal("the exchange did not reuse the connection")
+	}
 }
