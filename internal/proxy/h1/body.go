@@ -281,7 +281,7 @@ func (b *Body) nextChunk() error {
 		return nil
 	}
 	limit := maxTrailerBytes
-	h, err := b.hr.readHeader(b.br, &limit)
+	h, err := b.hr.readHeader(b.br, &limit, false)
 	if err != nil {
 		return err
 	}

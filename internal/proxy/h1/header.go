@@ -50,6 +50,9 @@ type headerReader struct {
 	// allocated again).
 	prev      []field
 	prevNames []byte
+	// hosts are the values of a request head's Host fields, which readHeader keeps
+	// out of the map when asked to (the request carries its Host in Request.Host).
+	hosts []string
 	// seen marks which of the fields the codec itself reads the last head carried
 	// (seenConnection...): most heads carry none of them, and a map lookup of an
 	// absent key costs what one of a present key does.
@@ -76,7 +79,8 @@ func (hr *headerReader) get(h http.Header, bit uint8, key string) []string {
 // is decremented by what was read. Values of all fields share one string; keys are
 // canonical (net/http's form) and interned for the common ones, so a typical head costs
 // three allocations: the map (none when recycled), the value slices and the value string.
-func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error) {
+func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (http.Header, error) {
+	hr.hosts = hr.hosts[:0]
 	hr.fields = hr.fields[:0]
 	hr.vals = hr.vals[:0]
 	hr.names = hr.names[:0]
@@ -133,6 +137,11 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int) (http.Header, error
 			hr.seen |= seenTransferEncoding
 		case "Content-Length":
 			hr.seen |= seenContentLength
+		case "Host":
+			if takeHost {
+				hr.hosts = append(hr.hosts, all[f.start:f.end])
+				continue
+			}
 		}
 		v := all[f.start:f.end]
 		if repeated(h, fields[:i], f.key) {
@@ -369,9 +378,9 @@ func internKey(buf []byte) string {
 }
 
 // isToken reports whether b may appear in a header name (RFC 9110 tchar).
-func isToken(b byte) bool { return b < 128 && tokenTable[b] }
+func isToken(b byte) bool { return tokenTable[b] } // 256 entries: no bound check, no range test
 
-var tokenTable = func() (t [128]bool) {
+var tokenTable = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}

@@ -134,15 +134,15 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 		return nil, nil, err
 	}
 
-	h, err := r.hr.readHeader(br, &n)
+	h, err := r.hr.readHeader(br, &n, true)
 	if err != nil {
 		return nil, nil, headErr(err)
 	}
 	req.Header = h
 
 	// Host: exactly one for HTTP/1.1 (RFC 9112 section 3.2); an absolute-form target
-	// overrides it.
-	hosts := h["Host"]
+	// overrides it. readHeader kept it out of the map.
+	hosts := r.hr.hosts
 	if len(hosts) > 1 {
 		return nil, nil, badRequest("more than one Host")
 	}
@@ -160,7 +160,6 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 	} else if len(hosts) == 1 {
 		req.Host = hosts[0]
 	}
-	delete(h, "Host")
 	req.Close = shouldClose(req.ProtoMinor, r.hr.get(h, seenConnection, "Connection"))
 
 	if req.ProtoMinor == 0 && r.hr.seen&seenTransferEncoding != 0 {
@@ -522,7 +521,7 @@ func (r *Reader) ReadResponseInto(br *bufio.Reader, method string, into *Respons
 		reason = string(line[13:])
 	}
 	resp.Status = statusString(code, reason)
-	h, err := r.hr.readHeader(br, &n)
+	h, err := r.hr.readHeader(br, &n, false)
 	if err != nil {
 		return nil, nil, err
 	}
