@@ -144,7 +144,7 @@ func WriteRequestHead(bw *bufio.Writer, req *http.Request, hasBody bool) (chunke
 		}
 	case req.ContentLength > 0:
 		bw.WriteString("Content-Length: ")
-		writeInt(bw, req.ContentLength)
+		WriteInt(bw, req.ContentLength)
 		bw.WriteString("\r\n")
 	default:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
@@ -155,9 +155,7 @@ func WriteRequestHead(bw *bufio.Writer, req *http.Request, hasBody bool) (chunke
 }
 
 // WriteInt writes n in decimal, without allocating.
-func WriteInt(bw *bufio.Writer, n int64) { writeInt(bw, n) }
-
-func writeInt(bw *bufio.Writer, n int64) {
+func WriteInt(bw *bufio.Writer, n int64) {
 	// Appended to the buffer's free space: a local array would escape through Write.
 	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), n, 10))
 }

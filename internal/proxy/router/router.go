@@ -258,6 +258,16 @@ var (
 // hop-by-hop headers (RFC 9110 7.6.1) the proxy does not forward.
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Transfer-Encoding", "Upgrade", "Te", "Trailer", "Http2-Settings"}
 
+// isHopHeader reports whether k is one of hopHeaders, with a switch: the one-pass
+// scans ask it of every field of every message.
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Transfer-Encoding", "Upgrade", "Te", "Trailer", "Http2-Settings":
+		return true
+	}
+	return false
+}
+
 // controlHeaders are the request fields the router reads (or, Expect, answers) and
 // does not forward. scanRequestHeads must know every one, and every hop-by-hop one.
 var controlHeaders = []string{hdrRetryOn, hdrRetryGRPCOn, hdrMaxRetries, hdrRetriableCodes, hdrUpstreamTimeout, hdrPerTryTimeout, hdrHedgeOnPerTry, "Expect"}
@@ -1279,8 +1289,8 @@ func scanResponseHeads(h http.Header) (rh responseHeads) {
 		case "Connection":
 			rh.conn = v
 			rh.hop = true
-		case "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Transfer-Encoding", "Upgrade", "Te", "Trailer", "Http2-Settings":
-			rh.hop = true
+		default:
+			rh.hop = rh.hop || isHopHeader(k)
 		}
 	}
 	return rh
@@ -1327,9 +1337,11 @@ func scanRequestHeads(h http.Header) (hs requestHeads) {
 			hs.upgrade = first(v)
 		case "Connection":
 			hs.conn = v
-		case "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Transfer-Encoding", "Trailer", "Http2-Settings", hdrHedgeOnPerTry, "Expect":
+		case hdrHedgeOnPerTry, "Expect":
 		default:
-			continue
+			if !isHopHeader(k) {
+				continue
+			}
 		}
 		hs.drop = true
 	}
