@@ -16,6 +16,7 @@ import (
 	"github.com/weft-mesh/weft/internal/proxy/h1"
 	"github.com/weft-mesh/weft/internal/proxy/h2"
 	"github.com/weft-mesh/weft/internal/proxy/listener"
+	"github.com/weft-mesh/weft/internal/proxy/watchdog"
 )
 
 // HTTP/1.1 connections are served by weft's own codec (internal/proxy/h1) rather than
@@ -140,20 +141,11 @@ type h1conn struct {
 	idleAt atomic.Int64
 	dlMu   sync.Mutex
 
-	// The client-gone watch of a request (startWatch .. stopWatch) starts its read
-	// once the request has run for watchDelay. Its timer is not set and stopped for
-	// each request (two updates of the runtime's timer heap): it stays set while
-	// requests follow one another, and when it fires before the request then in
-	// progress is due, it is set again for the rest (watchTick).
-	watch        *time.Timer
-	wmu          sync.Mutex
-	watched      bool          // a request is watched
-	watchDue     time.Duration // when its read is due, since epoch
-	watchPending bool          // the timer is set
-	watchReading bool          // watchRead runs, or ran, for the request watched
-	watchDone    chan struct{}
-	watchFn      func()
-	startFn      func() // startWatch, bound once: a method value per request allocates
+	// The client-gone watch of a request (startWatch .. stopWatch) reads the
+	// connection once the request has run for watchDelay (watchRead).
+	watch     *watchdog.Timer
+	watchDone chan struct{}
+	startFn   func() // startWatch, bound once: a method value per request allocates
 
 	// ex is the storage of the next request, reused from one request to the next
 	// while the exchanges end cleanly (see recycle).
@@ -240,10 +232,8 @@ func (m *Manager) serveH1(lc *listener.Conn, nc net.Conn, pre *bufio.Reader) {
 		cs := tc.ConnectionState()
 		hc.tls = &cs
 	}
-	hc.watchFn = hc.watchTick
 	hc.startFn = hc.startWatch
-	hc.watch = time.AfterFunc(time.Hour, hc.watchFn)
-	hc.watch.Stop()
+	hc.watch = watchdog.New(hc.watchRead)
 
 	hc.m = register(m, hc)
 	hc.r.MaxHeaderBytes = hc.m.maxHeaderBytes
@@ -501,23 +491,12 @@ func (hc *h1conn) startWatch() {
 		// the watch would have to read past those bytes.
 		return
 	}
-	due := time.Since(epoch) + watchDelay
-	hc.wmu.Lock()
-	hc.watched, hc.watchDue = true, due
-	if !hc.watchPending {
-		hc.watchPending = true
-		hc.watch.Reset(watchDelay)
-	}
-	hc.wmu.Unlock()
+	hc.watch.Start(watchDelay)
 }
 
 // stopWatch ends the watch before the connection is read again.
 func (hc *h1conn) stopWatch() {
-	hc.wmu.Lock()
-	reading := hc.watchReading
-	hc.watched, hc.watchReading = false, false
-	hc.wmu.Unlock()
-	if !reading {
+	if !hc.watch.Stop() {
 		return // it never started
 	}
 	select {
@@ -530,29 +509,6 @@ func (hc *h1conn) stopWatch() {
 	<-hc.watchDone
 	_ = hc.setReadDeadline(time.Time{})
 }
-
-// watchTick runs when the watch's timer fires: the read starts if the request
-// watched is due, the timer is set again if one is watched but not yet due.
-func (hc *h1conn) watchTick() {
-	hc.wmu.Lock()
-	hc.watchPending = false
-	if !hc.watched || hc.watchReading {
-		hc.wmu.Unlock()
-		return
-	}
-	if left := hc.watchDue - time.Since(epoch); left > 0 {
-		hc.watchPending = true
-		hc.watch.Reset(left)
-		hc.wmu.Unlock()
-		return
-	}
-	hc.watchReading = true
-	hc.wmu.Unlock()
-	hc.watchRead()
-}
-
-// epoch is the origin of the watch's times: durations since it are monotonic.
-var epoch = time.Now()
 
 // watchRead runs on the timer's goroutine: one byte read while the handler works. A
 // byte is the client's next request (kept for the loop); an error other than the

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weft-mesh/weft/internal/proxy/h1"
+	"github.com/weft-mesh/weft/internal/proxy/watchdog"
 )
 
 // h1conn is one HTTP/1.1 connection, spoken with weft's codec (internal/proxy/h1): a
@@ -34,62 +35,35 @@ type h1conn struct {
 
 	// The context of the exchange in progress is watched (its end fails the
 	// connection's I/O) only once the exchange has run for watchAfter or until the
-	// context's deadline, whichever is sooner: context.AfterFunc costs five
-	// allocations and most exchanges are over before then. The timer that arms the
-	// watch is not set and stopped for each exchange (two updates of the runtime's
-	// timer heap): it stays set while exchanges follow one another, and when it
-	// fires before the exchange then in progress is due, it is set again for the
-	// rest (arm).
-	wmu      sync.Mutex
-	wctx     context.Context // the exchange's context; nil between exchanges
-	wstop    func() bool     // the AfterFunc's stop once armed
-	wdue     time.Duration   // when the exchange's watch is due (since epoch)
-	wnext    time.Duration   // when the timer fires, while wpending
-	wpending bool
-	wtimer   *time.Timer // made on the connection's first exchange
-	abortFn  func()      // c.nc's deadline in the past, bound once
+	// context's deadline, whichever is sooner (wd runs arm then): context.AfterFunc
+	// costs five allocations and most exchanges are over before then.
+	wd      *watchdog.Timer
+	wmu     sync.Mutex
+	wctx    context.Context // the exchange's context; nil between exchanges
+	wstop   func() bool     // the AfterFunc's stop once armed
+	abortFn func()          // c.nc's deadline in the past, bound once
 }
 
 // watchAfter is how long an exchange runs before its context is watched.
 const watchAfter = 50 * time.Millisecond
 
-// epoch is the origin of the watch's times: durations since it are monotonic.
-var epoch = time.Now()
-
 // watch starts watching ctx for the exchange that begins.
 func (c *h1conn) watch(ctx context.Context) {
-	now := time.Now()
 	d := watchAfter
 	if dl, ok := ctx.Deadline(); ok {
-		d = min(d, max(dl.Sub(now), 0))
+		d = min(d, max(time.Until(dl), 0))
 	}
-	due := now.Sub(epoch) + d
 	c.wmu.Lock()
-	c.wctx, c.wstop, c.wdue = ctx, nil, due
-	switch {
-	case c.wtimer == nil:
-		c.abortFn = func() { c.nc.SetDeadline(aLongTimeAgo) }
-		c.wtimer = time.AfterFunc(d, c.arm)
-		c.wnext, c.wpending = due, true
-	case !c.wpending || due < c.wnext:
-		c.wtimer.Reset(d)
-		c.wnext, c.wpending = due, true
-	}
+	c.wctx, c.wstop = ctx, nil
 	c.wmu.Unlock()
+	c.wd.Start(d)
 }
 
-// arm makes the end of the exchange's context fail the connection's I/O once the
-// exchange is due; before then it sets the timer again for the rest.
+// arm makes the end of the exchange's context fail the connection's I/O.
 func (c *h1conn) arm() {
 	c.wmu.Lock()
-	c.wpending = false
 	if c.wctx != nil && c.wstop == nil {
-		if left := c.wdue - time.Since(epoch); left > 0 {
-			c.wtimer.Reset(left)
-			c.wnext, c.wpending = c.wdue, true
-		} else {
-			c.wstop = context.AfterFunc(c.wctx, c.abortFn)
-		}
+		c.wstop = context.AfterFunc(c.wctx, c.abortFn)
 	}
 	c.wmu.Unlock()
 }
@@ -97,6 +71,7 @@ func (c *h1conn) arm() {
 // unwatch ends the watch of the exchange. It reports false when the context ended
 // while watched: the connection's deadline was then set in the past.
 func (c *h1conn) unwatch() bool {
+	c.wd.Stop()
 	c.wmu.Lock()
 	ok := c.wstop == nil || c.wstop()
 	c.wctx, c.wstop = nil, nil
@@ -117,6 +92,8 @@ func newH1Conn(nc net.Conn, isTLS bool) *h1conn {
 	if !isTLS {
 		c.peek.init(nc)
 	}
+	c.abortFn = func() { c.nc.SetDeadline(aLongTimeAgo) }
+	c.wd = watchdog.New(c.arm)
 	return c
 }
 
