@@ -24,17 +24,23 @@ func TestTimer(t *testing.T) {
 	case <-time.After(2 * d):
 	}
 
-	// Lasts: fn runs once, not before d.
-	start := time.Now()
-	w.Start(d)
-	select {
-	case at := <-ran:
-		if at.Sub(start) < d {
-			t.Fatalf("fn ran %v after Start, before its %v", at.Sub(start), d)
+	// runsWhenDue starts an exchange and waits for fn, which must not run before d.
+	runsWhenDue := func(what string) {
+		t.Helper()
+		start := time.Now()
+		w.Start(d)
+		select {
+		case at := <-ran:
+			if at.Sub(start) < d {
+				t.Fatalf("%s: fn ran %v after Start, before its %v", what, at.Sub(start), d)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: fn did not run", what)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("fn did not run")
 	}
+
+	// Lasts: fn runs once, not before d.
+	runsWhenDue("an exchange that lasts")
 	if !w.Stop() {
 		t.Fatal("Stop does not report that fn ran")
 	}
@@ -43,22 +49,12 @@ func TestTimer(t *testing.T) {
 	w.Start(d)
 	w.Stop()
 	time.Sleep(d / 2)
-	start = time.Now()
-	w.Start(d)
-	select {
-	case at := <-ran:
-		if at.Sub(start) < d {
-			t.Fatalf("fn ran %v after Start, before its %v", at.Sub(start), d)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("fn did not run for an exchange that began while the timer was set")
-	}
+	runsWhenDue("an exchange that began while the timer was set")
 	w.Stop()
 
 	// A shorter delay than the one the timer is set for moves it earlier.
 	w.Start(time.Hour)
 	w.Stop()
-	start = time.Now()
 	w.Start(d)
 	select {
 	case <-ran:
