@@ -25,6 +25,8 @@ type Conn struct {
 	wn      int
 	werr    error
 	writeFn func(fd uintptr) bool
+
+	writeReadFn func(fd uintptr) bool // WriteRead's, holding both locks
 }
 
 // Wrap returns c with raw reads and writes when c is a *net.TCPConn, else c.
@@ -40,6 +42,7 @@ func Wrap(c net.Conn) net.Conn {
 	x := &Conn{TCPConn: tc, rc: rc}
 	x.readFn = x.read
 	x.writeFn = x.write
+	x.writeReadFn = x.writeRead
 	return x
 }
 
@@ -123,6 +126,70 @@ func (c *Conn) write(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// WriteRead writes all of w, then reads into r what the peer sends, as Write then Read
+// would, but without the read that would find nothing: for a peer that only speaks when
+// spoken to (an HTTP/1.1 server asked a request), the answer cannot be there before the
+// question, so once w is written the poller waits for it at once. That read is a system
+// call per exchange that returns EAGAIN (measured: about one per upstream request).
+//
+// The wait is for a readiness edge after the write: the read side's readiness is cleared
+// before the write, by the poller's own preparation of the read (syscall.RawConn.Read),
+// so an answer that comes while the write returns is not missed. Bytes the peer sent
+// before w are not looked for (the pool peeks for them when it takes a connection); a
+// peer that closed before gets w, and its reset wakes the wait.
+//
+// When the socket's send buffer fills before w is all written, the rest goes as Write
+// sends it, waiting for room, and the read follows as Read's. The read deadline applies
+// to the wait; a failed write returns an *net.OpError whose Op is "write".
+func (c *Conn) WriteRead(w, r []byte) (int, error) {
+	if len(w) == 0 {
+		return c.Read(r)
+	}
+	if len(r) == 0 {
+		return c.Write(w)
+	}
+	c.wmu.Lock()
+	c.rmu.Lock()
+	c.wbuf, c.wn, c.werr = w, 0, nil
+	c.rbuf, c.rn, c.rerr = r, 0, nil
+	err := c.rc.Read(c.writeReadFn)
+	wn, werr := c.wn, c.werr
+	n, rerr := c.rn, c.rerr
+	c.wbuf, c.rbuf = nil, nil
+	c.rmu.Unlock()
+	c.wmu.Unlock()
+	switch {
+	case werr != nil:
+		return 0, c.opError("write", werr)
+	case wn < len(w):
+		if err != nil {
+			return 0, err // the poller failed before the write (closed, deadline)
+		}
+		// The send buffer filled: the rest waits for room, then the answer.
+		if _, err := c.Write(w[wn:]); err != nil {
+			return 0, err
+		}
+		return c.Read(r)
+	case err != nil:
+		return 0, err
+	case rerr != nil && rerr != io.EOF:
+		return n, c.opError("read", rerr)
+	}
+	return n, rerr
+}
+
+// writeRead is WriteRead's step under the poller: the write on the first call (false
+// once it is all sent: wait for the answer), then the read.
+func (c *Conn) writeRead(fd uintptr) bool {
+	if c.wn < len(c.wbuf) {
+		if !c.write(fd) {
+			return true // EAGAIN: WriteRead finishes the write outside
+		}
+		return c.werr != nil // an error ends it; else wait for readability
+	}
+	return c.read(fd)
 }
 
 func (c *Conn) opError(op string, err error) error {

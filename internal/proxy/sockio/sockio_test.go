@@ -163,6 +163,117 @@ func TestWriteToReset(t *testing.T) {
 	}
 }
 
+// echoN answers every n bytes s reads with the same bytes, until s fails.
+func echoN(s net.Conn, n int) {
+	buf := make([]byte, n)
+	for {
+		if _, err := io.ReadFull(s, buf); err != nil {
+			return
+		}
+		if _, err := s.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
+// TestWriteReadExchanges: a peer that answers at once, so the answer often arrives
+// while the write returns: every exchange gets its answer (a missed readiness edge
+// would leave the wait to the deadline).
+func TestWriteReadExchanges(t *testing.T) {
+	c, s := pair(t)
+	const size = 1024
+	go echoN(s, size)
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	q, a := make([]byte, size), make([]byte, size)
+	for i := range 2000 {
+		rand.Read(q)
+		n, err := c.WriteRead(q, a)
+		if err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(c, a[n:]); err != nil {
+			t.Fatalf("exchange %d: rest of the answer: %v", i, err)
+		}
+		if !bytes.Equal(q, a) {
+			t.Fatalf("exchange %d: answer differs", i)
+		}
+	}
+}
+
+// TestWriteReadLarge: a question larger than the socket buffers, from a peer that
+// reads it all before answering: the write meets EAGAIN, finishes outside the read's
+// wait, and the answer is still read.
+func TestWriteReadLarge(t *testing.T) {
+	c, s := pair(t)
+	const size = 8 << 20
+	go func() {
+		if _, err := readN(s, size); err == nil {
+			s.Write([]byte("ok"))
+		}
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	a := make([]byte, 16)
+	n, err := c.WriteRead(make([]byte, size), a)
+	if err != nil || string(a[:n]) != "ok" && string(a[:n]) != "o" {
+		t.Fatalf("%q %v", a[:n], err)
+	}
+}
+
+// TestWriteReadDeadline: a peer that never answers: the read deadline ends the wait.
+func TestWriteReadDeadline(t *testing.T) {
+	c, s := pair(t)
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	_, err := c.WriteRead([]byte("question"), make([]byte, 10))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+	if d := time.Since(start); d < 40*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("returned after %v", d)
+	}
+	// The question went out before the wait.
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := readN(s, len("question")); err != nil || string(got) != "question" {
+		t.Fatalf("peer read %q %v", got, err)
+	}
+}
+
+// TestWriteReadPeerClosed: a peer that closed before the question: the exchange ends
+// with EOF, or with an error, not in a wait for an answer that cannot come.
+func TestWriteReadPeerClosed(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		c, s := pair(t)
+		if reset {
+			_ = s.(*net.TCPConn).SetLinger(0)
+		}
+		s.Close()
+		time.Sleep(20 * time.Millisecond) // the FIN or RST is in before the question
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.WriteRead([]byte("question"), make([]byte, 10))
+		if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("reset=%v: %d %v, want EOF or a connection error", reset, n, err)
+		}
+	}
+}
+
+// TestWriteReadWriteError: a write that fails is reported as the write's OpError.
+func TestWriteReadWriteError(t *testing.T) {
+	c, s := pair(t)
+	_ = s.(*net.TCPConn).SetLinger(0)
+	s.Close() // RST
+	time.Sleep(20 * time.Millisecond)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for err == nil && time.Now().Before(deadline) {
+		_, err = c.WriteRead(make([]byte, 64<<10), make([]byte, 10))
+	}
+	var oe *net.OpError
+	if err == nil || !errors.As(err, &oe) || (oe.Op != "write" && oe.Op != "read") {
+		t.Fatalf("err = %v, want an OpError", err)
+	}
+}
+
 func TestWrapLeavesOthers(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
@@ -176,31 +287,27 @@ func TestWrapLeavesOthers(t *testing.T) {
 // net package's calls and with sockio's, under GOMAXPROCS=1 as a sidecar runs.
 func BenchmarkPingPong(b *testing.B) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	for _, raw := range []bool{false, true} {
-		name := "net"
-		if raw {
-			name = "sockio"
-		}
+	for _, name := range []string{"net", "sockio", "sockio-writeread"} {
 		b.Run(name, func(b *testing.B) {
 			c, s := pair(b)
 			var conn io.ReadWriter = c.TCPConn
-			if raw {
+			if name != "net" {
 				conn = c
 			}
-			go func() {
-				buf := make([]byte, 1024)
-				for {
-					if _, err := io.ReadFull(s, buf); err != nil {
-						return
-					}
-					if _, err := s.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
+			go echoN(s, 1024)
 			buf := make([]byte, 1024)
 			b.SetBytes(2048)
 			for b.Loop() {
+				if name == "sockio-writeread" {
+					n, err := c.WriteRead(buf, buf)
+					if err == nil {
+						_, err = io.ReadFull(c, buf[n:])
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
 				if _, err := conn.Write(buf); err != nil {
 					b.Fatal(err)
 				}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weft-mesh/weft/internal/proxy/h1"
+	"github.com/weft-mesh/weft/internal/proxy/sockio"
 	"github.com/weft-mesh/weft/internal/proxy/watchdog"
 )
 
@@ -30,6 +31,7 @@ type h1conn struct {
 	rd   h1.Reader
 	tls  bool // a peek cannot tell TLS records from a close
 	peek peeker
+	ex   *exchanger // under br and bw on a plaintext raw socket, else nil
 	busy atomic.Bool
 	dead atomic.Bool
 
@@ -83,15 +85,21 @@ func (c *h1conn) unwatch() bool {
 var aLongTimeAgo = time.Unix(1, 0)
 
 func newH1Conn(nc net.Conn, isTLS bool) *h1conn {
-	c := &h1conn{
-		nc:  nc,
-		br:  bufio.NewReaderSize(nc, 4096),
-		bw:  bufio.NewWriterSize(nc, 4096),
-		tls: isTLS,
-	}
+	c := &h1conn{nc: nc, tls: isTLS}
+	var rw io.ReadWriter = nc
 	if !isTLS {
 		c.peek.init(nc)
+		inner := nc
+		if cc, ok := nc.(*countedConn); ok {
+			inner = cc.Conn
+		}
+		if sc, ok := inner.(*sockio.Conn); ok {
+			c.ex = &exchanger{Conn: nc, sc: sc}
+			rw = c.ex
+		}
 	}
+	c.br = bufio.NewReaderSize(rw, 4096)
+	c.bw = bufio.NewWriterSize(rw, 4096)
 	c.abortFn = func() { c.nc.SetDeadline(aLongTimeAgo) }
 	c.wd = watchdog.New(c.arm)
 	return c
@@ -112,6 +120,46 @@ func (c *h1conn) close() {
 	if c.dead.CompareAndSwap(false, true) {
 		c.nc.Close()
 	}
+}
+
+// exchanger is a plaintext connection under its read and write buffers: the flush of a
+// request made while held is written by the first read of the response, in one poller
+// wait (sockio.Conn.WriteRead), instead of a write and then a read that finds nothing
+// yet (a system call per request).
+type exchanger struct {
+	net.Conn
+	sc   *sockio.Conn
+	hold bool   // the next write is kept for the next read
+	held []byte // the write kept: the write buffer's bytes, untouched until that read
+}
+
+func (x *exchanger) Write(p []byte) (int, error) {
+	if x.hold {
+		x.hold, x.held = false, p
+		return len(p), nil
+	}
+	return x.Conn.Write(p)
+}
+
+func (x *exchanger) Read(p []byte) (int, error) {
+	if w := x.held; w != nil {
+		x.held = nil
+		return x.sc.WriteRead(w, p)
+	}
+	return x.Conn.Read(p)
+}
+
+// flushHeld flushes the request's last bytes; on a plaintext raw socket they are
+// written by the response's first read, which comes next and before anything else
+// is written (the request is whole).
+func (c *h1conn) flushHeld() error {
+	if c.ex == nil {
+		return c.bw.Flush()
+	}
+	c.ex.hold = true
+	err := c.bw.Flush()
+	c.ex.hold = false
+	return err
 }
 
 // errStale marks a failure on a reused connection before any response byte: the
@@ -174,7 +222,7 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 			err = h1.CopyKnown(c.bw, req.Body, req.ContentLength)
 		}
 		if err == nil {
-			err = c.bw.Flush()
+			err = c.flushHeld()
 		}
 		if err != nil {
 			if reused && !hasBody {
@@ -200,7 +248,7 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 					}
 				default:
 				}
-			} else if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)) && c.br.Buffered() == 0 {
+			} else if reused && c.br.Buffered() == 0 && staleAfter(err, hasBody) {
 				err = fmt.Errorf("%w: %w", errStale, err)
 			}
 			return fail(err)
@@ -238,9 +286,16 @@ func (c *h1conn) roundTrip(req *http.Request, reused bool) (*http.Response, erro
 	return resp, nil
 }
 
-func isReset(err error) bool {
+// staleAfter reports whether a reused connection's failure before any response byte
+// says the server had closed it: EOF, a read error, or (the request's last write goes
+// with the response's first read, see exchanger) a failed write of a request with no
+// body, as a failed flush of it says.
+func staleAfter(err error, hasBody bool) bool {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "read"
+	return errors.As(err, &op) && (op.Op == "read" || op.Op == "write" && !hasBody)
 }
 
 // h1resp is a response's storage: the response and its body as the codec reads them,

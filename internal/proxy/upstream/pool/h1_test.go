@@ -126,6 +126,69 @@ func TestH1PoolReusesAndCloses(t *testing.T) {
 	}
 }
 
+// TestH1PoolExchangeOnOneWait: on a plaintext connection a request's last write goes
+// with its response's first read (exchanger): exchanges with and without a body, many
+// over one connection, against a server that answers at once, each get their own
+// answer.
+func TestH1PoolExchangeOnOneWait(t *testing.T) {
+	u := startRaw(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(req.Body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s", len(req.URL.Path)+len(b), req.URL.Path, b)
+		}
+	})
+	p := rawPool(t, u)
+	payload := strings.Repeat("p", 1024)
+	for i := range 300 {
+		path := fmt.Sprintf("/r%d", i)
+		var req *http.Request
+		want := path
+		if i%2 == 0 {
+			req, _ = http.NewRequest("GET", "http://svc"+path, nil)
+		} else {
+			req, _ = http.NewRequest("POST", "http://svc"+path, strings.NewReader(payload))
+			want += payload
+		}
+		if _, body, err := do(t, p, req); err != nil || body != want {
+			t.Fatalf("%d: %.40q %v", i, body, err)
+		}
+	}
+	if n := u.accepts.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+	conns := *p.conns.Load()
+	if len(conns) != 1 || conns[0].h1 == nil || conns[0].h1.ex == nil {
+		t.Fatal("the plaintext connection has no exchanger: the requests went the write-then-read way")
+	}
+}
+
+// TestStaleAfter: which failures before a response byte say a reused connection was
+// closed by the server; a failed write only when no body was consumed by it.
+func TestStaleAfter(t *testing.T) {
+	wr := &net.OpError{Op: "write", Err: errors.New("broken pipe")}
+	rd := &net.OpError{Op: "read", Err: errors.New("connection reset")}
+	for _, c := range []struct {
+		err     error
+		hasBody bool
+		want    bool
+	}{
+		{io.EOF, true, true},
+		{fmt.Errorf("h1: %w", io.ErrUnexpectedEOF), false, true},
+		{rd, true, true},
+		{wr, false, true},
+		{wr, true, false},
+		{errors.New("malformed response"), false, false},
+	} {
+		if got := staleAfter(c.err, c.hasBody); got != c.want {
+			t.Errorf("staleAfter(%v, body=%v) = %v, want %v", c.err, c.hasBody, got, c.want)
+		}
+	}
+}
+
 // TestH1PoolRequestFraming: what the pool writes parses with net/http to the same
 // request: known length, chunked with trailers, an empty POST.
 func TestH1PoolRequestFraming(t *testing.T) {
