@@ -86,10 +86,34 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 	hr.names = hr.names[:0]
 	hr.seen = 0
 	var kbuf [64]byte
+	// The lines are taken from the bytes already buffered, peeked once, while they
+	// hold whole lines (a head usually comes in one read): one search per line
+	// instead of a ReadSlice each. off counts the bytes taken; they are discarded
+	// before the reader is read again, and at the end.
+	var buf []byte
+	if k := br.Buffered(); k > 0 {
+		buf, _ = br.Peek(k)
+	}
+	off := 0
 	for {
-		line, err := readLine(br, n)
-		if err != nil {
-			return nil, err
+		var line []byte
+		if i := bytes.IndexByte(buf[off:], '\n'); i >= 0 {
+			line = buf[off : off+i]
+			off += i + 1
+			if *n -= i + 1; *n < 0 {
+				br.Discard(off)
+				return nil, ErrHeaderTooLarge
+			}
+			if len(line) > 0 && line[len(line)-1] == '\r' {
+				line = line[:len(line)-1]
+			}
+		} else {
+			br.Discard(off)
+			buf, off = nil, 0
+			var err error
+			if line, err = readLine(br, n); err != nil {
+				return nil, err
+			}
 		}
 		if len(line) == 0 {
 			break
@@ -97,10 +121,12 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 		if line[0] == ' ' || line[0] == '\t' {
 			// obs-fold: RFC 9112 section 5.2 lets a server reject it; folding
 			// is a known smuggling vector.
+			br.Discard(off)
 			return nil, ErrMalformed
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
+			br.Discard(off)
 			return nil, ErrMalformed
 		}
 		name := line[:colon]
@@ -108,10 +134,12 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 		if !ok {
 			// Also catches "Name :" (whitespace before the colon), which RFC 9112
 			// section 5.1 says a server must reject.
+			br.Discard(off)
 			return nil, ErrMalformed
 		}
 		v := trimOWS(line[colon+1:])
 		if !validValue(v) {
+			br.Discard(off)
 			return nil, ErrMalformed
 		}
 		start := len(hr.vals)
@@ -119,6 +147,7 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 		hr.names = append(hr.names, name...)
 		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals), nameEnd: len(hr.names)})
 	}
+	br.Discard(off)
 	// This head is the next one's previous (the fields stay readable below).
 	hr.prev, hr.fields = hr.fields, hr.prev
 	hr.prevNames, hr.names = hr.names, hr.prevNames

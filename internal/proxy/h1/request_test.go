@@ -19,10 +19,29 @@ import (
 // readReq parses raw with weft's codec and returns the request with its body read.
 func readReq(t testing.TB, raw string, bufSize int) (*http.Request, []byte, error) {
 	t.Helper()
+	return readReqPieces(t, raw, bufSize, 0)
+}
+
+// pieces reads at most n bytes at a time, as a head that arrives in several segments.
+type pieces struct {
+	r io.Reader
+	n int
+}
+
+func (p pieces) Read(b []byte) (int, error) { return p.r.Read(b[:min(len(b), p.n)]) }
+
+// readReqPieces is readReq over a connection that delivers piece bytes per read (0:
+// all at once).
+func readReqPieces(t testing.TB, raw string, bufSize, piece int) (*http.Request, []byte, error) {
+	t.Helper()
 	if bufSize == 0 {
 		bufSize = 4096
 	}
-	br := bufio.NewReaderSize(strings.NewReader(raw), bufSize)
+	var src io.Reader = strings.NewReader(raw)
+	if piece > 0 {
+		src = pieces{src, piece}
+	}
+	br := bufio.NewReaderSize(src, bufSize)
 	var r Reader
 	req, _, err := r.ReadRequest(br)
 	if err != nil {
@@ -92,13 +111,16 @@ func TestReadRequestMatchesNetHTTP(t *testing.T) {
 			if err != nil {
 				t.Fatalf("net/http body: %v", err)
 			}
-			got, gotBody, err := readReq(t, tc.raw, 0)
-			if err != nil {
-				t.Fatalf("ReadRequest: %v", err)
-			}
-			compareRequests(t, got, want)
-			if !bytes.Equal(gotBody, wantBody) {
-				t.Errorf("body = %q, net/http %q", gotBody, wantBody)
+			// Whole, and in pieces: a head split across reads is parsed the same.
+			for _, piece := range []int{0, 1, 5, 17} {
+				got, gotBody, err := readReqPieces(t, tc.raw, 0, piece)
+				if err != nil {
+					t.Fatalf("ReadRequest in pieces of %d: %v", piece, err)
+				}
+				compareRequests(t, got, want)
+				if !bytes.Equal(gotBody, wantBody) {
+					t.Errorf("pieces of %d: body = %q, net/http %q", piece, gotBody, wantBody)
+				}
 			}
 		})
 	}
@@ -201,9 +223,11 @@ func TestReadRequestRefuses(t *testing.T) {
 		{"request line over the limit", "GET /" + big + " HTTP/1.1\r\nHost: h\r\n\r\n", 431, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := readReq(t, tc.raw, 0)
-			if got := statusOf(err); got != tc.status {
-				t.Errorf("ReadRequest err = %v (status %d), want status %d", err, got, tc.status)
+			for _, piece := range []int{0, 1, 7} {
+				_, _, err := readReqPieces(t, tc.raw, 0, piece)
+				if got := statusOf(err); got != tc.status {
+					t.Errorf("pieces of %d: ReadRequest err = %v (status %d), want status %d", piece, err, got, tc.status)
+				}
 			}
 			if !tc.netHTTP {
 				return
@@ -264,6 +288,18 @@ func TestReadRequestLongLines(t *testing.T) {
 	r := Reader{MaxHeaderBytes: 16 << 10}
 	if _, _, err := r.ReadRequest(br); statusOf(err) != 431 {
 		t.Fatalf("20 KB cookie over a 16 KB limit: %v, want 431", err)
+	}
+	// Many small fields over the limit, all in the read buffer at once.
+	raw = "GET / HTTP/1.1\r\nHost: h\r\n" + strings.Repeat("X-A: 0123456789\r\n", 200) + "\r\n"
+	for _, piece := range []int{0, 3} {
+		var src io.Reader = strings.NewReader(raw)
+		if piece > 0 {
+			src = pieces{src, piece}
+		}
+		r := Reader{MaxHeaderBytes: 2 << 10}
+		if _, _, err := r.ReadRequest(bufio.NewReaderSize(src, 64<<10)); statusOf(err) != 431 {
+			t.Fatalf("pieces of %d: a 3.4 KB head in the buffer over a 2 KB limit: %v, want 431", piece, err)
+		}
 	}
 	// A long request line too.
 	path := "/" + strings.Repeat("p", 10<<10)
