@@ -812,6 +812,36 @@ func TestH1ForwardStateReuse(t *testing.T) {
 	})
 }
 
+// TestH1BodyStorageReuse: a connection reuses the storage of a request's body for its
+// next request only once the upstream transport let go of it. Each round on one
+// connection: a 200 KB body the upstream answers before reading (its writer is still
+// copying it when the answer comes, and may read it once more after the exchange),
+// then an echo whose body must come back whole; and bodies that go upstream whole,
+// whose storage is reused. With the transport's release not checked, the next request's
+// body was built in storage the old writer still read: under -race a data race, and
+// without it an echo missing bytes.
+func TestH1BodyStorageReuse(t *testing.T) {
+	m := newH1Mesh(t)
+	rc := m.dial(t)
+	big := strings.Repeat("b", 200<<10)
+	for i := range 40 {
+		echo := fmt.Sprintf("round %d ", i) + strings.Repeat("e", 3000)
+		var early string
+		if i%2 == 0 {
+			early = "POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n" + big
+		}
+		rc.write(early + "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(len(echo)) + "\r\n\r\n" + echo)
+		if early != "" {
+			if resp, body := rc.response("POST"); resp.StatusCode != http.StatusRequestEntityTooLarge || body != "too big" {
+				t.Fatalf("round %d: early: %d %q", i, resp.StatusCode, body)
+			}
+		}
+		if resp, body := rc.response("POST"); resp.StatusCode != 200 || body != echo {
+			t.Fatalf("round %d: echo: %d, %d bytes back of %d (%.20q)", i, resp.StatusCode, len(body), len(echo), body)
+		}
+	}
+}
+
 // TestH1UpgradeWithEarlyBytes: a WebSocket-style upgrade whose first frame comes in the
 // same write as the request head.
 func TestH1UpgradeWithEarlyBytes(t *testing.T) {

@@ -41,13 +41,15 @@ type Reader struct {
 	tmpl *http.Request
 }
 
-// RequestBuf is the storage of one request, for a connection that reuses it from one
-// request to the next (Reader.Buf). The body is never in it: a body may be held by
-// another goroutine after its exchange (a late read must fail, not read the next
-// request's body), so each request has a body of its own.
+// RequestBuf is the storage of one request and its body, for a connection that reuses
+// it from one request to the next (Reader.Buf). A body may be held by another goroutine
+// after its exchange (an upstream transport still writing it): the connection must set
+// Buf again only once nothing holds the last request's body either, or a late read of
+// it would read the next request's body.
 type RequestBuf struct {
-	req http.Request
-	url url.URL
+	req  http.Request
+	url  url.URL
+	body Body
 }
 
 // newRequest is the request ReadRequest fills, in r.Buf or new (the one allocation of
@@ -168,7 +170,12 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 		// would read the chunks as the next request; weft refuses it.
 		return nil, nil, badRequest("transfer-encoding on HTTP/1.0")
 	}
-	body, err := r.framing(br, h, false, req.Method, nil)
+	var into *Body
+	if r.Buf != nil {
+		into = &r.Buf.body
+		*into = Body{}
+	}
+	body, err := r.framing(br, h, false, req.Method, into)
 	if err != nil {
 		return nil, nil, err
 	}

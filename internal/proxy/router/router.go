@@ -592,7 +592,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	// after the other deferred calls.
 	fs := forwardStates.Get().(*forwardState)
 	var done *http.Response // the response written downstream, if one was
-	defer func() { fs.release(done, info.Attempts) }()
+	defer func() { fs.release(done, info) }()
 	lbctx := &fs.lbctx
 	var setCookie string
 	if len(f.hash) > 0 {
@@ -633,6 +633,9 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 	wantReplay := er.numRetries > 0 || len(f.mirrors) > 0
 	if hasBody && wantReplay && limit > 0 && (r.ContentLength < 0 || r.ContentLength <= int64(limit)) {
 		rb = newReplayBody(r.Body, limit, r.ContentLength)
+	}
+	if hasBody {
+		info.BodyHeld = true // until release hears the transport let go of it
 	}
 	if hasBody && r.ProtoMajor == 1 {
 		// Let the response start before the request body ends, as Envoy does.
@@ -1025,14 +1028,15 @@ type (
 // has it). Anything else (a retry, a failure, an upgrade, net/http's transport, an
 // upstream that answered before the request body was sent) leaves both to the
 // collector: a transport may still read the request, its body or its context.
-func (fs *forwardState) release(resp *http.Response, attempts int) {
-	if resp == nil || attempts != 1 {
+func (fs *forwardState) release(resp *http.Response, info *stream.Info) {
+	if resp == nil || info.Attempts != 1 {
 		return
 	}
 	r, ok := resp.Body.(releaser)
 	if !ok || !r.Released() {
 		return
 	}
+	info.BodyHeld = false // the one attempt's transport is done with the request body
 	// Nothing reads the response after this; its header maps are not recycled here.
 	if rc, ok := r.(recycler); ok {
 		rc.Recycle()

@@ -102,6 +102,11 @@ type Info struct {
 	BytesReceived    int64
 	BytesSent        int64
 	UpstreamDuration time.Duration // time to the upstream's response headers
+	// BodyHeld is set while an upstream transport may still read the request's body:
+	// from the first attempt that sends it until the transport says it let go of the
+	// request (the router's release). A server reuses the body's storage for its next
+	// request only when it is not set.
+	BodyHeld bool
 }
 
 // SetFlag adds a response flag.
