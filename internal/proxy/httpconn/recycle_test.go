@@ -3,6 +3,7 @@ package httpconn
 import (
 	"net/http"
 	"regexp"
+	"sync"
 	"testing"
 
 	"github.com/weft-mesh/weft/internal/proxy/stream"
@@ -47,14 +48,26 @@ func TestRecycleOnlyClean(t *testing.T) {
 // of one field in one allocation.
 func TestNewRequestID(t *testing.T) {
 	re := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	// Several buffers' worth, from concurrent goroutines: all different.
+	var mu sync.Mutex
 	seen := map[string]bool{}
-	for range 100 {
-		v := newRequestID()
-		if len(v) != 1 || cap(v) != 1 || !re.MatchString(v[0]) || seen[v[0]] {
-			t.Fatalf("%q (cap %d)", v, cap(v))
-		}
-		seen[v[0]] = true
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 500 {
+				v := newRequestID()
+				mu.Lock()
+				dup := seen[v[0]]
+				seen[v[0]] = true
+				mu.Unlock()
+				if len(v) != 1 || cap(v) != 1 || !re.MatchString(v[0]) || dup {
+					t.Errorf("%q (cap %d, seen before %v)", v, cap(v), dup)
+					return
+				}
+			}
+		})
 	}
+	wg.Wait()
 	if n := testing.AllocsPerRun(100, func() { _ = newRequestID() }); n != 1 && !raceEnabled {
 		t.Fatalf("%v allocations, want 1", n)
 	}
