@@ -34,8 +34,17 @@ var (
 // field is one parsed header line before the map is built.
 type field struct {
 	key        string
-	start, end int // value bytes in the value buffer
+	start, end int // value bytes in the value buffer, unless same
 	nameEnd    int // where the name as sent ends in the name buffer
+	// same: the previous head had this field in this place with this value, whose
+	// string and map value this one takes (the peer sent it again: same client,
+	// same server).
+	same bool
+	// Once the map is built: the value, and the one-element slice the map holds
+	// for it (nil when the field is kept out of the map or joins an earlier one).
+	// Neither is ever written again, so a later head can share them.
+	str string
+	val []string
 }
 
 // headerReader parses header sections. It is reused by one connection for all its
@@ -77,8 +86,11 @@ func (hr *headerReader) get(h http.Header, bit uint8, key string) []string {
 // readHeader reads header lines up to the empty line that ends the section into a new
 // http.Header (or one given back with RecycleHeader). max bounds the section's bytes; *n
 // is decremented by what was read. Values of all fields share one string; keys are
-// canonical (net/http's form) and interned for the common ones, so a typical head costs
-// three allocations: the map (none when recycled), the value slices and the value string.
+// canonical (net/http's form) and interned for the common ones. A head costs at most
+// three allocations: the map (none when recycled), the value slices and the value
+// string; a field the previous head carried in the same place with the same value (a
+// connection's peer sends much the same head each time) takes that head's value and
+// slice, so a head that repeats the previous one allocates nothing.
 func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (http.Header, error) {
 	hr.hosts = hr.hosts[:0]
 	hr.fields = hr.fields[:0]
@@ -142,23 +154,36 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 			br.Discard(off)
 			return nil, ErrMalformed
 		}
+		hr.names = append(hr.names, name...)
+		if i := len(hr.fields); i < len(hr.prev) && hr.prev[i].key == key && hr.prev[i].str == string(v) {
+			hr.fields = append(hr.fields, field{key: key, nameEnd: len(hr.names), same: true})
+			continue
+		}
 		start := len(hr.vals)
 		hr.vals = append(hr.vals, v...)
-		hr.names = append(hr.names, name...)
 		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals), nameEnd: len(hr.names)})
 	}
 	br.Discard(off)
-	// This head is the next one's previous (the fields stay readable below).
+	// This head is the next one's previous; the one before stays readable below.
 	hr.prev, hr.fields = hr.fields, hr.prev
 	hr.prevNames, hr.names = hr.names, hr.prevNames
-	fields := hr.prev
+	fields, before := hr.prev, hr.fields
 	h := newHeader(len(fields))
 	if len(fields) == 0 {
 		return h, nil
 	}
+	// The values not sent before share one string, and the map's one-element slices
+	// one array, made when the first is needed: a head whose fields all repeat the
+	// previous head's allocates neither.
 	all := string(hr.vals)
-	slots := make([]string, len(fields))
-	for i, f := range fields {
+	var slots []string
+	for i := range fields {
+		f := &fields[i]
+		if f.same {
+			f.str, f.val = before[i].str, before[i].val
+		} else {
+			f.str, f.val = all[f.start:f.end], nil
+		}
 		switch f.key {
 		case "Connection":
 			hr.seen |= seenConnection
@@ -168,17 +193,24 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 			hr.seen |= seenContentLength
 		case "Host":
 			if takeHost {
-				hr.hosts = append(hr.hosts, all[f.start:f.end])
+				hr.hosts = append(hr.hosts, f.str)
+				f.val = nil
 				continue
 			}
 		}
-		v := all[f.start:f.end]
 		if repeated(h, fields[:i], f.key) {
-			h[f.key] = append(h[f.key], v)
+			h[f.key] = append(h[f.key], f.str)
+			f.val = nil
 			continue
 		}
-		slots[i] = v
-		h[f.key] = slots[i : i+1 : i+1]
+		if f.val == nil {
+			if len(slots) == 0 {
+				slots = make([]string, len(fields)-i)
+			}
+			slots[0] = f.str
+			f.val, slots = slots[:1:1], slots[1:]
+		}
+		h[f.key] = f.val
 	}
 	return h, nil
 }
