@@ -36,10 +36,11 @@ type field struct {
 	key        string
 	start, end int // value bytes in the value buffer, unless same
 	nameEnd    int // where the name as sent ends in the name buffer
-	// same: the previous head had this field in this place with this value, whose
+	// same: the previous head had this field (at from) with this value, whose
 	// string and map value this one takes (the peer sent it again: same client,
 	// same server).
 	same bool
+	from int
 	// Once the map is built: the value, and the one-element slice the map holds
 	// for it (nil when the field is kept out of the map or joins an earlier one).
 	// Neither is ever written again, so a later head can share them.
@@ -142,7 +143,7 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 			return nil, ErrMalformed
 		}
 		name := line[:colon]
-		key, ok := hr.key(name, kbuf[:0], len(hr.fields))
+		key, from, ok := hr.key(name, kbuf[:0], len(hr.fields))
 		if !ok {
 			// Also catches "Name :" (whitespace before the colon), which RFC 9112
 			// section 5.1 says a server must reject.
@@ -155,8 +156,8 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 			return nil, ErrMalformed
 		}
 		hr.names = append(hr.names, name...)
-		if i := len(hr.fields); i < len(hr.prev) && hr.prev[i].key == key && hr.prev[i].str == string(v) {
-			hr.fields = append(hr.fields, field{key: key, nameEnd: len(hr.names), same: true})
+		if from >= 0 && hr.prev[from].str == string(v) {
+			hr.fields = append(hr.fields, field{key: key, nameEnd: len(hr.names), same: true, from: from})
 			continue
 		}
 		start := len(hr.vals)
@@ -180,7 +181,7 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 	for i := range fields {
 		f := &fields[i]
 		if f.same {
-			f.str, f.val = before[i].str, before[i].val
+			f.str, f.val = before[f.from].str, before[f.from].val
 		} else {
 			f.str, f.val = all[f.start:f.end], nil
 		}
@@ -368,14 +369,14 @@ func validValue(v []byte) bool {
 
 // key is canonicalKey for the i-th name of a head: the previous head's i-th name when
 // it is the same (see prev).
-func (hr *headerReader) key(name, buf []byte, i int) (string, bool) {
+func (hr *headerReader) key(name, buf []byte, i int) (key string, from int, ok bool) {
 	if i < len(hr.prev) {
 		start := 0
 		if i > 0 {
 			start = hr.prev[i-1].nameEnd
 		}
 		if string(name) == string(hr.prevNames[start:hr.prev[i].nameEnd]) {
-			return hr.prev[i].key, true // sent as before: valid, and the same key
+			return hr.prev[i].key, i, true // sent as before: valid, and the same key
 		}
 	}
 	// Elsewhere in the previous head: a peer that writes a header map (Go's
@@ -384,18 +385,18 @@ func (hr *headerReader) key(name, buf []byte, i int) (string, bool) {
 	for j := range hr.prev {
 		end := hr.prev[j].nameEnd
 		if end-start == len(name) && string(name) == string(hr.prevNames[start:end]) {
-			return hr.prev[j].key, true
+			return hr.prev[j].key, j, true
 		}
 		start = end
 	}
-	buf, ok := canonicalBytes(name, buf)
+	buf, ok = canonicalBytes(name, buf)
 	if !ok {
-		return "", false
+		return "", -1, false
 	}
 	if i < len(hr.prev) && hr.prev[i].key == string(buf) {
-		return hr.prev[i].key, true // another case of the same name
+		return hr.prev[i].key, i, true // another case of the same name
 	}
-	return internKey(buf), true
+	return internKey(buf), -1, true
 }
 
 // canonicalKey returns the canonical form of a header name (as
