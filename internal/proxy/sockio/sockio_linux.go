@@ -138,7 +138,9 @@ func (c *Conn) write(fd uintptr) bool {
 // before the write, by the poller's own preparation of the read (syscall.RawConn.Read),
 // so an answer that comes while the write returns is not missed. Bytes the peer sent
 // before w are not looked for (the pool peeks for them when it takes a connection); a
-// peer that closed before gets w, and its reset wakes the wait.
+// peer that closed before gets w, and its reset wakes the wait. Only a peer that had
+// half-closed (stopped writing, still reading) in the moment between that peek and this
+// call, with the poller taking its FIN then, leaves the wait to the read deadline.
 //
 // When the socket's send buffer fills before w is all written, the rest goes as Write
 // sends it, waiting for room, and the read follows as Read's. The read deadline applies
