@@ -19,6 +19,10 @@ import (
 // it. It returns what the caller needs of the fields it went past, so that the caller
 // does not look them up again.
 func WriteFields(bw *bufio.Writer, h http.Header) (seen Written) {
+	// The fields are appended to the buffer's free space and written in one call at
+	// the end (a copy onto itself), not one call each; a field that does not fit
+	// writes what is there, then goes as writeField writes it.
+	b := bw.AvailableBuffer()
 	for k, vs := range h {
 		switch k {
 		case "Content-Length":
@@ -32,16 +36,29 @@ func WriteFields(bw *bufio.Writer, h http.Header) (seen Written) {
 		case "Date":
 			seen.Date = true
 		}
-		if strings.HasPrefix(k, http.TrailerPrefix) {
+		if strings.HasPrefix(k, http.TrailerPrefix) || !validName(k) {
 			continue
 		}
 		for _, v := range vs {
 			if v == "" && k == "User-Agent" {
 				continue // an empty User-Agent means "send none" to Go's clients
 			}
-			writeField(bw, k, v)
+			if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
+				v = crlfToSpace.Replace(v)
+			}
+			if len(b)+len(k)+len(v)+4 > cap(b) {
+				bw.Write(b)
+				putField(bw, k, v)
+				b = bw.AvailableBuffer()
+				continue
+			}
+			b = append(b, k...)
+			b = append(b, ':', ' ')
+			b = append(b, v...)
+			b = append(b, '\r', '\n')
 		}
 	}
+	bw.Write(b)
 	return seen
 }
 
@@ -59,6 +76,11 @@ func writeField(bw *bufio.Writer, k, v string) {
 	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
 		v = crlfToSpace.Replace(v)
 	}
+	putField(bw, k, v)
+}
+
+// putField writes a field whose name and value were checked.
+func putField(bw *bufio.Writer, k, v string) {
 	// The field appended to the buffer's free space and written in one call (the
 	// copy is then onto itself); four writes when it does not fit.
 	if b := bw.AvailableBuffer(); cap(b) >= len(k)+len(v)+4 {

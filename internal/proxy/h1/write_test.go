@@ -3,8 +3,10 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -137,5 +139,43 @@ func TestWriteFieldLongerThanBuffer(t *testing.T) {
 	_ = bw.Flush()
 	if want := "X-Short: s\r\nX-Long: " + long + "\r\nX-After: a  b\r\n"; buf.String() != want {
 		t.Errorf("written %d bytes, want %d: %.60q...", buf.Len(), len(want), buf.String())
+	}
+}
+
+// TestWriteFieldsAcrossTheBuffer: a head whose fields fill the write buffer several
+// times over, long values among them, in buffers of several sizes: every field is
+// written once, whole, with CR and LF neutralised and invalid names left out.
+func TestWriteFieldsAcrossTheBuffer(t *testing.T) {
+	h := http.Header{"Bad Name": {"x"}, "User-Agent": {""}}
+	want := map[string]bool{}
+	for i := range 40 {
+		k := fmt.Sprintf("X-Field-%02d", i)
+		v := strings.Repeat(string(rune('a'+i%26)), 1+i*37%300)
+		if i%9 == 0 {
+			v = strings.Repeat("L", 5000) // longer than the buffer
+		}
+		if i%7 == 0 {
+			h[k] = []string{v, "second\r\nline"}
+			want[k+": second  line"] = true
+		} else {
+			h[k] = []string{v}
+		}
+		want[k+": "+v] = true
+	}
+	for _, size := range []int{64, 512, 4096} {
+		var buf bytes.Buffer
+		bw := bufio.NewWriterSize(&buf, size)
+		WriteFields(bw, h)
+		_ = bw.Flush()
+		got := map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSuffix(buf.String(), "\r\n"), "\r\n") {
+			if got[line] {
+				t.Fatalf("buffer %d: %.40q written twice", size, line)
+			}
+			got[line] = true
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("buffer %d: %d fields written, want %d", size, len(got), len(want))
+		}
 	}
 }
