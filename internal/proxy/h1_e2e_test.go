@@ -781,7 +781,13 @@ func TestH1ForwardStateReuse(t *testing.T) {
 	timed.GetRoute().Timeout = durationpb.New(10 * time.Second)
 	timed.GetRoute().PrefixRewrite = "/"
 	m.pushRC(t, routeConfig("r", timed, prefixRoute("/", "a")))
-	m.waitBackend(t, "/t/echo", "")
+	// The old table answers /t/ too (its "/" route): wait for the rewrite to show.
+	eventually(t, 10*time.Second, func() error {
+		if code, _, body := get(t, m.c, m.url+"/t/probe"); code != 200 || body != "GET /probe" {
+			return fmt.Errorf("GET /t/probe = %d %q, want the /t/ route's rewrite", code, body)
+		}
+		return nil
+	})
 	interleave(t, 160, 16, func() *http.Client { return h1Client(t) }, func(c *http.Client, i int) error {
 		sent := fmt.Sprintf("body %d", i)
 		var body io.Reader = strings.NewReader(sent)
