@@ -34,12 +34,11 @@ var (
 // field is one parsed header line before the map is built.
 type field struct {
 	key        string
-	start, end int // value bytes in the value buffer, unless same
+	start, end int // value bytes in the value buffer, unless from >= 0
 	nameEnd    int // where the name as sent ends in the name buffer
-	// same: the previous head had this field (at from) with this value, whose
-	// string and map value this one takes (the peer sent it again: same client,
-	// same server).
-	same bool
+	// from >= 0: the previous head's field at from had this name and value; this one
+	// takes its string and map value (the peer sent it again: same client, same
+	// server).
 	from int
 	// Once the map is built: the value, and the one-element slice the map holds
 	// for it (nil when the field is kept out of the map or joins an earlier one).
@@ -86,12 +85,12 @@ func (hr *headerReader) get(h http.Header, bit uint8, key string) []string {
 
 // readHeader reads header lines up to the empty line that ends the section into a new
 // http.Header (or one given back with RecycleHeader). max bounds the section's bytes; *n
-// is decremented by what was read. Values of all fields share one string; keys are
-// canonical (net/http's form) and interned for the common ones. A head costs at most
-// three allocations: the map (none when recycled), the value slices and the value
-// string; a field the previous head carried in the same place with the same value (a
-// connection's peer sends much the same head each time) takes that head's value and
-// slice, so a head that repeats the previous one allocates nothing.
+// is decremented by what was read. Keys are canonical (net/http's form) and interned for
+// the common ones. A head costs at most three allocations: the map (none when
+// recycled), the value slices and one string for the values; a field the previous head
+// also carried, with the same value (a connection's peer sends much the same head each
+// time), takes that head's value and slice, so a head that repeats the previous one,
+// in any order, allocates nothing.
 func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (http.Header, error) {
 	hr.hosts = hr.hosts[:0]
 	hr.fields = hr.fields[:0]
@@ -108,63 +107,55 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 		buf, _ = br.Peek(k)
 	}
 	off := 0
+	var err error
 	for {
 		var line []byte
 		if i := bytes.IndexByte(buf[off:], '\n'); i >= 0 {
-			line = buf[off : off+i]
+			line = dropEOL(buf[off : off+i+1])
 			off += i + 1
 			if *n -= i + 1; *n < 0 {
-				br.Discard(off)
-				return nil, ErrHeaderTooLarge
-			}
-			if len(line) > 0 && line[len(line)-1] == '\r' {
-				line = line[:len(line)-1]
+				err = ErrHeaderTooLarge
+				break
 			}
 		} else {
 			br.Discard(off)
 			buf, off = nil, 0
-			var err error
 			if line, err = readLine(br, n); err != nil {
-				return nil, err
+				break
 			}
 		}
 		if len(line) == 0 {
 			break
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			// obs-fold: RFC 9112 section 5.2 lets a server reject it; folding
-			// is a known smuggling vector.
-			br.Discard(off)
-			return nil, ErrMalformed
-		}
+		// obs-fold (a leading space or tab): RFC 9112 section 5.2 lets a server
+		// reject it; folding is a known smuggling vector.
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			br.Discard(off)
-			return nil, ErrMalformed
+		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
+			err = ErrMalformed
+			break
 		}
 		name := line[:colon]
+		// Not ok also for "Name :" (whitespace before the colon), which RFC 9112
+		// section 5.1 says a server must reject.
 		key, from, ok := hr.key(name, kbuf[:0], len(hr.fields))
-		if !ok {
-			// Also catches "Name :" (whitespace before the colon), which RFC 9112
-			// section 5.1 says a server must reject.
-			br.Discard(off)
-			return nil, ErrMalformed
-		}
 		v := trimOWS(line[colon+1:])
-		if !validValue(v) {
-			br.Discard(off)
-			return nil, ErrMalformed
+		if !ok || !validValue(v) {
+			err = ErrMalformed
+			break
 		}
 		hr.names = append(hr.names, name...)
 		if from >= 0 && hr.prev[from].str == string(v) {
-			hr.fields = append(hr.fields, field{key: key, nameEnd: len(hr.names), same: true, from: from})
+			hr.fields = append(hr.fields, field{key: key, nameEnd: len(hr.names), from: from})
 			continue
 		}
 		start := len(hr.vals)
 		hr.vals = append(hr.vals, v...)
-		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals), nameEnd: len(hr.names)})
+		hr.fields = append(hr.fields, field{key: key, start: start, end: len(hr.vals), nameEnd: len(hr.names), from: -1})
 	}
 	br.Discard(off)
+	if err != nil {
+		return nil, err
+	}
 	// This head is the next one's previous; the one before stays readable below.
 	hr.prev, hr.fields = hr.fields, hr.prev
 	hr.prevNames, hr.names = hr.names, hr.prevNames
@@ -180,7 +171,7 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 	var slots []string
 	for i := range fields {
 		f := &fields[i]
-		if f.same {
+		if f.from >= 0 {
 			f.str, f.val = before[f.from].str, before[f.from].val
 		} else {
 			f.str, f.val = all[f.start:f.end], nil
@@ -302,11 +293,16 @@ func readLine(br *bufio.Reader, n *int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return dropEOL(line), nil
+}
+
+// dropEOL returns a line without its LF and the CR before it, if any.
+func dropEOL(line []byte) []byte {
 	line = line[:len(line)-1]
 	if len(line) > 0 && line[len(line)-1] == '\r' {
 		line = line[:len(line)-1]
 	}
-	return line, nil
+	return line
 }
 
 // readRawLine returns one line with its LF.
@@ -367,8 +363,9 @@ func validValue(v []byte) bool {
 	return true
 }
 
-// key is canonicalKey for the i-th name of a head: the previous head's i-th name when
-// it is the same (see prev).
+// key is canonicalKey for the i-th name of a head: the previous head's key when it had
+// the name (see prev), in the same place or another, and then from is that field's
+// index in prev; else from is -1.
 func (hr *headerReader) key(name, buf []byte, i int) (key string, from int, ok bool) {
 	if i < len(hr.prev) {
 		start := 0

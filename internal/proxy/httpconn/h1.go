@@ -476,7 +476,7 @@ func (hc *h1conn) end(w *h1writer, body *h1.Body, bodyOK bool) bool {
 // the upstream answered. The response's came from the upstream's response (adopted by
 // the writer) or was made here; the transports hand it over with the response.
 func (hc *h1conn) recycle(ex *h1exchange, req *http.Request, bodyOK bool) {
-	if ex.w.aborted || !bodyOK || !ex.st.endedCleanly() || ex.st.info.BodyHeld {
+	if ex.w.aborted || !bodyOK || !ex.st.endedCleanly() {
 		hc.ex = nil
 		return
 	}

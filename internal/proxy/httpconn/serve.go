@@ -89,11 +89,12 @@ type exchangeState struct {
 }
 
 // endedCleanly reports whether the exchange ended with one attempt at most, no response
-// flag and no hijack: only then is nothing else (a transport reading the request on its
-// own goroutine, a retry's clone, a hijacked connection) known to be done with its
-// storage, and both servers reuse it on this word.
+// flag, no hijack and no transport still holding the request's body: only then is
+// nothing else (a transport reading the request on its own goroutine, a retry's clone,
+// a hijacked connection) known to be done with its storage, and both servers reuse it
+// on this word.
 func (st *exchangeState) endedCleanly() bool {
-	return st.info.Flags == 0 && st.info.Attempts <= 1 && !st.rw.hijacked
+	return st.info.Flags == 0 && st.info.Attempts <= 1 && !st.rw.hijacked && !st.info.BodyHeld
 }
 
 // Header values the manager sets, shared: a one-element slice is never appended to
@@ -262,11 +263,13 @@ type requestID struct {
 // (the read was half of an id's cost). One per P at a time (sync.Pool): no two
 // requests take the same bytes.
 type idBytes struct {
-	b   [32 * 16]byte
+	b   [idBatch * 16]byte
 	off int
 }
 
-var idPool = sync.Pool{New: func() any { return &idBytes{off: 32 * 16} }}
+const idBatch = 32 // ids per read of crypto/rand
+
+var idPool = sync.Pool{New: func() any { return &idBytes{off: idBatch * 16} }}
 
 const hexDigits = "0123456789abcdef"
 

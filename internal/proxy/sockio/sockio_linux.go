@@ -150,7 +150,8 @@ func (c *Conn) WriteRead(w, r []byte) (int, error) {
 		return c.Read(r)
 	}
 	if len(r) == 0 {
-		return c.Write(w)
+		_, err := c.Write(w)
+		return 0, err // nothing read
 	}
 	c.wmu.Lock()
 	c.rmu.Lock()

@@ -104,8 +104,8 @@ type Info struct {
 	UpstreamDuration time.Duration // time to the upstream's response headers
 	// BodyHeld is set while an upstream transport may still read the request's body:
 	// from the first attempt that sends it until the transport says it let go of the
-	// request (the router's release). A server reuses the body's storage for its next
-	// request only when it is not set.
+	// request (the router's release). A server reuses the exchange's storage, the
+	// request's body included, only when it is not set.
 	BodyHeld bool
 }
 

@@ -33,6 +33,14 @@ func (p *Pool) counted(c net.Conn) net.Conn {
 	return &countedConn{Conn: c, pool: p}
 }
 
+// uncounted is the connection under the pool's counting wrapper, if any.
+func uncounted(nc net.Conn) net.Conn {
+	if cc, ok := nc.(*countedConn); ok {
+		return cc.Conn
+	}
+	return nc
+}
+
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
 	if c.closed.CompareAndSwap(false, true) {

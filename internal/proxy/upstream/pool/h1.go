@@ -89,11 +89,7 @@ func newH1Conn(nc net.Conn, isTLS bool) *h1conn {
 	var rw io.ReadWriter = nc
 	if !isTLS {
 		c.peek.init(nc)
-		inner := nc
-		if cc, ok := nc.(*countedConn); ok {
-			inner = cc.Conn
-		}
-		if sc, ok := inner.(*sockio.Conn); ok {
+		if sc, ok := uncounted(nc).(*sockio.Conn); ok {
 			c.ex = &exchanger{Conn: nc, sc: sc}
 			rw = c.ex
 		}

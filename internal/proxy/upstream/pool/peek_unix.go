@@ -20,10 +20,7 @@ type peeker struct {
 }
 
 func (p *peeker) init(nc net.Conn) {
-	if cc, ok := nc.(*countedConn); ok {
-		nc = cc.Conn
-	}
-	sc, ok := nc.(syscall.Conn)
+	sc, ok := uncounted(nc).(syscall.Conn)
 	if !ok {
 		return
 	}
