@@ -256,6 +256,27 @@ func TestWriteReadPeerClosed(t *testing.T) {
 	}
 }
 
+// TestWriteReadEmpty: with nothing to write it is a Read; with nowhere to read, a Write
+// that reports no bytes read.
+func TestWriteReadEmpty(t *testing.T) {
+	c, s := pair(t)
+	if n, err := c.WriteRead([]byte("only written"), nil); n != 0 || err != nil {
+		t.Fatalf("nothing to read into: %d %v, want 0 <nil>", n, err)
+	}
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := readN(s, len("only written")); err != nil || string(got) != "only written" {
+		t.Fatalf("peer read %q %v", got, err)
+	}
+	if _, err := s.Write([]byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	a := make([]byte, 8)
+	if n, err := c.WriteRead(nil, a); err != nil || string(a[:n]) != "back" && string(a[:n]) != "b" {
+		t.Fatalf("nothing to write: %q %v", a[:n], err)
+	}
+}
+
 // TestWriteReadWriteError: a write that fails is reported as the write's OpError.
 func TestWriteReadWriteError(t *testing.T) {
 	c, s := pair(t)
