@@ -98,7 +98,8 @@ type Conn struct {
 	flow          sendFlow
 	recv          recvWindow
 	running       int  // handlers running
-	goingAway     bool // GOAWAY sent: no new streams, close once none is open
+	goingAway     bool // GOAWAY sent or being sent: no new streams
+	awayWritten   bool // Shutdown's GOAWAY is on the wire: close once no stream is open
 	peerAway      bool // GOAWAY received: no new streams
 	done          bool // the connection is finished: everything fails
 	idle          *time.Timer
@@ -228,7 +229,7 @@ func (c *Conn) goAway(code http2.ErrCode) {
 	last := c.maxClientID
 	c.goingAway = true
 	c.mu.Unlock()
-	if c.write(func() error { return c.fr.WriteGoAway(last, code, nil) }) != nil {
+	if c.writeFlushed(func() error { return c.fr.WriteGoAway(last, code, nil) }) != nil {
 		return
 	}
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
@@ -274,6 +275,10 @@ func (c *Conn) finish() {
 // Done is closed once the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.closed }
 
+// testHookShutdown, when set (by tests), runs in Shutdown after new streams are
+// refused and before the GOAWAY is written.
+var testHookShutdown func(*Conn)
+
 // Shutdown asks the connection to finish: GOAWAY now, close once its open streams are
 // done. It returns at once.
 func (c *Conn) Shutdown() {
@@ -285,9 +290,18 @@ func (c *Conn) Shutdown() {
 	c.shutdownAsked = true
 	c.goingAway = true
 	last := c.maxClientID
+	c.mu.Unlock()
+	// A stream that ends while the GOAWAY is written must not close the connection
+	// before it is out, and one that ends after must: whether none is open is read
+	// once it is written.
+	if testHookShutdown != nil {
+		testHookShutdown(c)
+	}
+	c.writeFlushed(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
+	c.mu.Lock()
+	c.awayWritten = true
 	idle := c.running == 0 && len(c.streams) == 0
 	c.mu.Unlock()
-	c.write(func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
 	if idle {
 		c.closeRead()
 	}
@@ -861,7 +875,7 @@ func (s *stream) run() {
 		c.free = append(c.free, s)
 	}
 	c.armIdleLocked()
-	away := c.goingAway && idle
+	away := c.awayWritten && idle
 	c.mu.Unlock()
 	if away {
 		c.closeRead()

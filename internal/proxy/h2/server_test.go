@@ -561,3 +561,83 @@ func TestServeStreamReuse(t *testing.T) {
 		t.Fatalf("20 requests in %d request structs: the streams were not reused", len(reqs))
 	}
 }
+
+// TestServeShutdownAsLastStreamEnds: when the connection's last stream ends while
+// Shutdown is about to write its GOAWAY, the GOAWAY still reaches the client before the
+// connection closes (the stream's end used to close it first).
+func TestServeShutdownAsLastStreamEnds(t *testing.T) {
+	release := make(chan struct{})
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "ok")
+	}), Config{})
+	nc, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fr := http2.NewFramer(nc, nc)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	nc.Write([]byte(Preface))
+	fr.WriteSettings()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true})
+	deadline := time.Now().Add(10 * time.Second)
+	for s.count() == 0 || s.conn(0).openStreams() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream did not open")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c := s.conn(0)
+
+	testHookShutdown = func(c *Conn) {
+		close(release) // the stream ends now, between the refusal and the GOAWAY
+		for c.openStreams() > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		select {
+		case <-c.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	defer func() { testHookShutdown = nil }()
+	c.Shutdown()
+
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var ga *http2.GoAwayFrame
+	var body string
+	for ga == nil {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("the connection ended without GOAWAY: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			body += string(f.Data())
+		case *http2.GoAwayFrame:
+			ga = f
+		}
+	}
+	if ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1 {
+		t.Errorf("GOAWAY %v, last stream %d; want NO_ERROR, 1", ga.ErrCode, ga.LastStreamID)
+	}
+	if body != "ok" {
+		t.Errorf("stream 1's body %q, want ok", body)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("the connection was not closed after its GOAWAY, with no stream open")
+	}
+}
+
+// openStreams is the number of streams open or with a handler still running.
+func (c *Conn) openStreams() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.running + len(c.streams)
+}

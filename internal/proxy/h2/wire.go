@@ -61,6 +61,19 @@ func (w *wire) write(fn func() error) error {
 	return err
 }
 
+// writeFlushed is write that flushes even when another writer is waiting: what fn
+// wrote is on the wire when it returns. A connection's last frames (GOAWAY before a
+// close) go this way; left to the waiting writer, they could still be in the buffer
+// when the socket closes.
+func (w *wire) writeFlushed(fn func() error) error {
+	return w.write(func() error {
+		if err := fn(); err != nil {
+			return err
+		}
+		return w.bw.Flush()
+	})
+}
+
 // writeData writes one DATA frame (under wmu), its payload straight into the buffer.
 func (w *wire) writeData(id uint32, p []byte, end bool) error {
 	var flags byte
