@@ -138,13 +138,21 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 		// Not ok also for "Name :" (whitespace before the colon), which RFC 9112
 		// section 5.1 says a server must reject.
 		key, from, ok := hr.key(name, kbuf[:0], len(hr.fields))
-		v := trimOWS(line[colon+1:])
-		if !ok || !validValue(v) {
-			err = ErrMalformed
-			break
+		// A value sent as in the previous head, in the usual "Name: value" form, was
+		// trimmed and checked there.
+		raw := line[colon+1:]
+		same := ok && from >= 0 && len(raw) > 1 && raw[0] == ' ' && hr.prev[from].str == string(raw[1:])
+		var v []byte
+		if !same {
+			v = trimOWS(raw)
+			if !ok || !validValue(v) {
+				err = ErrMalformed
+				break
+			}
+			same = from >= 0 && hr.prev[from].str == string(v)
 		}
 		hr.names = append(hr.names, name...)
-		if from >= 0 && hr.prev[from].str == string(v) {
+		if same {
 			hr.fields = append(hr.fields, field{key: key, nameEnd: len(hr.names), from: from})
 			continue
 		}

@@ -572,6 +572,9 @@ func TestHeaderValuesFromPreviousHead(t *testing.T) {
 		"GET / HTTP/1.1\r\nHost: b\r\nX-B: 3\r\nX-A: 1\r\nX-A: 2\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: b\r\nX-A: 2\r\nX-B: 3\r\nX-A: 1\r\n\r\n",
 		"GET / HTTP/1.1\r\nX-B: 3\r\nHost: b\r\nX-A: 2\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: b\r\nX-A:2\r\nX-B:  3 \t\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: b\r\nX-A: 2 \r\nX-B:\t3\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: b\r\nX-A: 2\r\nX-B: 3\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-A: 1\r\nX-T: t\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: b\r\nX-A: 1\r\nX-T: t\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: b\r\nX-A: 2\r\nX-T: t\r\nX-New: n\r\n\r\n",
@@ -615,6 +618,18 @@ func TestHeaderValuesFromPreviousHead(t *testing.T) {
 			if !reflect.DeepEqual(got[i], snap[i]) {
 				t.Fatalf("head %d changed by changes to head %d: %v, want %v", i, last, got[i], snap[i])
 			}
+		}
+	}
+	// A value that starts as the previous head's did is checked as a new one.
+	for _, bad := range []string{"1\x01", "1\x7f", "1\r"} {
+		br := bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n" +
+			"GET / HTTP/1.1\r\nHost: a\r\nX-A: " + bad + "\r\n\r\n"))
+		var r Reader
+		if _, _, err := r.ReadRequest(br); err != nil {
+			t.Fatal(err)
+		}
+		if req, _, err := r.ReadRequest(br); err == nil {
+			t.Errorf("X-A: %q after X-A: 1 read as %q, want an error", bad, req.Header["X-A"])
 		}
 	}
 	// Allocations: a head whose fields repeat the previous one's, none; one new value,
