@@ -21,6 +21,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // Errors a malformed message yields; the server answers them with 400 (or 431 for
@@ -461,10 +462,13 @@ var tokenTable = func() (t [256]bool) {
 	return t
 }()
 
+// commonNames holds the common names one after another; commonKeys' strings are
+// slices of it, so that where a key's bytes are tells it is one of them (isCommonKey).
+var commonNames string
+
 // commonKeys interns the header names a mesh sees on most requests.
 var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
+	names := []string{
 		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges",
 		"Access-Control-Allow-Origin", "Age", "Allow", "Authorization", "Cache-Control",
 		"Connection", "Content-Disposition", "Content-Encoding", "Content-Language",
@@ -492,14 +496,26 @@ var commonKeys = func() map[string]string {
 		"Access-Control-Request-Method", "Content-Location", "Content-Security-Policy",
 		"Max-Forwards", "Proxy-Authenticate", "X-Content-Type-Options",
 		"Grpc-Status-Details-Bin",
-	} {
-		if c := textproto.CanonicalMIMEHeaderKey(k); c != k {
+	}
+	commonNames = strings.Join(names, "")
+	m := make(map[string]string, len(names))
+	off := 0
+	for _, k := range names {
+		if c := textproto.CanonicalMIMEHeaderKey(k); c != k || !validName(k) {
 			panic("h1: common key not canonical: " + k)
 		}
-		m[k] = k
+		m[k] = commonNames[off : off+len(k)]
+		off += len(k)
 	}
 	return m
 }()
+
+// isCommonKey reports whether k is one of commonKeys' strings (or a part of one), and
+// so a valid name, by where its bytes are, without reading them.
+func isCommonKey(k string) bool {
+	off := uintptr(unsafe.Pointer(unsafe.StringData(k))) - uintptr(unsafe.Pointer(unsafe.StringData(commonNames)))
+	return len(k) > 0 && off < uintptr(len(commonNames))
+}
 
 // lowerKeys: the common names as HTTP/2 carries them (lower case).
 var lowerKeys = func() map[string]string {

@@ -112,6 +112,9 @@ func writeValue(bw *bufio.Writer, v string) { bw.WriteString(noCRLF(v)) }
 
 // validName reports whether k is a token (RFC 9110 field-name).
 func validName(k string) bool {
+	if isCommonKey(k) {
+		return true // the codecs' own keys: checked once, at init
+	}
 	if k == "" {
 		return false
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -177,5 +178,39 @@ func TestWriteFieldsAcrossTheBuffer(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("buffer %d: %d fields written, want %d", size, len(got), len(want))
 		}
+	}
+}
+
+// TestCommonKeyNames: the codec's interned keys, and any part of one, are known for
+// valid names by where their bytes are; equal strings elsewhere, and invalid names,
+// are read.
+func TestCommonKeyNames(t *testing.T) {
+	for name, k := range commonKeys {
+		if !isCommonKey(k) || !isCommonKey(k[1:]) || !validName(k) {
+			t.Errorf("%q: isCommonKey %v (%q: %v), validName %v", name, isCommonKey(k), k[1:], isCommonKey(k[1:]), validName(k))
+		}
+		if c := strings.Clone(k); isCommonKey(c) || !validName(c) {
+			t.Errorf("a copy of %q: isCommonKey %v, validName %v", k, isCommonKey(c), validName(c))
+		}
+		if CanonicalKey(strings.ToLower(name)) != k || !isCommonKey(CanonicalKey(strings.ToLower(name))) {
+			t.Errorf("CanonicalKey(%q) is not the interned key", strings.ToLower(name))
+		}
+	}
+	if isCommonKey("") || isCommonKey(commonNames[:0]) || isCommonKey(commonNames[len(commonNames):]) {
+		t.Error("an empty name is a common key")
+	}
+	for _, bad := range []string{"", "Bad Name", "X-A:", "X-\x00", "Ä"} {
+		if validName(bad) {
+			t.Errorf("validName(%q) = true", bad)
+		}
+	}
+	var buf bytes.Buffer
+	bw := bufio.NewWriter(&buf)
+	WriteFields(bw, http.Header{CanonicalKey("x-request-id"): {"1"}, "X-Request-Id\r\nX-Evil": {"2"}, "X-Fine": {"3"}})
+	bw.Flush()
+	got := strings.Split(strings.TrimSuffix(buf.String(), "\r\n"), "\r\n")
+	sort.Strings(got)
+	if want := []string{"X-Fine: 3", "X-Request-Id: 1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("written %q, want %q", got, want)
 	}
 }

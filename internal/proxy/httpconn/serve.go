@@ -194,6 +194,14 @@ func (m *Manager) fillInfo(info *stream.Info, c *listener.Conn, r *http.Request)
 	}
 }
 
+// The keys the connection manager sets, as the codec interns them: its head writer
+// knows them for valid names without reading them.
+var (
+	keyRequestID      = h1.CanonicalKey("X-Request-Id")
+	keyForwardedProto = h1.CanonicalKey("X-Forwarded-Proto")
+	keyServer         = h1.CanonicalKey("Server")
+)
+
 // stamp sets the headers the connection manager owns: x-request-id,
 // x-forwarded-for and -proto, and x-forwarded-client-cert.
 func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
@@ -203,18 +211,18 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 	id := h1.FirstValue(h, "X-Request-Id")
 	if m.generateRequestID && (id == "" || (m.useRemoteAddress && !m.preserveRequestID)) {
 		v := newRequestID()
-		h["X-Request-Id"] = v
+		h[keyRequestID] = v
 		id = v[0]
 	}
 	info.RequestID = id
 
 	tls := info.DownstreamTLS || r.TLS != nil
 	if m.useRemoteAddress {
-		proto := "http"
+		proto := valHTTP
 		if tls {
-			proto = "https"
+			proto = valHTTPS
 		}
-		h.Set("X-Forwarded-Proto", proto)
+		h[keyForwardedProto] = proto
 		if !m.skipXFFAppend && info.Downstream.IsValid() {
 			ip := info.Downstream.Addr().Unmap().String()
 			if prior := h.Values("X-Forwarded-For"); len(prior) > 0 {
@@ -225,9 +233,9 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 		}
 	} else if h1.FirstValue(h, "X-Forwarded-Proto") == "" {
 		if tls {
-			h["X-Forwarded-Proto"] = valHTTPS
+			h[keyForwardedProto] = valHTTPS
 		} else {
-			h["X-Forwarded-Proto"] = valHTTP
+			h[keyForwardedProto] = valHTTP
 		}
 	}
 	info.ForwardedFor = h1.FirstValue(h, "X-Forwarded-For")
@@ -344,7 +352,7 @@ func (w *responseWriter) WriteHeader(code int) {
 		w.wroteHeader = true
 		w.status = code
 		if w.server != nil {
-			w.ResponseWriter.Header()["Server"] = w.server
+			w.ResponseWriter.Header()[keyServer] = w.server
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)

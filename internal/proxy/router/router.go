@@ -577,7 +577,7 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 		if timeout != f.timeout {
 			v = millisValue(int64(timeout / time.Millisecond))
 		}
-		h[hdrExpectedTimeout] = v // a canonical key: Set would canonicalise it again
+		h[hdrExpectedTimeoutKey] = v
 	}
 	// After the header mutations: a route may set the destination header.
 	origDst, dstErr := originalDst(cl, h, info.DownstreamLocal)
@@ -982,7 +982,12 @@ func setContentLength(h http.Header, n int64) {
 	h["Content-Length"] = []string{string(v)}
 }
 
-var hdrServiceTimeKey = http.CanonicalHeaderKey(hdrServiceTime)
+// The keys of the fields the router sets, as the codec interns them: its head writer
+// knows them for valid names without reading them.
+var (
+	hdrServiceTimeKey     = h1.CanonicalKey(hdrServiceTime)
+	hdrExpectedTimeoutKey = h1.CanonicalKey(hdrExpectedTimeout)
+)
 
 // millisSlices are shared header values for small durations in milliseconds: a
 // one-element slice is never written into (append reallocates it).
