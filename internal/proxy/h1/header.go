@@ -63,26 +63,23 @@ type headerReader struct {
 	// hosts are the values of a request head's Host fields, which readHeader keeps
 	// out of the map when asked to (the request carries its Host in Request.Host).
 	hosts []string
-	// seen marks which of the fields the codec itself reads the last head carried
-	// (seenConnection...): most heads carry none of them, and a map lookup of an
-	// absent key costs what one of a present key does.
-	seen uint8
+	// own holds the values of the fields the codec itself reads (ownConnection...)
+	// as the last head's map holds them, nil for those it did not carry: the codec
+	// reads them without a map lookup, which costs as much for an absent key as for
+	// a present one.
+	own [ownFields][]string
 }
 
 const (
-	seenConnection = 1 << iota
-	seenTransferEncoding
-	seenContentLength
+	ownConnection = iota
+	ownTransferEncoding
+	ownContentLength
+	ownFields
 )
 
-// get is h[key] for one of the fields seen records (bit), without the lookup when the
-// head did not carry it. h must be the map the last readHeader returned, unchanged.
-func (hr *headerReader) get(h http.Header, bit uint8, key string) []string {
-	if hr.seen&bit == 0 {
-		return nil
-	}
-	return h[key]
-}
+// get is the last head's values of one of the fields own holds. It is what the map
+// the last readHeader returned holds while that map is unchanged.
+func (hr *headerReader) get(field int) []string { return hr.own[field] }
 
 // readHeader reads header lines up to the empty line that ends the section into a new
 // http.Header (or one given back with RecycleHeader). max bounds the section's bytes; *n
@@ -97,7 +94,7 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 	hr.fields = hr.fields[:0]
 	hr.vals = hr.vals[:0]
 	hr.names = hr.names[:0]
-	hr.seen = 0
+	hr.own = [ownFields][]string{}
 	var kbuf [64]byte
 	// The lines are taken from the bytes already buffered, peeked once, while they
 	// hold whole lines (a head usually comes in one read): one search per line
@@ -185,13 +182,14 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 		} else {
 			f.str, f.val = all[f.start:f.end], nil
 		}
+		own := -1
 		switch f.key {
 		case "Connection":
-			hr.seen |= seenConnection
+			own = ownConnection
 		case "Transfer-Encoding":
-			hr.seen |= seenTransferEncoding
+			own = ownTransferEncoding
 		case "Content-Length":
-			hr.seen |= seenContentLength
+			own = ownContentLength
 		case "Host":
 			if takeHost {
 				hr.hosts = append(hr.hosts, f.str)
@@ -200,7 +198,11 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 			}
 		}
 		if repeated(h, fields[:i], f.key) {
-			h[f.key] = append(h[f.key], f.str)
+			vs := append(h[f.key], f.str)
+			h[f.key] = vs
+			if own >= 0 {
+				hr.own[own] = vs
+			}
 			f.val = nil
 			continue
 		}
@@ -212,6 +214,9 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 			f.val, slots = slots[:1:1], slots[1:]
 		}
 		h[f.key] = f.val
+		if own >= 0 {
+			hr.own[own] = f.val
+		}
 	}
 	return h, nil
 }
