@@ -127,6 +127,9 @@ type exchanger struct {
 	sc   *sockio.Conn
 	hold bool   // the next write is kept for the next read
 	held []byte // the write kept: the write buffer's bytes, untouched until that read
+	// exchanges counts the reads that carried a held write (read by tests, after the
+	// connection's last request).
+	exchanges int
 }
 
 func (x *exchanger) Write(p []byte) (int, error) {
@@ -140,6 +143,7 @@ func (x *exchanger) Write(p []byte) (int, error) {
 func (x *exchanger) Read(p []byte) (int, error) {
 	if w := x.held; w != nil {
 		x.held = nil
+		x.exchanges++
 		return x.sc.WriteRead(w, p)
 	}
 	return x.Conn.Read(p)
