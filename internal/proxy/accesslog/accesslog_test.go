@@ -42,8 +42,6 @@ func filledInfo() *stream.Info {
 		Authority:        "reviews:9080",
 		Path:             "/reviews/0?u=jason",
 		RequestID:        "3f2a-11",
-		UserAgent:        "curl/8.5.0",
-		ForwardedFor:     "192.0.2.7",
 		RouteName:        "default",
 		VirtualHost:      "reviews.default.svc.cluster.local:9080",
 		Cluster:          "inbound|9080||",

@@ -448,14 +448,9 @@ func requestHeader(b []byte, c *ctx, name string) ([]byte, valType) {
 	case ":protocol":
 		return b, vMissing
 	}
-	if c.req == nil {
-		switch name {
-		case "User-Agent":
-			return appendStr(b, i.UserAgent)
-		case "X-Request-Id":
+	if c.req == nil { // a TCP stream's log: no request headers
+		if name == "X-Request-Id" {
 			return appendStr(b, i.RequestID)
-		case "X-Forwarded-For":
-			return appendStr(b, i.ForwardedFor)
 		}
 		return b, vMissing
 	}

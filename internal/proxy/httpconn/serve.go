@@ -178,7 +178,6 @@ func (m *Manager) fillInfo(info *stream.Info, c *listener.Conn, r *http.Request)
 	if r.ProtoMajor == 2 {
 		info.Path = r.URL.RequestURI()
 	}
-	info.UserAgent = h1.FirstValue(r.Header, "User-Agent")
 	if c != nil {
 		info.Listener = c.Listener
 		info.Downstream = c.Remote
@@ -238,7 +237,6 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 			h[keyForwardedProto] = valHTTP
 		}
 	}
-	info.ForwardedFor = h1.FirstValue(h, "X-Forwarded-For")
 	m.xfcc.apply(h, c)
 }
 

@@ -87,8 +87,6 @@ type Info struct {
 	Authority        string
 	Path             string
 	RequestID        string
-	UserAgent        string
-	ForwardedFor     string
 	RouteName        string
 	VirtualHost      string
 	Cluster          string
