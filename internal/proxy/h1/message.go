@@ -457,20 +457,17 @@ func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method 
 
 // parseContentLength accepts one decimal value, or repeats of the same value.
 func parseContentLength(vals []string) (int64, error) {
+	if len(vals) == 1 {
+		if x, ok := decimal(vals[0]); ok {
+			return x, nil // the usual field: one value, digits only
+		}
+	}
 	var n int64 = -1
 	for _, v := range vals {
 		for part := range strings.SplitSeq(v, ",") { // no allocation, unlike Split
-			part = strings.TrimSpace(part)
-			if part == "" || len(part) > 18 {
+			x, ok := decimal(strings.TrimSpace(part))
+			if !ok {
 				return 0, errors.New("invalid content-length")
-			}
-			var x int64
-			for i := 0; i < len(part); i++ {
-				c := part[i]
-				if c < '0' || c > '9' {
-					return 0, errors.New("invalid content-length")
-				}
-				x = x*10 + int64(c-'0')
 			}
 			if n >= 0 && x != n {
 				return 0, errors.New("conflicting content-length")
@@ -479,6 +476,22 @@ func parseContentLength(vals []string) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// decimal parses 1 to 18 decimal digits.
+func decimal(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var x int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		x = x*10 + int64(c-'0')
+	}
+	return x, true
 }
 
 // ReadResponse reads a response head and sets up its body for a request of method

@@ -211,3 +211,31 @@ func TestCopyBodyLengthMismatch(t *testing.T) {
 		t.Fatalf("CopyKnown short: %v", err)
 	}
 }
+
+// TestParseContentLength: one value or repeats of one value, digits only.
+func TestParseContentLength(t *testing.T) {
+	for _, c := range []struct {
+		vals []string
+		want int64 // -2: an error
+	}{
+		{[]string{"1024"}, 1024},
+		{[]string{"0"}, 0},
+		{[]string{"999999999999999999"}, 999999999999999999},
+		{[]string{"5, 5"}, 5},
+		{[]string{"5", "5"}, 5},
+		{[]string{" 7 "}, 7},
+		{[]string{"5,6"}, -2},
+		{[]string{"5", "6"}, -2},
+		{[]string{""}, -2},
+		{[]string{"+5"}, -2},
+		{[]string{"-1"}, -2},
+		{[]string{"1e3"}, -2},
+		{[]string{"5,"}, -2},
+		{[]string{"1000000000000000000"}, -2}, // 19 digits
+	} {
+		n, err := parseContentLength(c.vals)
+		if (err != nil) != (c.want == -2) || (err == nil && n != c.want) {
+			t.Errorf("parseContentLength(%q) = %d, %v; want %d", c.vals, n, err, c.want)
+		}
+	}
+}
