@@ -475,23 +475,10 @@ func TestServeRapidReset(t *testing.T) {
 		started.Add(1)
 		<-release // a handler that does not watch its context
 	}), Config{MaxConcurrentStreams: 2})
-	nc, err := net.Dial("tcp", s.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	fr := http2.NewFramer(nc, nc)
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	nc.Write([]byte(Preface))
-	fr.WriteSettings()
+	nc, fr := rawConn(t, s.addr)
 	go func() {
 		for id := uint32(1); id < 200; id += 2 {
-			hb.Reset()
-			for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
-				enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-			}
-			if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true}) != nil ||
+			if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: getBlock(), EndHeaders: true, EndStream: true}) != nil ||
 				fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 				return
 			}
@@ -571,20 +558,8 @@ func TestServeShutdownAsLastStreamEnds(t *testing.T) {
 		<-release
 		io.WriteString(w, "ok")
 	}), Config{})
-	nc, err := net.Dial("tcp", s.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	fr := http2.NewFramer(nc, nc)
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	nc.Write([]byte(Preface))
-	fr.WriteSettings()
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true})
+	nc, fr := rawConn(t, s.addr)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: getBlock(), EndHeaders: true, EndStream: true})
 	deadline := time.Now().Add(10 * time.Second)
 	for s.count() == 0 || s.conn(0).openStreams() == 0 {
 		if time.Now().After(deadline) {
@@ -640,4 +615,29 @@ func (c *Conn) openStreams() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.running + len(c.streams)
+}
+
+// rawConn is a client connection that speaks frames: the preface and SETTINGS are
+// sent; it closes at the test's end.
+func rawConn(t *testing.T, addr string) (net.Conn, *http2.Framer) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	fr := http2.NewFramer(nc, nc)
+	nc.Write([]byte(Preface))
+	fr.WriteSettings()
+	return nc, fr
+}
+
+// getBlock is the header block of a GET / request (literals, no dynamic table).
+func getBlock() []byte {
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1], Sensitive: true})
+	}
+	return hb.Bytes()
 }
