@@ -137,9 +137,9 @@ func (hr *headerReader) readHeader(br *bufio.Reader, n *int, takeHost bool) (htt
 		// section 5.1 says a server must reject.
 		key, from, ok := hr.key(name, kbuf[:0], len(hr.fields))
 		// A value sent as in the previous head, in the usual "Name: value" form, was
-		// trimmed and checked there.
+		// trimmed and checked there (from >= 0 only for a valid name).
 		raw := line[colon+1:]
-		same := ok && from >= 0 && len(raw) > 1 && raw[0] == ' ' && hr.prev[from].str == string(raw[1:])
+		same := from >= 0 && len(raw) > 1 && raw[0] == ' ' && hr.prev[from].str == string(raw[1:])
 		var v []byte
 		if !same {
 			v = trimOWS(raw)
@@ -507,7 +507,7 @@ var commonKeys = func() map[string]string {
 	off := 0
 	for _, k := range names {
 		if c := textproto.CanonicalMIMEHeaderKey(k); c != k || !validName(k) {
-			panic("h1: common key not canonical: " + k)
+			panic("h1: common key not canonical, or not a token: " + k)
 		}
 		m[k] = commonNames[off : off+len(k)]
 		off += len(k)

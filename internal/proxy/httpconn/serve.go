@@ -207,7 +207,7 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 	h := r.Header
 	// Envoy keeps an incoming x-request-id unless the request is from the edge
 	// (use_remote_address) and preserve_external_request_id is off.
-	id := h1.FirstValue(h, "X-Request-Id")
+	id := h1.FirstValue(h, keyRequestID)
 	if m.generateRequestID && (id == "" || (m.useRemoteAddress && !m.preserveRequestID)) {
 		v := newRequestID()
 		h[keyRequestID] = v
@@ -230,7 +230,7 @@ func (m *Manager) stamp(info *stream.Info, c *listener.Conn, r *http.Request) {
 				h.Set("X-Forwarded-For", ip)
 			}
 		}
-	} else if h1.FirstValue(h, "X-Forwarded-Proto") == "" {
+	} else if h1.FirstValue(h, keyForwardedProto) == "" {
 		if tls {
 			h[keyForwardedProto] = valHTTPS
 		} else {
