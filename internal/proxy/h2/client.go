@@ -468,7 +468,7 @@ var inlineBufs = sync.Pool{New: func() any { return new([dataChunk + 1]byte) }}
 
 // encodeRequest HPACK-encodes a request head into c.hbuf (under wmu).
 func (c *ClientConn) encodeRequest(req *http.Request, length int64, known bool) {
-	c.hw.b = c.hbuf[:0]
+	c.hbuf = c.hbuf[:0]
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
@@ -515,7 +515,6 @@ func (c *ClientConn) encodeRequest(req *http.Request, length int64, known bool) 
 	case req.ContentLength > 0:
 		c.field("content-length", strconv.FormatInt(req.ContentLength, 10))
 	}
-	c.hbuf = c.hw.b
 }
 
 // cancel resets the stream (the caller gave up, or its body broke off).

@@ -30,7 +30,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/weft-mesh/weft/internal/proxy/h1"
 )
@@ -654,9 +653,8 @@ func (c *Conn) onTrailersLocked(s *stream, f *headerBlock) error {
 // refuseHeaders answers a stream at once, without a handler.
 func (c *Conn) refuseHeaders(id uint32, status int) error {
 	return c.write(func() error {
-		c.hw.b = c.hbuf[:0]
-		_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
-		c.hbuf = c.hw.b
+		c.hbuf = c.hbuf[:0]
+		c.field(":status", strconv.Itoa(status))
 		return c.writeHeaderBlock(id, true)
 	})
 }

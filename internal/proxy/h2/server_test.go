@@ -188,8 +188,9 @@ func TestServeLargeBodies(t *testing.T) {
 }
 
 // TestServeTrailers: trailers set after the body (TrailerPrefix, as the router sets
-// them) and declared ones reach the client; a gRPC trailers-only response (status in
-// the head, no body) is one HEADERS frame.
+// them, whatever the name's case) and declared ones reach the client, once each when
+// set both ways; a connection-specific one does not; a gRPC trailers-only response
+// (status in the head, no body) is one HEADERS frame.
 func TestServeTrailers(t *testing.T) {
 	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -200,10 +201,13 @@ func TestServeTrailers(t *testing.T) {
 			w.(http.Flusher).Flush()
 			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
 			w.Header().Set(http.TrailerPrefix+"Grpc-Message", "ok")
+			w.Header()[http.TrailerPrefix+"x-lower"] = []string{"l"}
+			w.Header()[http.TrailerPrefix+"Connection"] = []string{"close"}
 		case "/declared":
 			w.Header().Set("Trailer", "X-Sum")
 			w.Write([]byte("data"))
 			w.Header().Set("X-Sum", "42")
+			w.Header().Set(http.TrailerPrefix+"X-Sum", "43")
 		case "/only":
 			w.Header().Set("Content-Type", "application/grpc")
 			w.Header().Set("Grpc-Status", "5")
@@ -212,7 +216,7 @@ func TestServeTrailers(t *testing.T) {
 	}), Config{})
 	c := client(t)
 	for path, want := range map[string]map[string]string{
-		"/prefix":   {"Grpc-Status": "0", "Grpc-Message": "ok"},
+		"/prefix":   {"Grpc-Status": "0", "Grpc-Message": "ok", "X-Lower": "l"},
 		"/declared": {"X-Sum": "42"},
 		"/only":     {},
 	} {
@@ -223,9 +227,12 @@ func TestServeTrailers(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		for k, v := range want {
-			if got := resp.Trailer.Get(k); got != v {
-				t.Errorf("%s: trailer %s = %q, want %q (trailers %v)", path, k, got, v, resp.Trailer)
+			if got := resp.Trailer[k]; len(got) != 1 || got[0] != v {
+				t.Errorf("%s: trailer %s = %q, want [%q] (trailers %v)", path, k, got, v, resp.Trailer)
 			}
+		}
+		if len(resp.Trailer) != len(want) {
+			t.Errorf("%s: trailers %v, want %v", path, resp.Trailer, want)
 		}
 		if path == "/only" && (resp.Header.Get("Grpc-Status") != "5" || len(resp.Trailer) != 0) {
 			t.Errorf("trailers-only: head %v trailers %v", resp.Header, resp.Trailer)

@@ -5,12 +5,12 @@ import (
 	"io"
 	"iter"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/weft-mesh/weft/internal/proxy/h1"
 )
@@ -23,9 +23,8 @@ type wire struct {
 	writers atomic.Int32
 	bw      *bufio.Writer
 	fr      *http2.Framer // reads on the connection's reading goroutine; writes under wmu
-	henc    *hpack.Encoder
-	hbuf    []byte
-	hw      sliceWriter
+	henc    encoder
+	hbuf    []byte      // the header block being encoded
 	werr    error       // the first write error; later writes fail with it
 	hb      headerBlock // the last header block read (the reading goroutine's)
 
@@ -38,7 +37,7 @@ func (w *wire) init(wr io.Writer, br io.Reader, maxHeaderBytes int) {
 	w.fr.SetReuseFrames()
 	w.fr.SetMaxReadFrameSize(readFrameSize)
 	w.hb.init(uint32(maxHeaderBytes))
-	w.henc = hpack.NewEncoder(&w.hw)
+	w.henc = newEncoder()
 	w.peerMaxFrame.Store(peerFrameFloor)
 }
 
@@ -135,11 +134,40 @@ func (w *wire) sendUpdates(id, streamInc, connInc uint32) {
 	})
 }
 
+// encodeTrailers HPACK-encodes a response's trailers into w.hbuf (under wmu), straight
+// from its header: the fields its Trailer header declared, then those under
+// http.TrailerPrefix (the router's way) but one declared as well.
+func (w *wire) encodeTrailers(h http.Header, declared []string) {
+	w.hbuf = w.hbuf[:0]
+	for _, k := range declared {
+		w.trailerField(k, h[k])
+	}
+	for k, vs := range h {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && len(vs) > 0 {
+			if len(declared) > 0 {
+				if c := http.CanonicalHeaderKey(name); slices.Contains(declared, c) && len(h[c]) > 0 {
+					continue // sent as declared
+				}
+			}
+			w.trailerField(name, vs)
+		}
+	}
+}
+
+func (w *wire) trailerField(k string, vs []string) {
+	name := h1.LowerKey(k)
+	if connSpecific[name] || name == "" || name == "te" {
+		return
+	}
+	for _, v := range vs {
+		w.field(name, v)
+	}
+}
+
 // encodeFields HPACK-encodes trailers into w.hbuf (under wmu).
 func (w *wire) encodeFields(h http.Header, trailers bool) {
-	w.hw.b = w.hbuf[:0]
+	w.hbuf = w.hbuf[:0]
 	w.writeFields(h, trailers)
-	w.hbuf = w.hw.b
 }
 
 func (w *wire) writeFields(h http.Header, trailers bool) {
@@ -161,14 +189,7 @@ func (w *wire) writeFields(h http.Header, trailers bool) {
 }
 
 func (w *wire) field(name, value string) {
-	_ = w.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
-}
-
-type sliceWriter struct{ b []byte }
-
-func (w *sliceWriter) Write(p []byte) (int, error) {
-	w.b = append(w.b, p...)
-	return len(p), nil
+	w.hbuf = w.henc.appendField(w.hbuf, name, value)
 }
 
 // ping answers a PING (an acknowledgement needs no answer).
@@ -287,7 +308,7 @@ func (w *wire) settings(fr *http2.SettingsFrame, mu *sync.Mutex, f *sendFlow, st
 			w.peerMaxFrame.Store(s.Val)
 		case http2.SettingHeaderTableSize:
 			w.wmu.Lock()
-			w.henc.SetMaxDynamicTableSizeLimit(s.Val)
+			w.henc.setMaxSize(s.Val)
 			w.wmu.Unlock()
 		}
 		return nil

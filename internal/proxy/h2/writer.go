@@ -165,18 +165,19 @@ func (w *responseWriter) FlushError() error {
 
 // send sends the head if it has not gone out, then p, as the windows allow.
 func (w *responseWriter) send(p []byte, end bool) error {
-	err := w.sendLast(p, end, nil)
+	err := w.sendLast(p, end, false)
 	if err != nil && w.err == nil {
 		w.err = err
 	}
 	return err
 }
 
-// sendLast is send, with the trailers (if any) after p ending the stream. The head,
-// the part of p the windows admit now and the trailers go in one write.
-func (w *responseWriter) sendLast(p []byte, end bool, trailers http.Header) error {
+// sendLast is send, with the trailers (when the response has some) after p ending the
+// stream. The head, the part of p the windows admit now and the trailers go in one
+// write.
+func (w *responseWriter) sendLast(p []byte, end, trailers bool) error {
 	s, c := w.s, w.s.c
-	endData := end && len(trailers) == 0
+	endData := end && !trailers
 	c.mu.Lock()
 	if s.err != nil || c.done {
 		err := s.err
@@ -210,8 +211,8 @@ func (w *responseWriter) sendLast(p []byte, end bool, trailers http.Header) erro
 				return err
 			}
 		}
-		if len(rest) == 0 && len(trailers) > 0 {
-			c.encodeFields(trailers, true)
+		if len(rest) == 0 && trailers {
+			c.encodeTrailers(w.header, w.trailers)
 			return c.writeHeaderBlock(s.id, true)
 		}
 		return nil
@@ -222,10 +223,10 @@ func (w *responseWriter) sendLast(p []byte, end bool, trailers http.Header) erro
 	if err := s.sendData(rest, endData); err != nil {
 		return err
 	}
-	if len(trailers) > 0 {
+	if trailers {
 		s.endLocal()
 		return c.write(func() error {
-			c.encodeFields(trailers, true)
+			c.encodeTrailers(w.header, w.trailers)
 			return c.writeHeaderBlock(s.id, true)
 		})
 	}
@@ -241,27 +242,26 @@ func (w *responseWriter) finish() error {
 	if w.err != nil {
 		return w.err
 	}
-	var trailers http.Header
-	for _, k := range w.trailers {
-		if vs := w.header[k]; len(vs) > 0 {
-			if trailers == nil {
-				trailers = http.Header{}
-			}
-			trailers[k] = vs
-		}
-	}
-	for k, vs := range w.header {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && len(vs) > 0 {
-			if trailers == nil {
-				trailers = http.Header{}
-			}
-			trailers[http.CanonicalHeaderKey(name)] = vs
-		}
-	}
-	err := w.sendLast(w.buf, true, trailers)
+	err := w.sendLast(w.buf, true, w.hasTrailers())
 	putChunk(w.buf) // written into the connection's buffer, or given up
 	w.buf = nil
 	return err
+}
+
+// hasTrailers reports whether the handler set trailers: fields its Trailer header
+// declared, or fields under http.TrailerPrefix.
+func (w *responseWriter) hasTrailers() bool {
+	for _, k := range w.trailers {
+		if len(w.header[k]) > 0 {
+			return true
+		}
+	}
+	for k, vs := range w.header {
+		if len(vs) > 0 && strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func bodyAllowed(status int) bool {
@@ -272,7 +272,7 @@ func bodyAllowed(status int) bool {
 // header's fields but trailers and connection-specific ones, a date if it has none,
 // and content-length when length >= 0.
 func (c *Conn) encodeHead(status int, h http.Header, length int64) {
-	c.hw.b = c.hbuf[:0]
+	c.hbuf = c.hbuf[:0]
 	c.field(":status", statusValue(status))
 	c.writeFields(h, false)
 	if h["Date"] == nil && status >= 200 {
@@ -281,7 +281,6 @@ func (c *Conn) encodeHead(status int, h http.Header, length int64) {
 	if length >= 0 {
 		c.field("content-length", strconv.FormatInt(length, 10))
 	}
-	c.hbuf = c.hw.b
 }
 
 // statusValue is the :status value of code: the first three bytes of its status text,
