@@ -503,6 +503,7 @@ var commonKeys = func() map[string]string {
 		"Grpc-Status-Details-Bin",
 	}
 	commonNames = strings.Join(names, "")
+	lowerNames = strings.ToLower(commonNames)
 	m := make(map[string]string, len(names))
 	off := 0
 	for _, k := range names {
@@ -518,24 +519,48 @@ var commonKeys = func() map[string]string {
 // isCommonKey reports whether k is one of commonKeys' strings (or a part of one), and
 // so a valid name, by where its bytes are, without reading them.
 func isCommonKey(k string) bool {
-	off := uintptr(unsafe.Pointer(unsafe.StringData(k))) - uintptr(unsafe.Pointer(unsafe.StringData(commonNames)))
-	return len(k) > 0 && off < uintptr(len(commonNames))
+	_, ok := commonOffset(k)
+	return ok
 }
 
-// lowerKeys: the common names as HTTP/2 carries them (lower case).
-var lowerKeys = func() map[string]string {
-	m := make(map[string]string, len(commonKeys))
-	for k := range commonKeys {
-		m[k] = strings.ToLower(k)
+// commonOffset is where k's bytes are in commonNames, when they are there.
+func commonOffset(k string) (uintptr, bool) {
+	off := uintptr(unsafe.Pointer(unsafe.StringData(k))) - uintptr(unsafe.Pointer(unsafe.StringData(commonNames)))
+	return off, len(k) > 0 && off < uintptr(len(commonNames))
+}
+
+// lowerNames is commonNames in lower case: a common key's lower-case form is the
+// same slice of it.
+var lowerNames string
+
+// lowerKeys: the common names as HTTP/2 carries them (lower case), for keys equal to
+// one but not interned; fromLower: the common keys by their lower-case form.
+var lowerKeys, fromLower = func() (lower, from map[string]string) {
+	lower = make(map[string]string, len(commonKeys))
+	from = make(map[string]string, len(commonKeys))
+	for _, k := range commonKeys {
+		l := lowerKey(k)
+		lower[k], from[l] = l, k
 	}
-	return m
+	return lower, from
 }()
+
+// lowerKey is the lower-case form of an interned common key, or "".
+func lowerKey(k string) string {
+	if off, ok := commonOffset(k); ok {
+		return lowerNames[off : off+uintptr(len(k))]
+	}
+	return ""
+}
 
 // CanonicalKey is the map key of header name name (textproto's canonical form), the
 // common names without allocating: for codecs whose names arrive in another case
 // (HTTP/2's are lower case). name must be a valid token; one that is not is returned
 // as textproto would.
 func CanonicalKey(name string) string {
+	if k, ok := fromLower[name]; ok {
+		return k
+	}
 	var buf [64]byte
 	if k, ok := canonicalKey(name, buf[:0]); ok {
 		return k
@@ -546,6 +571,9 @@ func CanonicalKey(name string) string {
 // LowerKey is a header map key as HTTP/2 writes it (lower case), the common names
 // without allocating.
 func LowerKey(k string) string {
+	if l := lowerKey(k); l != "" {
+		return l
+	}
 	if l, ok := lowerKeys[k]; ok {
 		return l
 	}

@@ -500,6 +500,17 @@ func TestCanonicalAndLowerKey(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = CanonicalKey("content-type"); _ = LowerKey("Content-Type") }); n != 0 {
 		t.Errorf("common names: %v allocations, want 0", n)
 	}
+	// Every common name: from lower case to the interned key, and back from the
+	// interned key (found by where it is) or from a copy of it (found by value).
+	for _, k := range commonKeys {
+		lower := strings.ToLower(k)
+		if got := CanonicalKey(lower); got != k || !isCommonKey(got) {
+			t.Errorf("CanonicalKey(%q) = %q (interned %v), want the interned %q", lower, got, isCommonKey(got), k)
+		}
+		if got, gotCopy := LowerKey(k), LowerKey(strings.Clone(k)); got != lower || gotCopy != lower {
+			t.Errorf("LowerKey(%q) = %q, of a copy %q, want %q", k, got, gotCopy, lower)
+		}
+	}
 }
 
 // TestHeaderNamesFromPreviousHead: names are taken from the previous head of the same

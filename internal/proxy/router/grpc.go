@@ -72,9 +72,9 @@ func GRPCLocalReply(x *filter.Exchange, grpcStatus int, message string, flag str
 	h := x.W.Header()
 	h.Del("Content-Length")
 	h.Set("Content-Type", "application/grpc")
-	h.Set("Grpc-Status", x.Info.GRPCStatus)
+	h.Set(hdrGRPCStatus, x.Info.GRPCStatus)
 	if message != "" {
-		h.Set("Grpc-Message", encodeGRPCMessage(message))
+		h.Set(hdrGRPCMessage, encodeGRPCMessage(message))
 	}
 	x.W.WriteHeader(http.StatusOK)
 }

@@ -289,6 +289,7 @@ const (
 	hdrForwardedHost   = "X-Forwarded-Host"
 	hdrGRPCTimeout     = "Grpc-Timeout"
 	hdrGRPCStatus      = "Grpc-Status"
+	hdrGRPCMessage     = "Grpc-Message"
 	hdrHedgeOnPerTry   = "X-Envoy-Hedge-On-Per-Try-Timeout"
 )
 
@@ -1250,11 +1251,23 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 		if len(vs) == 0 {
 			continue
 		}
-		wh[http.TrailerPrefix+k] = vs
+		wh[trailerKey(k)] = vs
 		if k == hdrGRPCStatus {
 			info.GRPCStatus = vs[0]
 		}
 	}
+}
+
+// trailerKey is the response header's key for trailer k (http.TrailerPrefix+k), the
+// ones every gRPC call ends with built once.
+func trailerKey(k string) string {
+	switch k {
+	case hdrGRPCStatus:
+		return http.TrailerPrefix + hdrGRPCStatus
+	case hdrGRPCMessage:
+		return http.TrailerPrefix + hdrGRPCMessage
+	}
+	return http.TrailerPrefix + k
 }
 
 // stripHopHeaders removes hop-by-hop request headers, and those the Connection header
