@@ -1,7 +1,8 @@
 package h2
 
 import (
-	"hash/maphash"
+	"encoding/binary"
+	"unsafe"
 
 	"golang.org/x/net/http2/hpack"
 )
@@ -12,9 +13,11 @@ import (
 // call through a sidecar; here the name and the value are each hashed once, and the
 // tables are looked up by those hashes in arrays.
 //
-// The dynamic table's index is a cache: a slot holds the latest entry whose hash falls
-// there, and an entry is used only once its name and value compare equal, so a
-// collision or an evicted entry costs compression, never correctness.
+// The dynamic table's index is a cache: a hash has two slots, an entry goes into the
+// one holding the older entry, and an entry is used only once its name and value
+// compare equal, so a collision or an evicted entry costs compression, never
+// correctness. Nor can chosen names and values cost time: a lookup reads two slots
+// whatever they hold, so the hash needs no secret seed.
 type encoder struct {
 	ring    [ringSize]tableEntry // the dynamic table, oldest at inserted-live
 	live    uint64               // entries in the table
@@ -24,8 +27,8 @@ type encoder struct {
 	pending bool                 // a size update is due at the next block's start
 	lowest  uint32               // the smallest maximum since the last update, noShrink if none
 
-	pairs [indexSlots]uint64 // by hash of name and value: entry id + 1
-	names [indexSlots]uint64 // by hash of name: entry id + 1
+	pairs slots // by hash of name and value
+	names slots // by hash of name
 }
 
 type tableEntry struct{ name, value string }
@@ -38,9 +41,6 @@ const (
 	indexSlots   = 256
 	noShrink     = ^uint32(0)
 )
-
-// hashSeed keys the tables' hashes. The static table's index is built with it too.
-var hashSeed = maphash.MakeSeed()
 
 func newEncoder() encoder { return encoder{max: maxTableSize, lowest: noShrink} }
 
@@ -68,7 +68,7 @@ func (e *encoder) appendField(dst []byte, name, value string) []byte {
 		dst = appendInt(dst, 0x20, 5, uint64(e.max))
 		e.pending, e.lowest = false, noShrink
 	}
-	hn := maphash.String(hashSeed, name)
+	hn := strHash(name)
 	st := staticLookup(name, hn)
 	nameIndex := uint64(0)
 	if st != nil {
@@ -82,16 +82,21 @@ func (e *encoder) appendField(dst []byte, name, value string) []byte {
 	policy := indexPolicy(name, value)
 	var hp uint64
 	if policy == incremental { // only such fields are ever added
-		hp = hn ^ maphash.String(hashSeed, value)*0x9e3779b97f4a7c15
-		if id, ok := e.lookup(e.pairs[hp%indexSlots]); ok {
-			if ent := e.at(id); ent.name == name && ent.value == value {
-				return appendInt(dst, 0x80, 7, e.index(id))
+		hp = hn ^ strHash(value)*0x9e3779b97f4a7c15
+		for _, slot := range e.pairs.of(hp) {
+			if id, ok := e.lookup(slot); ok {
+				if ent := e.at(id); ent.name == name && ent.value == value {
+					return appendInt(dst, 0x80, 7, e.index(id))
+				}
 			}
 		}
 	}
 	if nameIndex == 0 {
-		if id, ok := e.lookup(e.names[hn%indexSlots]); ok && e.at(id).name == name {
-			nameIndex = e.index(id)
+		for _, slot := range e.names.of(hn) {
+			if id, ok := e.lookup(slot); ok && e.at(id).name == name {
+				nameIndex = e.index(id)
+				break
+			}
 		}
 	}
 	size := entrySize(name, value)
@@ -117,10 +122,46 @@ func (e *encoder) appendField(dst []byte, name, value string) []byte {
 		e.added++
 		e.live++
 		e.size += size
-		e.pairs[hp%indexSlots] = id + 1
-		e.names[hn%indexSlots] = id + 1
+		e.pairs.put(hp, id)
+		e.names.put(hn, id)
 	}
 	return dst
+}
+
+// slots index the dynamic table: entry id + 1 by hash, 0 when empty.
+type slots [indexSlots]uint64
+
+// of is what the two slots of hash h hold.
+func (t *slots) of(h uint64) [2]uint64 {
+	return [2]uint64{t[h%indexSlots], t[h>>32%indexSlots]}
+}
+
+// put records entry id in the slot of h holding the older entry (or none): an id
+// evicted or older is smaller.
+func (t *slots) put(h, id uint64) {
+	i, j := h%indexSlots, h>>32%indexSlots
+	if t[j] < t[i] {
+		i = j
+	}
+	t[i] = id + 1
+}
+
+// strHash mixes s eight bytes at a time by multiply and shift; the slots use its low
+// and high halves.
+func strHash(s string) uint64 {
+	const m = 0x9e3779b97f4a7c15
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	h := uint64(len(s)) * m
+	for ; len(b) >= 8; b = b[8:] {
+		h = (h ^ binary.LittleEndian.Uint64(b)) * m
+		h ^= h >> 29
+	}
+	var tail uint64
+	for i, c := range b {
+		tail |= uint64(c) << (8 * i)
+	}
+	h = (h ^ tail) * m
+	return h ^ h>>32
 }
 
 // lookup turns an index slot into the id of an entry still in the table.
@@ -243,7 +284,7 @@ var staticIndex = func() (t [indexSlots]*staticName) {
 		if sn == nil {
 			sn = &staticName{name: ent.name, index: uint8(i + 1)}
 			byName[ent.name] = sn
-			for h := maphash.String(hashSeed, ent.name); ; h++ {
+			for h := strHash(ent.name); ; h++ {
 				if t[h%indexSlots] == nil {
 					t[h%indexSlots] = sn
 					break
