@@ -131,18 +131,32 @@ func TestGRPCThroughProxy(t *testing.T) {
 		t.Fatalf("the proxy did not add x-request-id or the trailer was lost: %v", trailer)
 	}
 
-	// Many calls at once, 1 KB each way: every response carries its message.
+	// Many calls at once, 1 KB each way: every response carries its message, and its
+	// own trailer (the header maps of finished exchanges are reused by later ones).
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 64)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[string]bool{}
 	errs := make(chan error, 8)
 	for range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for range 25 {
-				resp, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: payload}})
+				var tr metadata.MD
+				resp, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: payload}}, grpc.Trailer(&tr))
 				if err == nil && !bytes.Equal(resp.GetPayload().GetBody(), payload) {
 					err = fmt.Errorf("%d bytes back, want %d", len(resp.GetPayload().GetBody()), len(payload))
+				}
+				if id := tr.Get("x-seen-request-id"); err == nil && (len(id) != 1 || id[0] == "") {
+					err = fmt.Errorf("trailers %v, want one x-seen-request-id", tr)
+				} else if err == nil {
+					mu.Lock()
+					if seen[id[0]] {
+						err = fmt.Errorf("request id %s in the trailers of two calls", id[0])
+					}
+					seen[id[0]] = true
+					mu.Unlock()
 				}
 				if err != nil {
 					errs <- err
@@ -155,6 +169,9 @@ func TestGRPCThroughProxy(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Errorf("unary call with a 1 KB payload: %v", err)
+	}
+	if len(seen) != 200 {
+		t.Errorf("%d distinct request ids in 200 calls' trailers", len(seen))
 	}
 
 	// A gRPC error status and its trailers pass through.

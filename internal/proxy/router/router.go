@@ -1256,6 +1256,11 @@ func (rt *Router) writeResponse(ctx context.Context, x *filter.Exchange, route *
 			info.GRPCStatus = vs[0]
 		}
 	}
+	// The body is at its end, so the codec writes the trailer map no more, and only
+	// its values are used from here on: the map serves a later head (the response's
+	// own goes back with the exchange).
+	h1.RecycleHeader(resp.Trailer)
+	resp.Trailer = nil
 }
 
 // trailerKey is the response header's key for trailer k (http.TrailerPrefix+k), the
