@@ -146,21 +146,27 @@ func (t *slots) put(h, id uint64) {
 	t[i] = id + 1
 }
 
-// strHash mixes s eight bytes at a time by multiply and shift; the slots use its low
-// and high halves.
+// strHash mixes s eight bytes at a time by multiply and shift, its last eight (or
+// fewer) bytes in one go; the slots use its low and high halves.
 func strHash(s string) uint64 {
 	const m = 0x9e3779b97f4a7c15
 	b := unsafe.Slice(unsafe.StringData(s), len(s))
-	h := uint64(len(s)) * m
-	for ; len(b) >= 8; b = b[8:] {
-		h = (h ^ binary.LittleEndian.Uint64(b)) * m
-		h ^= h >> 29
+	n := len(b)
+	h := uint64(n) * m
+	var last uint64
+	switch {
+	case n >= 8:
+		for p := b; len(p) > 8; p = p[8:] {
+			h = (h ^ binary.LittleEndian.Uint64(p)) * m
+			h ^= h >> 29
+		}
+		last = binary.LittleEndian.Uint64(b[n-8:]) // may overlap the last chunk
+	case n >= 4:
+		last = uint64(binary.LittleEndian.Uint32(b)) | uint64(binary.LittleEndian.Uint32(b[n-4:]))<<32
+	case n > 0:
+		last = uint64(b[0]) | uint64(b[n/2])<<8 | uint64(b[n-1])<<16
 	}
-	var tail uint64
-	for i, c := range b {
-		tail |= uint64(c) << (8 * i)
-	}
-	h = (h ^ tail) * m
+	h = (h ^ last) * m
 	return h ^ h>>32
 }
 
