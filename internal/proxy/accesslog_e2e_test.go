@@ -19,7 +19,7 @@ import (
 // TestAccessLogRequestHeaders: an HTTP connection manager's access log reads request
 // headers (user-agent, x-forwarded-for, the x-request-id the manager generated) from
 // the request as it went through the proxy, for requests one after another on one
-// kept-alive connection.
+// kept-alive connection, then over HTTP/2, whose :path is logged as received too.
 func TestAccessLogRequestHeaders(t *testing.T) {
 	m := newH1Mesh(t)
 	path := filepath.Join(t.TempDir(), "access.log")
@@ -53,14 +53,31 @@ func TestAccessLogRequestHeaders(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	defer h2.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/echo/%%33?q=a%%20b", m.port), nil)
+	req.Header.Set("User-Agent", "agent/3")
+	req.Header.Set("X-Forwarded-For", "192.0.2.4")
+	resp, err := (&http.Client{Transport: h2, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("the HTTP/2 request was answered over %s", resp.Proto)
+	}
 	eventually(t, 10*time.Second, func() error {
 		b, _ := os.ReadFile(path)
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		if len(lines) < 3 {
-			return fmt.Errorf("%d access log lines, want 3: %q", len(lines), b)
+		if len(lines) < 4 {
+			return fmt.Errorf("%d access log lines, want 4: %q", len(lines), b)
 		}
 		for i, l := range lines {
 			want := fmt.Sprintf("/echo/%d ua=agent/%d xff=192.0.2.%d id=", i, i, i+1)
+			if i == 3 {
+				want = "/echo/%33?q=a%20b ua=agent/3 xff=192.0.2.4 id="
+			}
 			if !strings.HasPrefix(l, want) || len(l) != len(want)+36 {
 				return fmt.Errorf("line %d: %q, want %q and a 36-character request id", i, l, want)
 			}

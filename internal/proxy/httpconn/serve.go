@@ -174,8 +174,8 @@ func (m *Manager) fillInfo(info *stream.Info, c *listener.Conn, r *http.Request)
 	info.Protocol = r.Proto
 	info.Method = r.Method
 	info.Authority = r.Host
-	info.Path = r.RequestURI
-	if r.ProtoMajor == 2 {
+	info.Path = r.RequestURI // the request target as received, from either codec
+	if info.Path == "" {
 		info.Path = r.URL.RequestURI()
 	}
 	if c != nil {
