@@ -377,6 +377,11 @@ func validValue(v []byte) bool {
 	return true
 }
 
+// ValidValue reports whether v may be a field value (RFC 9110 5.5): validValue for
+// the other codecs' values (HTTP/2's), as x/net's httpguts.ValidHeaderFieldValue
+// decides, eight bytes at a time.
+func ValidValue(v string) bool { return validValue(unsafe.Slice(unsafe.StringData(v), len(v))) }
+
 // key is canonicalKey for the i-th name of a head: the previous head's key when it had
 // the name (see prev), in the same place or another, and then from is that field's
 // index in prev; else from is -1.

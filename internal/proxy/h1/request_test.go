@@ -712,8 +712,9 @@ func FuzzParseOriginForm(f *testing.F) {
 }
 
 // TestValidValue: the word-at-a-time check agrees with the rule byte by byte (no
-// control character but HTAB, no DEL; obs-text allowed), for every byte at every
-// place of values of 1 to 24 bytes.
+// control character but HTAB, no DEL; obs-text allowed), and ValidValue with x/net's
+// httpguts.ValidHeaderFieldValue, which HTTP/2 used, for every byte at every place of
+// values of 1 to 24 bytes.
 func TestValidValue(t *testing.T) {
 	rule := func(v []byte) bool {
 		for _, b := range v {
@@ -730,6 +731,9 @@ func TestValidValue(t *testing.T) {
 				v[i] = byte(b)
 				if got, want := validValue(v), rule(v); got != want {
 					t.Fatalf("%q: %v, want %v", v, got, want)
+				}
+				if got, want := ValidValue(string(v)), httpguts.ValidHeaderFieldValue(string(v)); got != want {
+					t.Fatalf("ValidValue(%q): %v, httpguts says %v", v, got, want)
 				}
 			}
 			v[i] = 0xff // obs-text next to the byte tried next

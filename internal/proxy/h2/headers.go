@@ -39,7 +39,7 @@ func (b *headerBlock) init(limit uint32) {
 
 // emit takes a decoded field (the decoder's callback).
 func (b *headerBlock) emit(f hpack.HeaderField) {
-	if !httpguts.ValidHeaderFieldValue(f.Value) {
+	if !h1.ValidValue(f.Value) {
 		b.invalid = fmt.Errorf("invalid value of header field %q", f.Name) // not the value: it may be secret
 	} else if strings.HasPrefix(f.Name, ":") {
 		if b.sawRegular {
@@ -78,13 +78,21 @@ func validFieldName(name string) bool {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !httpguts.IsTokenRune(rune(c)) || ('A' <= c && c <= 'Z') {
+		if !lowerToken[name[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// lowerToken marks the bytes of a lower-case token: 256 entries, so a byte indexes it
+// without a bound check.
+var lowerToken = func() (t [256]bool) {
+	for c := range t {
+		t[c] = httpguts.IsTokenRune(rune(c)) && !('A' <= c && c <= 'Z')
+	}
+	return t
+}()
 
 // readFrame reads the next frame; a HEADERS frame comes back as the connection's
 // headerBlock, its CONTINUATION frames read and decoded. The errors are the Framer's:

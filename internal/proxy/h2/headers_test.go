@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -173,5 +174,34 @@ func TestFieldHeader(t *testing.T) {
 	fields := []hpack.HeaderField{{Name: "content-type", Value: "text/plain"}, {Name: "date", Value: "x"}, {Name: "server", Value: "y"}, {Name: "content-length", Value: "1"}}
 	if n := testing.AllocsPerRun(100, func() { fieldHeader(fields) }); n > 3 {
 		t.Fatalf("%.0f allocations for 4 fields, want 3 (the map's two, one for the values)", n)
+	}
+}
+
+// TestValidFieldName: a name is valid when every byte is a token character and none is
+// upper case, byte by byte as httpguts decides tokens, for every byte at every place
+// of names of 1 to 3 bytes; the empty name is not.
+func TestValidFieldName(t *testing.T) {
+	rule := func(name []byte) bool {
+		for _, c := range name {
+			if !httpguts.IsTokenRune(rune(c)) || ('A' <= c && c <= 'Z') {
+				return false
+			}
+		}
+		return len(name) > 0
+	}
+	for n := 0; n <= 3; n++ {
+		name := bytes.Repeat([]byte{'a'}, n)
+		for i := 0; i < n; i++ {
+			for c := 0; c < 256; c++ {
+				name[i] = byte(c)
+				if got, want := validFieldName(string(name)), rule(name); got != want {
+					t.Fatalf("validFieldName(%q) = %v, want %v", name, got, want)
+				}
+			}
+			name[i] = 'x'
+		}
+		if got := validFieldName(string(name)); got != rule(name) {
+			t.Fatalf("validFieldName(%q) = %v", name, got)
+		}
 	}
 }
