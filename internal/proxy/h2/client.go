@@ -493,7 +493,7 @@ func (c *ClientConn) encodeRequest(req *http.Request, length int64, known bool) 
 	for k, vs := range req.Header {
 		name := h1.LowerKey(k)
 		switch {
-		case connSpecific[name], name == "host", name == "content-length":
+		case connSpecific(name), name == "host", name == "content-length":
 			continue
 		case name == "te":
 			// Only "trailers" may cross an HTTP/2 hop.

@@ -474,11 +474,14 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	return nil
 }
 
-// connection-specific fields, which an HTTP/2 request must not carry (RFC 9113
-// 8.2.2).
-var connSpecific = map[string]bool{
-	"connection": true, "keep-alive": true, "proxy-connection": true,
-	"transfer-encoding": true, "upgrade": true,
+// connSpecific reports whether name is a connection-specific field, which an HTTP/2
+// message must not carry (RFC 9113 8.2.2): a switch, asked of every field both ways.
+func connSpecific(name string) bool {
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
 }
 
 func (c *Conn) onHeaders(f *headerBlock) error {
@@ -675,7 +678,7 @@ func (c *Conn) newRequest(ctx context.Context, f *headerBlock, dst *http.Request
 	declared := int64(-1)
 	var cookies []string
 	for _, hf := range regular {
-		if connSpecific[hf.Name] {
+		if connSpecific(hf.Name) {
 			return nil, 0, fmt.Errorf("connection-specific field %q", hf.Name)
 		}
 		switch hf.Name {

@@ -156,7 +156,7 @@ func (w *wire) encodeTrailers(h http.Header, declared []string) {
 
 func (w *wire) trailerField(k string, vs []string) {
 	name := h1.LowerKey(k)
-	if connSpecific[name] || name == "" || name == "te" {
+	if connSpecific(name) || name == "" || name == "te" {
 		return
 	}
 	for _, v := range vs {
@@ -176,7 +176,7 @@ func (w *wire) writeFields(h http.Header, trailers bool) {
 			continue
 		}
 		name := h1.LowerKey(k)
-		if connSpecific[name] || name == "" {
+		if connSpecific(name) || name == "" {
 			continue
 		}
 		if name == "te" {

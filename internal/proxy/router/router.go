@@ -523,15 +523,12 @@ func (rt *Router) forward(x *filter.Exchange, route *Route) error {
 			perTry = time.Duration(ms) * time.Millisecond
 		}
 	}
-	if hs.drop {
+	if hs.nDrop > 0 {
 		// An Upgrade header survives only for a WebSocket upgrade; TE only as
 		// "trailers".
-		stripHopHeaders(h, hs.conn, upgrade)
-		if hs.te != "" && headerHasToken(hs.te, "trailers") {
+		stripHopHeaders(h, &hs, upgrade)
+		if hs.te != "" && h["Te"] == nil && headerHasToken(hs.te, "trailers") {
 			h["Te"] = []string{"trailers"}
-		}
-		for _, k := range controlHeaders {
-			delete(h, k)
 		}
 	}
 
@@ -1275,11 +1272,12 @@ func trailerKey(k string) string {
 	return http.TrailerPrefix + k
 }
 
-// stripHopHeaders removes hop-by-hop request headers, and those the Connection header
-// (conn) names. Upgrade and Connection stay for a WebSocket upgrade.
-func stripHopHeaders(h http.Header, conn []string, upgrade bool) {
+// stripHopHeaders removes the hop-by-hop and control request headers the scan found,
+// and those the Connection header names. Upgrade and Connection stay for a WebSocket
+// upgrade.
+func stripHopHeaders(h http.Header, hs *requestHeads, upgrade bool) {
 	if !upgrade {
-		for _, v := range conn {
+		for _, v := range hs.conn {
 			for tok := range strings.SplitSeq(v, ",") {
 				if tok = strings.TrimSpace(tok); tok != "" {
 					delete(h, http.CanonicalHeaderKey(tok))
@@ -1287,14 +1285,23 @@ func stripHopHeaders(h http.Header, conn []string, upgrade bool) {
 			}
 		}
 	}
-	for _, k := range hopHeaders {
+	if hs.nDrop <= len(hs.drop) {
+		deleteFields(h, hs.drop[:hs.nDrop], upgrade)
+	} else { // more than were noted: every name of both lists
+		deleteFields(h, hopHeaders, upgrade)
+		deleteFields(h, controlHeaders, upgrade)
+	}
+	if upgrade {
+		h["Connection"] = []string{"Upgrade"}
+	}
+}
+
+func deleteFields(h http.Header, keys []string, upgrade bool) {
+	for _, k := range keys {
 		if upgrade && (k == "Connection" || k == "Upgrade") {
 			continue
 		}
 		delete(h, k)
-	}
-	if upgrade {
-		h["Connection"] = []string{"Upgrade"}
 	}
 }
 
@@ -1333,8 +1340,17 @@ type requestHeads struct {
 	upstreamTimeout, perTryTimeout, expectedTimeout, grpcTimeout string
 	te, upgrade                                                  string
 	conn                                                         []string
-	// drop: a field forward removes is present (a hop-by-hop or control one).
-	drop bool
+	// drop: the fields forward removes that are present (hop-by-hop and control
+	// ones), the first nDrop of them; TE as "trailers" alone stays.
+	drop  [6]string
+	nDrop int
+}
+
+func (hs *requestHeads) dropField(k string) {
+	if hs.nDrop < len(hs.drop) {
+		hs.drop[hs.nDrop] = k
+	}
+	hs.nDrop++
 }
 
 func scanRequestHeads(h http.Header) (hs requestHeads) {
@@ -1360,6 +1376,9 @@ func scanRequestHeads(h http.Header) (hs requestHeads) {
 			continue
 		case "Te":
 			hs.te = first(v)
+			if len(v) == 1 && v[0] == "trailers" { // as forwarded: kept as it is
+				continue
+			}
 		case "Upgrade":
 			hs.upgrade = first(v)
 		case "Connection":
@@ -1370,7 +1389,7 @@ func scanRequestHeads(h http.Header) (hs requestHeads) {
 				continue
 			}
 		}
-		hs.drop = true
+		hs.dropField(k)
 	}
 	return hs
 }
