@@ -657,10 +657,16 @@ func (c *ClientConn) handle(f http2.Frame) error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if f.StreamID == 0 {
-			return c.flow.update(nil, f.Increment, 0, c.streamFlows())
+			if err := c.flow.updateConn(f.Increment); err != nil {
+				return err
+			}
+			for _, s := range c.streams {
+				s.wakeWaiting()
+			}
+			return nil
 		}
 		if s := c.streams[f.StreamID]; s != nil {
-			return c.flow.update(&s.streamFlow, f.Increment, f.StreamID, nil)
+			return c.flow.update(&s.streamFlow, f.Increment, f.StreamID)
 		}
 		return nil
 	case *http2.PingFrame:

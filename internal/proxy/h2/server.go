@@ -407,7 +407,13 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f.StreamID == 0 {
-		return c.flow.update(nil, f.Increment, 0, c.streamFlows())
+		if err := c.flow.updateConn(f.Increment); err != nil {
+			return err
+		}
+		for _, s := range c.streams {
+			s.wakeWaiting()
+		}
+		return nil
 	}
 	s := c.streams[f.StreamID]
 	if s == nil {
@@ -416,7 +422,7 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 		return nil // closed: a late update
 	}
-	return c.flow.update(&s.streamFlow, f.Increment, f.StreamID, nil)
+	return c.flow.update(&s.streamFlow, f.Increment, f.StreamID)
 }
 
 func (c *Conn) onReset(f *http2.RSTStreamFrame) error {

@@ -648,3 +648,35 @@ func getBlock() []byte {
 	}
 	return hb.Bytes()
 }
+
+// TestServeConnectionWindowUpdate: a response held back by the connection's window
+// alone (the client allows streams 1 MB, the connection its initial 65,535 bytes)
+// goes on when a WINDOW_UPDATE for the connection, and none for the stream, arrives.
+func TestServeConnectionWindowUpdate(t *testing.T) {
+	body := bytes.Repeat([]byte("w"), 100_000)
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(body)
+	}), Config{})
+	nc, fr := rawConn(t, s.addr)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: getBlock(), EndHeaders: true, EndStream: true})
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, updated := 0, false
+	for got < len(body) {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d bytes of %d (connection window given back: %v): %v", got, len(body), updated, err)
+		}
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			got += len(d.Data())
+			if got == 65535 && !updated {
+				// The connection's window is spent, the stream's is not.
+				fr.WriteWindowUpdate(0, 1<<20)
+				updated = true
+			}
+			if got > 65535 && !updated {
+				t.Fatalf("%d bytes sent past the connection's window of 65,535", got)
+			}
+		}
+	}
+}

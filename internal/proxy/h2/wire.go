@@ -253,27 +253,31 @@ func (f *sendFlow) wait(sf *streamFlow, failed func() error) error {
 	}
 }
 
-// update applies a WINDOW_UPDATE: to the connection's window when sf is nil, else to
-// the stream's. mu held.
-func (f *sendFlow) update(sf *streamFlow, inc uint32, streamID uint32, streams iter.Seq[*streamFlow]) error {
-	if sf == nil {
-		f.window += int64(inc)
-		if f.window > maxWindow {
-			return http2.ConnectionError(http2.ErrCodeFlowControl)
-		}
-		for s := range streams {
-			if s.waiting {
-				s.wake.Broadcast()
-			}
-		}
-		return nil
+// updateConn applies a WINDOW_UPDATE to the connection's window; the caller then wakes
+// its streams that wait for window (wakeWaiting). mu held.
+func (f *sendFlow) updateConn(inc uint32) error {
+	f.window += int64(inc)
+	if f.window > maxWindow {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
+	return nil
+}
+
+// update applies a WINDOW_UPDATE to a stream's window. mu held.
+func (f *sendFlow) update(sf *streamFlow, inc uint32, streamID uint32) error {
 	sf.sendWin += int64(inc)
 	if sf.sendWin > maxWindow {
 		return http2.StreamError{StreamID: streamID, Code: http2.ErrCodeFlowControl}
 	}
 	sf.wake.Broadcast()
 	return nil
+}
+
+// wakeWaiting wakes the stream's writer if it waits for window. mu held.
+func (sf *streamFlow) wakeWaiting() {
+	if sf.waiting {
+		sf.wake.Broadcast()
+	}
 }
 
 // settings applies the peer's SETTINGS that both ends heed, then acknowledges them:
