@@ -96,12 +96,14 @@ type Conn struct {
 	maxClientID   uint32
 	flow          sendFlow
 	recv          recvWindow
-	running       int  // handlers running
-	goingAway     bool // GOAWAY sent or being sent: no new streams
-	awayWritten   bool // Shutdown's GOAWAY is on the wire: close once no stream is open
-	peerAway      bool // GOAWAY received: no new streams
-	done          bool // the connection is finished: everything fails
-	idle          *time.Timer
+	running       int         // handlers running
+	goingAway     bool        // GOAWAY sent or being sent: no new streams
+	awayWritten   bool        // Shutdown's GOAWAY is on the wire: close once no stream is open
+	peerAway      bool        // GOAWAY received: no new streams
+	done          bool        // the connection is finished: everything fails
+	idle          *time.Timer // checks the idle timeout (see armIdleLocked)
+	idleArmed     bool        // idle is pending
+	idleSince     time.Time   // when the last stream ended
 	shutdownAsked bool
 
 	// The serve goroutine's own.
@@ -317,11 +319,19 @@ func (c *Conn) closeRead() {
 	_ = c.nc.SetReadDeadline(time.Unix(1, 0))
 }
 
-// armIdleLocked starts the idle timer when no stream is open.
+// armIdleLocked notes that no stream is open from now, and makes sure the idle timer
+// is pending. The timer is not moved for every stream that opens and ends, which cost
+// a timer reset and a stop per stream: when it fires it looks at how long the
+// connection has been idle, and waits again for the rest if that is not long enough.
 func (c *Conn) armIdleLocked() {
 	if c.cfg.IdleTimeout <= 0 || c.running > 0 || len(c.streams) > 0 || c.done {
 		return
 	}
+	c.idleSince = time.Now()
+	if c.idleArmed {
+		return
+	}
+	c.idleArmed = true
 	if c.idle == nil {
 		c.idle = time.AfterFunc(c.cfg.IdleTimeout, c.idleFired)
 		return
@@ -331,11 +341,19 @@ func (c *Conn) armIdleLocked() {
 
 func (c *Conn) idleFired() {
 	c.mu.Lock()
-	busy := c.running > 0 || len(c.streams) > 0
-	c.mu.Unlock()
-	if !busy {
-		c.Shutdown()
+	c.idleArmed = false
+	if c.running > 0 || len(c.streams) > 0 || c.done {
+		c.mu.Unlock() // armed again when the last stream ends
+		return
 	}
+	if rest := c.cfg.IdleTimeout - time.Since(c.idleSince); rest > 0 {
+		c.idleArmed = true
+		c.idle.Reset(rest)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.Shutdown()
 }
 
 // resetStream sends RST_STREAM and forgets the stream.
@@ -572,9 +590,6 @@ func (c *Conn) onHeaders(f *headerBlock) error {
 	c.flow.start(&s.streamFlow, &c.mu)
 	c.streams[id] = s
 	c.running++
-	if c.idle != nil {
-		c.idle.Stop()
-	}
 	c.mu.Unlock()
 	c.pending = append(c.pending, s)
 	return nil

@@ -680,3 +680,45 @@ func TestServeConnectionWindowUpdate(t *testing.T) {
 		}
 	}
 }
+
+// TestServeIdleTimeoutFromLastStream: the idle timeout counts from the end of the last
+// stream, not from the first time the connection went idle, and a stream open when the
+// timer fires keeps the connection; once it ends, the connection closes a timeout
+// later.
+func TestServeIdleTimeoutFromLastStream(t *testing.T) {
+	const timeout = 600 * time.Millisecond
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(timeout + timeout/2)
+		}
+		io.WriteString(w, "ok")
+	}), Config{IdleTimeout: timeout})
+	c := client(t)
+	get := func(path string) {
+		t.Helper()
+		resp, err := c.Get("http://" + s.addr + path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if n := s.count(); n != 1 {
+			t.Fatalf("%s: %d connections, want the first kept", path, n)
+		}
+	}
+	get("/")
+	time.Sleep(timeout * 2 / 3)
+	get("/") // idle again from here: the timer's first firing must not close
+	time.Sleep(timeout * 2 / 3)
+	get("/")
+	get("/slow") // open past the timer's next firing
+	ended := time.Now()
+	select {
+	case <-s.conn(0).Done():
+		if idle := time.Since(ended); idle < timeout {
+			t.Errorf("closed %v after the last stream, before the idle timeout of %v", idle, timeout)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle connection still open after 5 s")
+	}
+}
