@@ -432,7 +432,7 @@ func (s *clientStream) sendBody(body io.Reader) {
 	c.mu.Unlock()
 	if tr := s.req.Trailer; len(tr) > 0 {
 		err = c.write(func() error {
-			c.encodeFields(tr, true)
+			c.encodeFields(tr)
 			return c.writeHeaderBlock(s.id, true)
 		})
 	} else {
@@ -666,7 +666,7 @@ func (c *ClientConn) handle(f http2.Frame) error {
 			return nil
 		}
 		if s := c.streams[f.StreamID]; s != nil {
-			return c.flow.update(&s.streamFlow, f.Increment, f.StreamID)
+			return s.streamFlow.update(f.Increment, f.StreamID)
 		}
 		return nil
 	case *http2.PingFrame:

@@ -9,9 +9,9 @@ import (
 
 // encoder is the HPACK encoder (RFC 7541) of one connection's writing side, used under
 // the connection's write lock. x/net's encoder finds a field in its tables with four
-// map lookups keyed by strings and string pairs, a fifth of the instructions of a gRPC
+// map lookups keyed by strings and string pairs, 21k of the 145k instructions of a gRPC
 // call through a sidecar; here the name and the value are each hashed once, and the
-// tables are looked up by those hashes in arrays.
+// tables are looked up by those hashes in arrays. It costs 8 KB per connection, fixed.
 //
 // The dynamic table's index is a cache: a hash has two slots, an entry goes into the
 // one holding the older entry, and an entry is used only once its name and value
@@ -19,7 +19,7 @@ import (
 // correctness. Nor can chosen names and values cost time: a lookup reads two slots
 // whatever they hold, so the hash needs no secret seed.
 type encoder struct {
-	ring    [ringSize]tableEntry // the dynamic table, oldest at inserted-live
+	ring    [ringSize]tableEntry // the dynamic table by id % ringSize; the oldest has id added-live
 	live    uint64               // entries in the table
 	added   uint64               // entries ever added; the newest has id added-1
 	size    uint32               // the table's size by RFC 7541's measure

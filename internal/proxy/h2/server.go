@@ -440,7 +440,7 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 		return nil // closed: a late update
 	}
-	return c.flow.update(&s.streamFlow, f.Increment, f.StreamID)
+	return s.streamFlow.update(f.Increment, f.StreamID)
 }
 
 func (c *Conn) onReset(f *http2.RSTStreamFrame) error {

@@ -140,7 +140,7 @@ func (w *wire) sendUpdates(id, streamInc, connInc uint32) {
 func (w *wire) encodeTrailers(h http.Header, declared []string) {
 	w.hbuf = w.hbuf[:0]
 	for _, k := range declared {
-		w.trailerField(k, h[k])
+		w.fieldValues(k, h[k])
 	}
 	for k, vs := range h {
 		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && len(vs) > 0 {
@@ -149,12 +149,14 @@ func (w *wire) encodeTrailers(h http.Header, declared []string) {
 					continue // sent as declared
 				}
 			}
-			w.trailerField(name, vs)
+			w.fieldValues(name, vs)
 		}
 	}
 }
 
-func (w *wire) trailerField(k string, vs []string) {
+// fieldValues encodes the values of header key k under its lower-case name, but for
+// connection-specific fields and TE, which the proxy sets itself.
+func (w *wire) fieldValues(k string, vs []string) {
 	name := h1.LowerKey(k)
 	if connSpecific(name) || name == "" || name == "te" {
 		return
@@ -164,26 +166,19 @@ func (w *wire) trailerField(k string, vs []string) {
 	}
 }
 
-// encodeFields HPACK-encodes trailers into w.hbuf (under wmu).
-func (w *wire) encodeFields(h http.Header, trailers bool) {
+// encodeFields HPACK-encodes a request's trailers into w.hbuf (under wmu).
+func (w *wire) encodeFields(h http.Header) {
 	w.hbuf = w.hbuf[:0]
-	w.writeFields(h, trailers)
+	for k, vs := range h {
+		w.fieldValues(k, vs)
+	}
 }
 
-func (w *wire) writeFields(h http.Header, trailers bool) {
+// writeFields encodes a head's fields, but those under http.TrailerPrefix.
+func (w *wire) writeFields(h http.Header) {
 	for k, vs := range h {
-		if !trailers && strings.HasPrefix(k, http.TrailerPrefix) {
-			continue
-		}
-		name := h1.LowerKey(k)
-		if connSpecific(name) || name == "" {
-			continue
-		}
-		if name == "te" {
-			continue
-		}
-		for _, v := range vs {
-			w.field(name, v)
+		if !strings.HasPrefix(k, http.TrailerPrefix) {
+			w.fieldValues(k, vs)
 		}
 	}
 }
@@ -263,8 +258,8 @@ func (f *sendFlow) updateConn(inc uint32) error {
 	return nil
 }
 
-// update applies a WINDOW_UPDATE to a stream's window. mu held.
-func (f *sendFlow) update(sf *streamFlow, inc uint32, streamID uint32) error {
+// update applies a WINDOW_UPDATE to the stream's window. mu held.
+func (sf *streamFlow) update(inc uint32, streamID uint32) error {
 	sf.sendWin += int64(inc)
 	if sf.sendWin > maxWindow {
 		return http2.StreamError{StreamID: streamID, Code: http2.ErrCodeFlowControl}

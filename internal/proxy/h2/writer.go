@@ -274,7 +274,7 @@ func bodyAllowed(status int) bool {
 func (c *Conn) encodeHead(status int, h http.Header, length int64) {
 	c.hbuf = c.hbuf[:0]
 	c.field(":status", statusValue(status))
-	c.writeFields(h, false)
+	c.writeFields(h)
 	if h["Date"] == nil && status >= 200 {
 		c.field("date", h1.Date())
 	}
