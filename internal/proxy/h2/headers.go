@@ -29,6 +29,7 @@ type headerBlock struct {
 	remain     uint32 // of the limit, for fields other than trailer
 	trailerRem uint32 // of the limit, for the trailer field's announced names
 	sawRegular bool
+	nPseudo    int   // the pseudo-header fields at the start of Fields
 	invalid    error // the first malformed field
 }
 
@@ -70,6 +71,9 @@ func (b *headerBlock) emit(f hpack.HeaderField) {
 	}
 	*rem -= size
 	b.Fields = append(b.Fields, f)
+	if !b.sawRegular {
+		b.nPseudo++
+	}
 }
 
 // validFieldName: a token in lower case (RFC 9113 8.2.1).
@@ -109,7 +113,7 @@ func (w *wire) readFrame() (http2.Frame, error) {
 	}
 	b := &w.hb
 	b.HeadersFrame, b.Fields, b.Truncated = hf, b.Fields[:0], false
-	b.remain, b.trailerRem, b.sawRegular, b.invalid = b.limit, b.limit, false, nil
+	b.remain, b.trailerRem, b.sawRegular, b.nPseudo, b.invalid = b.limit, b.limit, false, 0, nil
 	b.dec.SetEmitEnabled(true)
 	b.dec.SetMaxStringLength(int(b.limit))
 	var frag interface {
@@ -182,15 +186,9 @@ func (b *headerBlock) PseudoValue(name string) string {
 	return ""
 }
 
-// PseudoFields are the block's pseudo-header fields (they come first).
-func (b *headerBlock) PseudoFields() []hpack.HeaderField {
-	for i, f := range b.Fields {
-		if !f.IsPseudo() {
-			return b.Fields[:i]
-		}
-	}
-	return b.Fields
-}
+// PseudoFields are the block's pseudo-header fields (they come first, as emit made
+// sure).
+func (b *headerBlock) PseudoFields() []hpack.HeaderField { return b.Fields[:b.nPseudo] }
 
 // RegularFields are the fields after the pseudo-header ones.
 func (b *headerBlock) RegularFields() []hpack.HeaderField {
