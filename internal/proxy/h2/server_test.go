@@ -208,6 +208,11 @@ func TestServeTrailers(t *testing.T) {
 			w.Write([]byte("data"))
 			w.Header().Set("X-Sum", "42")
 			w.Header().Set(http.TrailerPrefix+"X-Sum", "43")
+		case "/many": // more than the writer notes: found again from the map
+			w.Write([]byte("data"))
+			for i := range 6 {
+				w.Header().Set(http.TrailerPrefix+fmt.Sprintf("X-T%d", i), fmt.Sprint(i))
+			}
 		case "/only":
 			w.Header().Set("Content-Type", "application/grpc")
 			w.Header().Set("Grpc-Status", "5")
@@ -218,6 +223,7 @@ func TestServeTrailers(t *testing.T) {
 	for path, want := range map[string]map[string]string{
 		"/prefix":   {"Grpc-Status": "0", "Grpc-Message": "ok", "X-Lower": "l"},
 		"/declared": {"X-Sum": "42"},
+		"/many":     {"X-T0": "0", "X-T1": "1", "X-T2": "2", "X-T3": "3", "X-T4": "4", "X-T5": "5"},
 		"/only":     {},
 	} {
 		resp, err := c.Get("http://" + s.addr + path)
