@@ -64,9 +64,9 @@ type headerReader struct {
 	// out of the map when asked to (the request carries its Host in Request.Host).
 	hosts []string
 	// own holds the values of the fields the codec itself reads (ownConnection...)
-	// as the last head's map holds them, nil for those it did not carry: the codec
-	// reads them without a map lookup, which costs as much for an absent key as for
-	// a present one.
+	// as the last head's map holds them while that map is unchanged, nil for those
+	// it did not carry: the codec reads them without a map lookup, which costs as
+	// much for an absent key as for a present one.
 	own [ownFields][]string
 }
 
@@ -76,10 +76,6 @@ const (
 	ownContentLength
 	ownFields
 )
-
-// get is the last head's values of one of the fields own holds. It is what the map
-// the last readHeader returned holds while that map is unchanged.
-func (hr *headerReader) get(field int) []string { return hr.own[field] }
 
 // readHeader reads header lines up to the empty line that ends the section into a new
 // http.Header (or one given back with RecycleHeader). max bounds the section's bytes; *n
@@ -538,16 +534,13 @@ func commonOffset(k string) (uintptr, bool) {
 // same slice of it.
 var lowerNames string
 
-// lowerKeys: the common names as HTTP/2 carries them (lower case), for keys equal to
-// one but not interned; fromLower: the common keys by their lower-case form.
-var lowerKeys, fromLower = func() (lower, from map[string]string) {
-	lower = make(map[string]string, len(commonKeys))
-	from = make(map[string]string, len(commonKeys))
+// fromLower: the common keys by their lower-case form (as HTTP/2 carries them).
+var fromLower = func() map[string]string {
+	m := make(map[string]string, len(commonKeys))
 	for _, k := range commonKeys {
-		l := lowerKey(k)
-		lower[k], from[l] = l, k
+		m[lowerKey(k)] = k
 	}
-	return lower, from
+	return m
 }()
 
 // lowerKey is the lower-case form of an interned common key, or "".
@@ -579,8 +572,8 @@ func LowerKey(k string) string {
 	if l := lowerKey(k); l != "" {
 		return l
 	}
-	if l, ok := lowerKeys[k]; ok {
-		return l
+	if ck, ok := commonKeys[k]; ok { // equal to a common key, not that key's bytes
+		return lowerKey(ck)
 	}
 	for i := 0; i < len(k); i++ {
 		if 'A' <= k[i] && k[i] <= 'Z' {

@@ -162,9 +162,9 @@ func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, *Body, error) {
 	} else if len(hosts) == 1 {
 		req.Host = hosts[0]
 	}
-	req.Close = shouldClose(req.ProtoMinor, r.hr.get(ownConnection))
+	req.Close = shouldClose(req.ProtoMinor, r.hr.own[ownConnection])
 
-	if req.ProtoMinor == 0 && r.hr.get(ownTransferEncoding) != nil {
+	if req.ProtoMinor == 0 && r.hr.own[ownTransferEncoding] != nil {
 		// RFC 9112 section 6.1: the framing of an HTTP/1.0 message with
 		// Transfer-Encoding is faulty. net/http ignores the field on HTTP/1.0 and
 		// would read the chunks as the next request; weft refuses it.
@@ -410,8 +410,8 @@ func (r *Reader) framing(br *bufio.Reader, h http.Header, response bool, method 
 		into.br, into.hr = br, &r.hr
 		return into
 	}
-	te := r.hr.get(ownTransferEncoding)
-	cl := r.hr.get(ownContentLength)
+	te := r.hr.own[ownTransferEncoding]
+	cl := r.hr.own[ownContentLength]
 	hasTE, hasCL := te != nil, cl != nil
 	if hasTE {
 		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") {
@@ -546,11 +546,11 @@ func (r *Reader) ReadResponseInto(br *bufio.Reader, method string, into *Respons
 		return nil, nil, err
 	}
 	resp.Header = h
-	resp.Close = shouldClose(resp.ProtoMinor, r.hr.get(ownConnection))
+	resp.Close = shouldClose(resp.ProtoMinor, r.hr.own[ownConnection])
 	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified || method == http.MethodHead {
 		resp.ContentLength = 0
 		if method == http.MethodHead {
-			if cl := r.hr.get(ownContentLength); cl != nil {
+			if cl := r.hr.own[ownContentLength]; cl != nil {
 				if v, err := parseContentLength(cl); err == nil {
 					resp.ContentLength = v
 				}
@@ -559,7 +559,7 @@ func (r *Reader) ReadResponseInto(br *bufio.Reader, method string, into *Respons
 		resp.Body = http.NoBody
 		return resp, nil, nil
 	}
-	if resp.ProtoMinor == 0 && r.hr.get(ownTransferEncoding) != nil {
+	if resp.ProtoMinor == 0 && r.hr.own[ownTransferEncoding] != nil {
 		// RFC 9112 section 6.1: faulty framing; read it, then close.
 		resp.Close = true
 	}
