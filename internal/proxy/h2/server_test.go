@@ -692,7 +692,9 @@ func TestServeConnectionWindowUpdate(t *testing.T) {
 // timer fires keeps the connection; once it ends, the connection closes a timeout
 // later.
 func TestServeIdleTimeoutFromLastStream(t *testing.T) {
-	const timeout = 600 * time.Millisecond
+	// The sleeps are two thirds of the timeout: a request may take up to a third of it
+	// (300 ms, under the race detector on a loaded machine) before the test misreads.
+	const timeout = 900 * time.Millisecond
 	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			time.Sleep(timeout + timeout/2)
