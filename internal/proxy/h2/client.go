@@ -57,6 +57,7 @@ type ClientConn struct {
 	dead       bool  // the connection is gone: everything fails
 	watchTimer *time.Timer
 	watchArmed bool
+	free       []*clientStream // recycled streams, cleared, for later requests
 }
 
 // NewClientConn starts HTTP/2 on nc (the preface and SETTINGS go out at once) and
@@ -187,7 +188,6 @@ type clientStream struct {
 // RoundTrip sends req as a stream and returns the response once its head arrives;
 // the body follows as the server sends it. A slot must have been reserved.
 func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
-	s := &clientStream{c: c, req: req}
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	// A small body that is all here (a gRPC request usually is, without a length) goes
 	// with the head, in one write; a larger one is streamed after what was read of it.
@@ -233,6 +233,7 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	c.inFlight++
+	s := c.newStream(req)
 	c.flow.start(&s.streamFlow, &c.mu)
 	s.inbound = inbound{recvWin: newRecvWindow(c.cfg.StreamWindow), declared: -1}
 	c.mu.Unlock()
@@ -310,6 +311,19 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp := s.resp
 	c.mu.Unlock()
 	return resp, nil
+}
+
+// newStream is a stream of c's free list or a new one, for req (c.mu held).
+func (c *ClientConn) newStream(req *http.Request) *clientStream {
+	n := len(c.free)
+	if n == 0 {
+		return &clientStream{c: c, req: req}
+	}
+	s := c.free[n-1]
+	c.free[n-1] = nil
+	c.free = c.free[:n-1]
+	s.req = req
+	return s
 }
 
 // watchDelay: a stream's request context is watched (and a canceled one resets the
@@ -541,15 +555,19 @@ func (s *clientStream) cancel(cause error) {
 // finish forgets the stream once it failed, or is done both ways: request sent,
 // response read.
 func (s *clientStream) finish(err error) {
+	s.c.mu.Lock()
+	s.finishLocked(err)
+	s.c.mu.Unlock()
+}
+
+func (s *clientStream) finishLocked(err error) {
 	c := s.c
-	c.mu.Lock()
 	if s.err == nil {
 		s.err = err
 	}
 	if s.err == nil && !(s.localClosed && s.readDone) {
 		// Not done both ways: the response was read but the request body still goes
 		// (sendBody finishes it), or the other way round.
-		c.mu.Unlock()
 		return
 	}
 	if s.stopWatch != nil {
@@ -563,7 +581,6 @@ func (s *clientStream) finish(err error) {
 	// What is buffered stays for the reader (a server may reset a stream whose
 	// response it completed, RST_STREAM NO_ERROR, to stop the request body): reading
 	// or closing the body gives its window back.
-	c.mu.Unlock()
 }
 
 // readLoop reads and handles the server's frames until the connection fails.
@@ -613,25 +630,28 @@ func (c *ClientConn) readLoop() {
 
 // resetStream ends a stream with RST_STREAM (a stream error of ours).
 func (c *ClientConn) resetStream(id uint32, code http2.ErrCode, err error) {
-	c.mu.Lock()
-	s := c.streams[id]
-	c.mu.Unlock()
 	_ = c.write(func() error { return c.fr.WriteRSTStream(id, code) })
-	if s != nil {
-		s.fail(err)
-	}
+	c.failStream(id, err)
 }
 
-// fail ends the stream with err: its waiters wake, it is forgotten.
-func (s *clientStream) fail(err error) {
-	c := s.c
+// failStream ends stream id, if it is open, with err. The stream is looked up and
+// failed under one hold of c.mu: once forgotten, a stream may be recycled (Recycle)
+// and serve another request, which a failure decided on earlier must not reach.
+func (c *ClientConn) failStream(id uint32, err error) {
 	c.mu.Lock()
+	if s := c.streams[id]; s != nil {
+		s.failLocked(err)
+	}
+	c.mu.Unlock()
+}
+
+// failLocked ends the stream with err: its waiters wake, it is forgotten (c.mu held).
+func (s *clientStream) failLocked(err error) {
 	if s.err == nil {
 		s.err = err
 	}
 	s.wake.Broadcast()
-	c.mu.Unlock()
-	s.finish(err)
+	s.finishLocked(err)
 }
 
 // streamFlows ranges over the open streams' flows (c.mu held).
@@ -672,12 +692,7 @@ func (c *ClientConn) handle(f http2.Frame) error {
 	case *http2.PingFrame:
 		return c.ping(f)
 	case *http2.RSTStreamFrame:
-		c.mu.Lock()
-		s := c.streams[f.StreamID]
-		c.mu.Unlock()
-		if s != nil {
-			s.fail(http2.StreamError{StreamID: f.StreamID, Code: f.ErrCode})
-		}
+		c.failStream(f.StreamID, http2.StreamError{StreamID: f.StreamID, Code: f.ErrCode})
 		return nil
 	case *http2.GoAwayFrame:
 		// Streams above the last one the server took were not processed: they fail
@@ -686,16 +701,12 @@ func (c *ClientConn) handle(f http2.Frame) error {
 		if c.err == nil {
 			c.err = fmt.Errorf("h2: server sent GOAWAY (%v): %w", f.ErrCode, ErrConnUnusable)
 		}
-		var refused []*clientStream
-		for id, s := range c.streams {
+		for id, s := range c.streams { // failLocked deletes s: allowed while ranging
 			if id > f.LastStreamID {
-				refused = append(refused, s)
+				s.failLocked(http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream})
 			}
 		}
 		c.mu.Unlock()
-		for _, s := range refused {
-			s.fail(http2.StreamError{StreamID: s.id, Code: http2.ErrCodeRefusedStream})
-		}
 		return nil
 	case *http2.PushPromiseFrame:
 		return http2.ConnectionError(http2.ErrCodeProtocol) // push is disabled
@@ -832,14 +843,38 @@ func (b *responseBody) Read(p []byte) (int, error) {
 // more (its caller may then reuse the request's memory): the stream ended cleanly both
 // ways and is forgotten, its request body's sender has returned, and no watch of its
 // request's context was ever set up or is about to be (no watch tick saw the stream
-// in flight). The stream itself is not reused: a frame handled late may still reach it.
+// in flight).
 func (b *responseBody) Released() bool {
+	c := b.s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return b.s.releasedLocked()
+}
+
+func (s *clientStream) releasedLocked() bool {
+	_, open := s.c.streams[s.id]
+	return !open && s.err == nil && s.localClosed && s.readDone && !s.sending && !s.watched && s.ticks == 0
+}
+
+// Recycle gives the stream, its response and this body back to the connection for a
+// later request, once Released (else it does nothing); the caller holds nothing of the
+// response after it but its header and trailer maps, which are not part of the stream.
+// Nothing of the connection can reach a released stream: frames find streams by id
+// among the open ones, and a failure is decided and applied under one hold of c.mu
+// (failStream). It was the largest allocation of a proxied gRPC call (about 300 B).
+func (b *responseBody) Recycle() {
 	s := b.s
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, open := c.streams[s.id]
-	return !open && s.err == nil && s.localClosed && s.readDone && !s.sending && !s.watched && s.ticks == 0
+	if !s.releasedLocked() || len(c.free) >= maxFree {
+		return
+	}
+	if s.buf != nil {
+		putChunk(s.buf)
+	}
+	*s = clientStream{c: c}
+	c.free = append(c.free, s)
 }
 
 // Buffered reports whether the whole response has arrived, trailers included

@@ -480,3 +480,136 @@ func TestClientReleased(t *testing.T) {
 		})
 	}
 }
+
+// TestClientRecycle: a released response's stream serves a later request of its
+// connection, cleared (no header, trailer or body of the earlier exchange shows); a
+// body that is not released is not recycled; under concurrent requests, some of them
+// reset by the server, every response is its own request's.
+func TestClientRecycle(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Id")
+		if strings.HasSuffix(id, "7") {
+			panic(http.ErrAbortHandler) // RST_STREAM
+		}
+		if r.URL.Path == "/streamed" {
+			b, _ := io.ReadAll(r.Body)
+			id += " " + string(b)
+		}
+		if r.URL.Path == "/first" {
+			w.Header().Set("X-First", "1")
+			w.Header().Set("Trailer", "X-Tr")
+		}
+		io.WriteString(w, "answer to "+id)
+		if r.URL.Path == "/first" {
+			w.Header().Set("X-Tr", "t")
+		}
+	})
+	type recycler interface {
+		Released() bool
+		Recycle()
+	}
+	get := func(t *testing.T, cc *ClientConn, path, id string) (*http.Response, string, error) {
+		req, _ := http.NewRequest("GET", "http://svc.test"+path, nil)
+		req.Header.Set("X-Id", id)
+		resp, err := roundTrip(cc, req)
+		if err != nil {
+			return nil, "", err
+		}
+		b, err := io.ReadAll(resp.Body)
+		return resp, string(b), err
+	}
+	for name, addr := range upstreams(t, h, 0) {
+		t.Run(name, func(t *testing.T) {
+			cc := dialClient(t, addr)
+			first, body, err := get(t, cc, "/first", "a")
+			if err != nil || body != "answer to a" || first.Trailer.Get("X-Tr") != "t" {
+				t.Fatalf("first: %q %v, trailer %v", body, err, first.Trailer)
+			}
+			r := first.Body.(recycler)
+			if !r.Released() {
+				t.Fatal("first: not released")
+			}
+			r.Recycle()
+			// Its request body streamed after the head (the stream's end comes from the
+			// body's sender, before or after the response).
+			pr, pw := io.Pipe()
+			go func() { io.WriteString(pw, "hello"); pw.Close() }()
+			req, _ := http.NewRequest("POST", "http://svc.test/streamed", pr)
+			req.Header.Set("X-Id", "b")
+			var second *http.Response
+			done := make(chan error, 1)
+			go func() {
+				var err error
+				second, err = roundTrip(cc, req)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("second: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("second: no response in 10 s")
+			}
+			if b, err := io.ReadAll(second.Body); err != nil || string(b) != "answer to b hello" {
+				t.Fatalf("second: %q %v", b, err)
+			}
+			if second != first {
+				t.Error("the recycled stream's response was not reused")
+			}
+			if second.Header.Get("X-First") != "" || second.Trailer != nil || second.Request.Header.Get("X-Id") != "b" {
+				t.Errorf("second carries the first's: header %v, trailer %v, request id %q",
+					second.Header, second.Trailer, second.Request.Header.Get("X-Id"))
+			}
+			// Not released (its context is watched): kept out of reuse.
+			ctx, cancel := context.WithTimeout(context.Background(), watchDelay/2)
+			defer cancel()
+			req, _ = http.NewRequestWithContext(ctx, "GET", "http://svc.test/", nil)
+			watched, err := roundTrip(cc, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.ReadAll(watched.Body)
+			watched.Body.(recycler).Recycle()
+			if third, _, err := get(t, cc, "/", "c"); err != nil || third == watched {
+				t.Errorf("a body not released was recycled (%v)", err)
+			}
+
+			// Concurrent requests, every tenth reset by the server.
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for g := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 100 {
+						id := fmt.Sprintf("%d-%d", g, i)
+						resp, body, err := get(t, cc, "/", id)
+						if strings.HasSuffix(id, "7") {
+							if err == nil {
+								errs <- fmt.Errorf("%s: no error from a reset stream", id)
+								return
+							}
+							continue
+						}
+						if err != nil || body != "answer to "+id || resp.Request.Header.Get("X-Id") != id {
+							errs <- fmt.Errorf("%s: %q %v", id, body, err)
+							return
+						}
+						if r := resp.Body.(recycler); r.Released() {
+							r.Recycle()
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			if n := cc.InFlight(); n != 0 {
+				t.Errorf("%d streams in flight at the end", n)
+			}
+		})
+	}
+}

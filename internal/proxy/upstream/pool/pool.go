@@ -557,6 +557,14 @@ func (b *body) Released() bool {
 	return ok && b.done.Load() && r.Released()
 }
 
+// Recycle passes on to the connection's body once this body ended (see
+// h2's responseBody.Recycle); the caller holds nothing of the response after it.
+func (b *body) Recycle() {
+	if r, ok := b.rc.(interface{ Recycle() }); ok && b.done.Load() {
+		r.Recycle()
+	}
+}
+
 func (b *body) finish() {
 	if b.done.CompareAndSwap(false, true) {
 		b.pc.pool.requestDone(b.pc, true)
