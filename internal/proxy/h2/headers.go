@@ -1,8 +1,10 @@
 package h2
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -20,9 +22,10 @@ import (
 // field list for every block (about 1.5 KB and ten allocations per proxied HTTP/2
 // request, both hops counted). A block is valid until the next frame is read.
 type headerBlock struct {
-	*http2.HeadersFrame
-	Fields    []hpack.HeaderField
-	Truncated bool // the list passed the size limit; what followed was dropped
+	http2.FrameHeader                     // the HEADERS frame's
+	Priority          http2.PriorityParam // set if HasPriority
+	Fields            []hpack.HeaderField
+	Truncated         bool // the list passed the size limit; what followed was dropped
 
 	dec        *hpack.Decoder
 	limit      uint32 // SETTINGS_MAX_HEADER_LIST_SIZE, as this end advertised it
@@ -76,6 +79,9 @@ func (b *headerBlock) emit(f hpack.HeaderField) {
 	}
 }
 
+func (b *headerBlock) StreamEnded() bool { return b.Flags.Has(http2.FlagHeadersEndStream) }
+func (b *headerBlock) HasPriority() bool { return b.Flags.Has(http2.FlagHeadersPriority) }
+
 // validFieldName: a token in lower case (RFC 9113 8.2.1).
 func validFieldName(name string) bool {
 	if name == "" {
@@ -99,56 +105,149 @@ var lowerToken = func() (t [256]bool) {
 }()
 
 // readFrame reads the next frame; a HEADERS frame comes back as the connection's
-// headerBlock, its CONTINUATION frames read and decoded. The errors are the Framer's:
-// a malformed field or pseudo-header fails the stream, a block past twice the size
-// limit or an HPACK error the connection.
+// headerBlock, its CONTINUATION frames read and decoded, PING and WINDOW_UPDATE frames
+// as the connection's own too (x/net's Framer allocates a frame for each of these: a
+// gRPC call's three HEADERS, a PING and two WINDOW_UPDATEs were about 150 B). The
+// Framer reads the frame header (size limit, CONTINUATION order) and the other frames.
+// The errors are the Framer's: a malformed field or pseudo-header fails the stream, a
+// block past twice the size limit or an HPACK error the connection.
 func (w *wire) readFrame() (http2.Frame, error) {
-	f, err := w.fr.ReadFrame()
+	fh, err := w.fr.ReadFrameHeader()
 	if err != nil {
 		return nil, err
 	}
-	hf, ok := f.(*http2.HeadersFrame)
-	if !ok {
-		return f, nil
+	switch fh.Type {
+	case http2.FrameHeaders:
+		return w.readHeaders(fh)
+	case http2.FramePing:
+		if fh.Length != 8 {
+			return nil, http2.ConnectionError(http2.ErrCodeFrameSize)
+		}
+		if fh.StreamID != 0 {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		p, err := w.br.Peek(8)
+		if err != nil {
+			return nil, err
+		}
+		w.pingF = http2.PingFrame{FrameHeader: fh, Data: [8]byte(p)}
+		w.br.Discard(8)
+		return &w.pingF, nil
+	case http2.FrameWindowUpdate:
+		if fh.Length != 4 {
+			return nil, http2.ConnectionError(http2.ErrCodeFrameSize)
+		}
+		p, err := w.br.Peek(4)
+		if err != nil {
+			return nil, err
+		}
+		inc := binary.BigEndian.Uint32(p) & 0x7fffffff // the high bit is reserved
+		w.br.Discard(4)
+		if inc == 0 { // RFC 9113 6.9
+			if fh.StreamID == 0 {
+				return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+			return nil, http2.StreamError{StreamID: fh.StreamID, Code: http2.ErrCodeProtocol}
+		}
+		w.wupdF = http2.WindowUpdateFrame{FrameHeader: fh, Increment: inc}
+		return &w.wupdF, nil
+	}
+	return w.fr.ReadFrameForHeader(fh)
+}
+
+// readHeaders reads and decodes a HEADERS frame (RFC 9113 6.2) and its CONTINUATION
+// frames into w.hb.
+func (w *wire) readHeaders(fh http2.FrameHeader) (http2.Frame, error) {
+	if fh.StreamID == 0 {
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	// The payload is read in place when the read buffer holds it (decoding copies
+	// what it keeps), else into a slice of its own.
+	n := int(fh.Length)
+	var p []byte
+	var err error
+	if n <= w.br.Size() {
+		p, err = w.br.Peek(n)
+	} else {
+		p = make([]byte, n)
+		_, err = io.ReadFull(w.br, p)
+	}
+	if err != nil {
+		return nil, err
 	}
 	b := &w.hb
-	b.HeadersFrame, b.Fields, b.Truncated = hf, b.Fields[:0], false
+	b.FrameHeader, b.Priority, b.Fields, b.Truncated = fh, http2.PriorityParam{}, b.Fields[:0], false
 	b.remain, b.trailerRem, b.sawRegular, b.nPseudo, b.invalid = b.limit, b.limit, false, 0, nil
 	b.dec.SetEmitEnabled(true)
 	b.dec.SetMaxStringLength(int(b.limit))
-	var frag interface {
-		HeaderBlockFragment() []byte
-		HeadersEnded() bool
-	} = hf
-	for {
-		p := frag.HeaderBlockFragment()
-		// Far past the limit, or more after a malformed field (whose size was not
-		// counted): not worth decoding.
-		if int64(len(p)) > 2*int64(b.remain+b.trailerRem) || b.invalid != nil {
-			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
-		}
-		if _, err := b.dec.Write(p); err != nil {
-			return nil, http2.ConnectionError(http2.ErrCodeCompression)
-		}
-		if frag.HeadersEnded() {
-			break
-		}
+	frag, err := b.fragment(p)
+	if err == nil {
+		err = b.decode(frag)
+	}
+	if n <= w.br.Size() {
+		w.br.Discard(n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for end := fh.Flags.Has(http2.FlagHeadersEndHeaders); !end; {
 		next, err := w.fr.ReadFrame()
 		if err != nil {
 			return nil, err
 		}
-		frag = next.(*http2.ContinuationFrame) // the Framer checks the order
+		cf := next.(*http2.ContinuationFrame) // the Framer checks the order
+		if err := b.decode(cf.HeaderBlockFragment()); err != nil {
+			return nil, err
+		}
+		end = cf.HeadersEnded()
 	}
 	if err := b.dec.Close(); err != nil {
 		return nil, http2.ConnectionError(http2.ErrCodeCompression)
 	}
 	if b.invalid != nil {
-		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: b.invalid}
+		return nil, http2.StreamError{StreamID: fh.StreamID, Code: http2.ErrCodeProtocol, Cause: b.invalid}
 	}
 	if err := b.checkPseudo(); err != nil {
-		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
+		return nil, http2.StreamError{StreamID: fh.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
 	}
 	return b, nil
+}
+
+// fragment is the header block fragment of HEADERS payload p: without the padding
+// and the priority fields.
+func (b *headerBlock) fragment(p []byte) ([]byte, error) {
+	pad := 0
+	if b.Flags.Has(http2.FlagHeadersPadded) {
+		if len(p) < 1 {
+			return nil, http2.ConnectionError(http2.ErrCodeFrameSize)
+		}
+		pad, p = int(p[0]), p[1:]
+	}
+	if b.HasPriority() {
+		if len(p) < 5 {
+			return nil, http2.ConnectionError(http2.ErrCodeFrameSize)
+		}
+		v := binary.BigEndian.Uint32(p)
+		b.Priority = http2.PriorityParam{StreamDep: v & 0x7fffffff, Exclusive: v&(1<<31) != 0, Weight: p[4]}
+		p = p[5:]
+	}
+	if pad > len(p) { // the padding as long as the rest or longer (RFC 9113 6.2)
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return p[:len(p)-pad], nil
+}
+
+// decode decodes a fragment of the block.
+func (b *headerBlock) decode(p []byte) error {
+	// Far past the limit, or more after a malformed field (whose size was not
+	// counted): not worth decoding.
+	if int64(len(p)) > 2*int64(b.remain+b.trailerRem) || b.invalid != nil {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if _, err := b.dec.Write(p); err != nil {
+		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	return nil
 }
 
 // checkPseudo: known pseudo-header fields, each once, of a request or of a response.

@@ -1,8 +1,10 @@
 package h2
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -14,7 +16,7 @@ import (
 // blockReader is a wire that reads the frames written into in.
 func blockReader(in *bytes.Buffer, limit int) *wire {
 	w := &wire{}
-	w.init(&bytes.Buffer{}, in, limit)
+	w.init(&bytes.Buffer{}, bufio.NewReader(in), limit)
 	return w
 }
 
@@ -44,10 +46,17 @@ func TestHeaderBlock(t *testing.T) {
 		fields []string
 		split  int // bytes of the block in the HEADERS frame, the rest in CONTINUATIONs of this size; 0: whole
 		limit  int
+		pad    uint8  // padding of the HEADERS frame
+		prio   bool   // with priority fields
 		want   string // "" ok, "stream", "conn:CODE", "truncated"
 	}{
 		{name: "request", fields: request},
 		{name: "continuations", fields: request, split: 3},
+		{name: "padded", fields: request, pad: 7},
+		{name: "priority", fields: request, prio: true},
+		{name: "padded, priority, continuations", fields: request, pad: 255, prio: true, split: 5},
+		// Larger than the read buffer (4 KB here): read into a slice of its own.
+		{name: "large", fields: repeatField(10, 500), limit: 8 << 10},
 		{name: "response", fields: []string{":status", "200", "content-type", "text/plain"}},
 		{name: "uppercase name", fields: []string{":status", "200", "Content-Type", "x"}, want: "stream"},
 		{name: "name not a token", fields: []string{":status", "200", "a b", "x"}, want: "stream"},
@@ -71,7 +80,11 @@ func TestHeaderBlock(t *testing.T) {
 			if tc.split > 0 {
 				first, rest = block[:tc.split], block[tc.split:]
 			}
-			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: first, EndStream: true, EndHeaders: len(rest) == 0})
+			hp := http2.HeadersFrameParam{StreamID: 1, BlockFragment: first, EndStream: true, EndHeaders: len(rest) == 0, PadLength: tc.pad}
+			if tc.prio {
+				hp.Priority = http2.PriorityParam{StreamDep: 3, Exclusive: true, Weight: 200}
+			}
+			_ = fr.WriteHeaders(hp)
 			for len(rest) > 0 {
 				n := min(tc.split, len(rest))
 				_ = fr.WriteContinuation(1, n == len(rest), rest[:n])
@@ -105,6 +118,11 @@ func TestHeaderBlock(t *testing.T) {
 				}
 				if b.Truncated != (tc.want == "truncated") || !b.StreamEnded() || b.StreamID != 1 {
 					t.Fatalf("truncated %v ended %v stream %d", b.Truncated, b.StreamEnded(), b.StreamID)
+				}
+				if wantPrio := (http2.PriorityParam{StreamDep: 3, Exclusive: true, Weight: 200}); tc.prio && (!b.HasPriority() || b.Priority != wantPrio) {
+					t.Fatalf("priority %v %+v, want %+v", b.HasPriority(), b.Priority, wantPrio)
+				} else if !tc.prio && (b.HasPriority() || b.Priority != (http2.PriorityParam{})) {
+					t.Fatalf("priority %v %+v, want none", b.HasPriority(), b.Priority)
 				}
 				if tc.want == "" {
 					var got []string
@@ -155,9 +173,88 @@ func TestHeaderBlockAllocs(t *testing.T) {
 		}
 	}
 	read()
-	if n := testing.AllocsPerRun(100, read); n > 1 {
-		// One is the Framer's HeadersFrame.
-		t.Fatalf("%.1f allocations per block, want at most 1", n)
+	if n := testing.AllocsPerRun(100, read); n > 0 {
+		t.Fatalf("%.1f allocations per block, want none", n)
+	}
+}
+
+// TestReadFrameMalformed: the frames readFrame parses itself (HEADERS, PING,
+// WINDOW_UPDATE) fail as RFC 9113 says when malformed, and a stream's error leaves the
+// connection readable; PING and WINDOW_UPDATE frames read whole allocate nothing.
+func TestReadFrameMalformed(t *testing.T) {
+	block := encode(":status", "200")
+	cases := []struct {
+		name  string
+		typ   http2.FrameType
+		flags http2.Flags
+		id    uint32
+		p     []byte
+		want  string // "stream:CODE", "conn:CODE", "ok:FIELDS"
+	}{
+		{"headers on stream 0", http2.FrameHeaders, http2.FlagHeadersEndHeaders, 0, block, "conn:PROTOCOL_ERROR"},
+		{"padding as long as the payload", http2.FrameHeaders, http2.FlagHeadersEndHeaders | http2.FlagHeadersPadded, 1, append([]byte{byte(len(block) + 1)}, block...), "conn:PROTOCOL_ERROR"},
+		{"padding as long as the fragment", http2.FrameHeaders, http2.FlagHeadersEndHeaders | http2.FlagHeadersPadded, 1, append([]byte{byte(len(block))}, block...), "ok:0"}, // an empty fragment
+		{"no room for the pad length", http2.FrameHeaders, http2.FlagHeadersEndHeaders | http2.FlagHeadersPadded, 1, nil, "conn:FRAME_SIZE_ERROR"},
+		{"priority cut short", http2.FrameHeaders, http2.FlagHeadersEndHeaders | http2.FlagHeadersPriority, 1, []byte{0, 0, 0}, "conn:FRAME_SIZE_ERROR"},
+		{"ping of 7 bytes", http2.FramePing, 0, 0, make([]byte, 7), "conn:FRAME_SIZE_ERROR"},
+		{"ping on a stream", http2.FramePing, 0, 1, make([]byte, 8), "conn:PROTOCOL_ERROR"},
+		{"window update of 3 bytes", http2.FrameWindowUpdate, 0, 1, make([]byte, 3), "conn:FRAME_SIZE_ERROR"},
+		{"window update of 0 on the connection", http2.FrameWindowUpdate, 0, 0, make([]byte, 4), "conn:PROTOCOL_ERROR"},
+		{"window update of 0 on a stream", http2.FrameWindowUpdate, 0, 3, []byte{0x80, 0, 0, 0}, "stream:PROTOCOL_ERROR"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var in bytes.Buffer
+			fr := http2.NewFramer(&in, nil)
+			_ = fr.WriteRawFrame(tc.typ, tc.flags, tc.id, tc.p)
+			_ = fr.WritePing(false, [8]byte{1, 2, 3, 4, 5, 6, 7, 8})
+			w := blockReader(&in, 1<<10)
+			f, err := w.readFrame()
+			var se http2.StreamError
+			var ce http2.ConnectionError
+			switch kind, code, _ := strings.Cut(tc.want, ":"); kind {
+			case "ok":
+				if b, ok := f.(*headerBlock); err != nil || !ok || fmt.Sprint(len(b.Fields)) != code {
+					t.Fatalf("got %v %v, want a block of %s fields", f, err, code)
+				}
+			case "conn":
+				if !errors.As(err, &ce) || http2.ErrCode(ce).String() != code {
+					t.Fatalf("got %v, want connection error %s", err, code)
+				}
+			case "stream":
+				if !errors.As(err, &se) || se.Code.String() != code || se.StreamID != tc.id {
+					t.Fatalf("got %v, want stream error %s on stream %d", err, code, tc.id)
+				}
+				f, err := w.readFrame()
+				if p, ok := f.(*http2.PingFrame); err != nil || !ok || p.Data != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} || p.IsAck() {
+					t.Fatalf("next frame: %v %v", f, err)
+				}
+			}
+		})
+	}
+
+	var frames bytes.Buffer
+	fr := http2.NewFramer(&frames, nil)
+	_ = fr.WritePing(true, [8]byte{9})
+	_ = fr.WriteWindowUpdate(5, 1<<20)
+	two := frames.Bytes()
+	var in bytes.Buffer
+	w := blockReader(&in, 1<<10)
+	read := func() {
+		in.Reset()
+		in.Write(two)
+		f, err := w.readFrame()
+		if p, ok := f.(*http2.PingFrame); err != nil || !ok || !p.IsAck() || p.Data != [8]byte{9} {
+			t.Fatalf("%v %v", f, err)
+		}
+		f, err = w.readFrame()
+		if u, ok := f.(*http2.WindowUpdateFrame); err != nil || !ok || u.StreamID != 5 || u.Increment != 1<<20 {
+			t.Fatalf("%v %v", f, err)
+		}
+	}
+	read()
+	if n := testing.AllocsPerRun(100, read); n > 0 {
+		t.Fatalf("%.1f allocations per PING and WINDOW_UPDATE, want none", n)
 	}
 }
 

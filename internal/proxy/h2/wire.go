@@ -24,15 +24,19 @@ type wire struct {
 	bw      *bufio.Writer
 	fr      *http2.Framer // reads on the connection's reading goroutine; writes under wmu
 	henc    encoder
-	hbuf    []byte      // the header block being encoded
-	werr    error       // the first write error; later writes fail with it
+	hbuf    []byte // the header block being encoded
+	werr    error  // the first write error; later writes fail with it
+	br      *bufio.Reader
 	hb      headerBlock // the last header block read (the reading goroutine's)
+	pingF   http2.PingFrame
+	wupdF   http2.WindowUpdateFrame
 
 	peerMaxFrame atomic.Uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
 }
 
-func (w *wire) init(wr io.Writer, br io.Reader, maxHeaderBytes int) {
+func (w *wire) init(wr io.Writer, br *bufio.Reader, maxHeaderBytes int) {
 	w.bw = bufio.NewWriterSize(wr, writeBufSize)
+	w.br = br
 	w.fr = http2.NewFramer(w.bw, br)
 	w.fr.SetReuseFrames()
 	w.fr.SetMaxReadFrameSize(readFrameSize)
