@@ -27,7 +27,7 @@ type headerBlock struct {
 	Fields            []hpack.HeaderField
 	Truncated         bool // the list passed the size limit; what followed was dropped
 
-	dec        *hpack.Decoder
+	dec        decoder
 	limit      uint32 // SETTINGS_MAX_HEADER_LIST_SIZE, as this end advertised it
 	remain     uint32 // of the limit, for fields other than trailer
 	trailerRem uint32 // of the limit, for the trailer field's announced names
@@ -38,45 +38,48 @@ type headerBlock struct {
 
 func (b *headerBlock) init(limit uint32) {
 	b.limit = limit
-	b.dec = hpack.NewDecoder(4096, b.emit)
+	b.dec = newDecoder(maxTableSize) // the size this side's SETTINGS leave at the default
+	b.dec.emit = b.emit
 }
 
-// emit takes a decoded field (the decoder's callback).
-func (b *headerBlock) emit(f hpack.HeaderField) {
-	if !h1.ValidValue(f.Value) {
-		b.invalid = fmt.Errorf("invalid value of header field %q", f.Name) // not the value: it may be secret
-	} else if strings.HasPrefix(f.Name, ":") {
+// emit takes a decoded field (the decoder's callback) and reports whether it is valid;
+// checked: it is known to be (an entry of the tables that was).
+func (b *headerBlock) emit(name, value string, checked bool) bool {
+	if !checked && !h1.ValidValue(value) {
+		b.invalid = fmt.Errorf("invalid value of header field %q", name) // not the value: it may be secret
+	} else if strings.HasPrefix(name, ":") {
 		if b.sawRegular {
 			b.invalid = errors.New("pseudo-header field after a regular one")
 		}
 	} else {
 		b.sawRegular = true
-		if !validFieldName(f.Name) {
-			b.invalid = fmt.Errorf("invalid header field name %q", f.Name)
+		if !checked && !validFieldName(name) {
+			b.invalid = fmt.Errorf("invalid header field name %q", name)
 		}
 	}
 	if b.invalid != nil {
-		b.dec.SetEmitEnabled(false)
-		return
+		b.dec.discard = true
+		return false
 	}
 	// The trailer field counts against a budget of its own, as the fields it
 	// announces will: each name as the size of a field of its own.
-	rem, size := &b.remain, f.Size()
-	if f.Name == "trailer" {
-		names := uint32(strings.Count(f.Value, ",") + 1)
-		rem, size = &b.trailerRem, uint32(len(f.Value))-names+1+names*hpack.HeaderField{}.Size()
+	rem, size := &b.remain, entrySize(name, value) // RFC 9113 6.5.2 measures as HPACK
+	if name == "trailer" {
+		names := uint32(strings.Count(value, ",") + 1)
+		rem, size = &b.trailerRem, uint32(len(value))-names+1+names*hpack.HeaderField{}.Size()
 	}
 	if size > *rem {
-		b.dec.SetEmitEnabled(false)
+		b.dec.discard = true
 		b.Truncated = true
 		b.remain, b.trailerRem = 0, 0
-		return
+		return true
 	}
 	*rem -= size
-	b.Fields = append(b.Fields, f)
+	b.Fields = append(b.Fields, hpack.HeaderField{Name: name, Value: value})
 	if !b.sawRegular {
 		b.nPseudo++
 	}
+	return true
 }
 
 func (b *headerBlock) StreamEnded() bool { return b.Flags.Has(http2.FlagHeadersEndStream) }
@@ -178,8 +181,8 @@ func (w *wire) readHeaders(fh http2.FrameHeader) (http2.Frame, error) {
 	b := &w.hb
 	b.FrameHeader, b.Priority, b.Fields, b.Truncated = fh, http2.PriorityParam{}, b.Fields[:0], false
 	b.remain, b.trailerRem, b.sawRegular, b.nPseudo, b.invalid = b.limit, b.limit, false, 0, nil
-	b.dec.SetEmitEnabled(true)
-	b.dec.SetMaxStringLength(int(b.limit))
+	b.dec.discard = false
+	b.dec.maxString = int(b.limit)
 	frag, err := b.fragment(p)
 	if err == nil {
 		err = b.decode(frag)
@@ -201,7 +204,7 @@ func (w *wire) readHeaders(fh http2.FrameHeader) (http2.Frame, error) {
 		}
 		end = cf.HeadersEnded()
 	}
-	if err := b.dec.Close(); err != nil {
+	if err := b.dec.close(); err != nil {
 		return nil, http2.ConnectionError(http2.ErrCodeCompression)
 	}
 	if b.invalid != nil {
@@ -244,7 +247,7 @@ func (b *headerBlock) decode(p []byte) error {
 	if int64(len(p)) > 2*int64(b.remain+b.trailerRem) || b.invalid != nil {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	if _, err := b.dec.Write(p); err != nil {
+	if err := b.dec.write(p); err != nil {
 		return http2.ConnectionError(http2.ErrCodeCompression)
 	}
 	return nil
