@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"log/slog"
 	"os"
@@ -345,5 +346,47 @@ func TestFont(t *testing.T) {
 				t.Errorf("glyph %q row %d = %q", r, i, row)
 			}
 		}
+	}
+}
+
+// TestLeastSteal: a run is tried again while its steal passes the limit, at most the
+// retries allowed, not after a failed try, not at all with no limit; the try with the
+// least steal is kept and the others' steal recorded.
+func TestLeastSteal(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		max       float64
+		retries   int
+		steals    []float64 // of the tries, in order; one of 100 or more fails (its steal is that less 100)
+		kept      float64
+		discarded []float64
+	}{
+		{"quiet", 5, 2, []float64{1}, 1, nil},
+		{"second quiet", 5, 2, []float64{9, 2}, 2, []float64{9}},
+		{"all noisy: least kept", 5, 2, []float64{9, 12, 7}, 7, []float64{9, 12}},
+		{"retries bound", 5, 1, []float64{9, 8, 1}, 8, []float64{9}},
+		{"no limit", 0, 2, []float64{30}, 30, nil},
+		{"no retry after a failed try", 5, 3, []float64{9, 120}, 9, []float64{20}},
+		{"a failed try is not kept", 5, 3, []float64{9, 101}, 9, []float64{1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := 0
+			try := func() DPRun {
+				s := tt.steals[n]
+				n++
+				if s >= 100 {
+					return DPRun{StealPct: s - 100, Error: "failed"}
+				}
+				return DPRun{StealPct: s}
+			}
+			agains := 0
+			got := leastSteal(context.Background(), tt.max, tt.retries, try, func(DPRun) { agains++ })
+			if got.StealPct != tt.kept || fmt.Sprint(got.DiscardedSteal) != fmt.Sprint(tt.discarded) || got.Error != "" {
+				t.Errorf("kept %v (discarded %v, error %q), want %v (%v)", got.StealPct, got.DiscardedSteal, got.Error, tt.kept, tt.discarded)
+			}
+			if wantTries := len(tt.discarded) + 1; n != wantTries || agains != n-1 {
+				t.Errorf("%d tries, %d told, want %d", n, agains, wantTries)
+			}
+		})
 	}
 }

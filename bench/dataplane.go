@@ -45,6 +45,9 @@ type DPRun struct {
 	UpstreamCxA int64  `json:"upstream_cx_a,omitempty"`
 	UpstreamCxB int64  `json:"upstream_cx_b,omitempty"`
 	Error       string `json:"error,omitempty"`
+	// DiscardedSteal is the steal of the tries of this run that were not kept
+	// (-max-steal).
+	DiscardedSteal []float64 `json:"discarded_steal_pct,omitempty"`
 }
 
 // DPResult is one (path, qps, conns) cell: its runs and their medians.
@@ -174,7 +177,9 @@ func runDataPlane(ctx context.Context, e *dpEnv) ([]*DPResult, error) {
 					res.Runs = append(res.Runs, DPRun{Rep: rep, Error: "skipped: " + why})
 					continue
 				}
-				run := e.runOne(ctx, c, rep, nil)
+				run := leastSteal(ctx, e.cfg.MaxSteal, e.cfg.StealRetries, func() DPRun { return e.runOne(ctx, c, rep, nil) }, func(r DPRun) {
+					e.log.Info("run again: steal", "path", c.path.Name, "qps", c.qps, "conns", c.conns, "steal%", round(r.StealPct, 1), "max", e.cfg.MaxSteal)
+				})
 				res.Runs = append(res.Runs, run)
 				e.log.Info("run", "n", fmt.Sprintf("%d/%d", n, total), "path", c.path.Name, "qps", c.qps, "conns", c.conns,
 					"rps", round(run.RPS, 0), "p50", round(run.P50, 3), "p99", round(run.P99, 3), "steal%", round(run.StealPct, 1), "err", run.Error)
@@ -187,6 +192,33 @@ func runDataPlane(ctx context.Context, e *dpEnv) ([]*DPResult, error) {
 	}
 	summarize(out)
 	return out, nil
+}
+
+// leastSteal runs try, and again while the last try's hypervisor steal passed max
+// percent (0: never) and it did not fail, at most retries more times; it returns the
+// try with the least steal, carrying the steal of the others. again is told of each
+// try that is run again. The machines this runs on are shared: a run at 15 % steal
+// measures the neighbours, and its p99 can pass every proxy's.
+func leastSteal(ctx context.Context, max float64, retries int, try func() DPRun, again func(DPRun)) DPRun {
+	tries := []DPRun{try()}
+	for last := tries[0]; len(tries) <= retries && max > 0 && last.Error == "" && last.StealPct > max && ctx.Err() == nil; {
+		again(last)
+		last = try()
+		tries = append(tries, last)
+	}
+	best := 0 // the first try: retried only when it did not fail
+	for i, r := range tries {
+		if r.Error == "" && r.StealPct < tries[best].StealPct {
+			best = i
+		}
+	}
+	kept := tries[best]
+	for i, r := range tries {
+		if i != best {
+			kept.DiscardedSteal = append(kept.DiscardedSteal, r.StealPct)
+		}
+	}
+	return kept
 }
 
 func (e *dpEnv) missingTool(p pathSpec) string {

@@ -64,6 +64,11 @@ type Config struct {
 	// MaxRSSMB: a control plane or sidecar whose RSS passes it is killed and its case
 	// fails (the machine is shared).
 	MaxRSSMB int
+	// MaxSteal: a data-plane run during which hypervisor steal passed this share of the
+	// machine's CPU time (percent) is run again, up to StealRetries more times, and the
+	// try with the least steal is kept; 0 keeps every first try.
+	MaxSteal     float64
+	StealRetries int
 
 	Log *slog.Logger
 }
@@ -96,6 +101,8 @@ func benchMain(args []string, stderr io.Writer) int {
 	render := fs.Bool("render", false, "only re-write results.md and latency.png from the results.json in -out")
 	merge := fs.Bool("merge", false, "keep the sections not run from the results.json already in -out (re-run one section)")
 	maxRSS := fs.Int("max-rss-mb", 4096, "kill a control plane or sidecar whose RSS passes this (its case fails)")
+	maxSteal := fs.Float64("max-steal", 5, "run a data-plane run again when hypervisor steal during it passed this percentage of CPU time, keeping the try with the least steal (0: never)")
+	stealRetries := fs.Int("steal-retries", 2, "how many times -max-steal may run one data-plane run again")
 	sidecarSizes := fs.String("sidecar-sizes", "10,10000", "mesh sizes (services) for the sidecar RSS figure")
 	sidecarStats := fs.String("sidecar-stats", "all", "the sidecar RSS figure's stats settings: all (every metric, weft's default), istio (the stats inclusion list of Istio's bootstraps), or both: all,istio")
 	if err := fs.Parse(args); err != nil {
@@ -108,7 +115,7 @@ func benchMain(args []string, stderr io.Writer) int {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	cfg := Config{
 		Quick: *quick, Duration: *duration, Reps: *reps, Out: *out, Tools: *toolsDir,
-		CPChanges: *cpChanges, MaxRSSMB: *maxRSS, ChangeTimeout: 2 * time.Minute, Warmup: *warmup, Pacing: *pacing, Merge: *merge,
+		CPChanges: *cpChanges, MaxRSSMB: *maxRSS, MaxSteal: *maxSteal, StealRetries: *stealRetries, ChangeTimeout: 2 * time.Minute, Warmup: *warmup, Pacing: *pacing, Merge: *merge,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	var err error

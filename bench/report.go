@@ -103,6 +103,19 @@ func markdown(res *Results) string {
 		"Other load: CPU used during the run by processes outside it (the machine is shared), in cores. "+
 		"Weft upstream conns: connections each weft sidecar opened in the run (warm-up included); with keep-alive it would be about the client's connection count.\n\n",
 		m.PayloadBytes, m.Pacing, m.Duration, m.Warmup, m.Reps)
+	if m.MaxSteal > 0 && len(res.DataPlane) > 0 {
+		again, runs := 0, 0
+		for _, c := range res.DataPlane {
+			for _, r := range c.Runs {
+				runs++
+				if len(r.DiscardedSteal) > 0 {
+					again++
+				}
+			}
+		}
+		fmt.Fprintf(&b, "A run during which hypervisor steal passed %.1f%% of CPU time was run again, up to %d times, and the try with the least steal kept: %d of %d runs.\n\n",
+			m.MaxSteal, m.StealRetries, again, runs)
+	}
 
 	if len(res.DataPlane) > 0 && len(m.QPS) > 0 && len(m.Conns) > 0 {
 		for _, q := range m.QPS {

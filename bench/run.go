@@ -48,6 +48,9 @@ type Meta struct {
 	Rerun    []string `json:"rerun,omitempty"`
 	StealPct float64  `json:"steal_pct"` // over the whole run
 	BusyPct  float64  `json:"busy_pct"`
+	// MaxSteal and StealRetries are -max-steal and -steal-retries.
+	MaxSteal     float64 `json:"max_steal_pct"`
+	StealRetries int     `json:"steal_retries"`
 }
 
 // Run does the sections of cfg and writes results.json, results.md and latency.png
@@ -188,6 +191,7 @@ func machineMeta(cfg Config) Meta {
 	m := Meta{
 		Start: time.Now(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Quick: cfg.Quick,
 		Duration: cfg.Duration.String(), Warmup: cfg.Warmup.String(), Pacing: cfg.Pacing, Reps: cfg.Reps, QPS: cfg.QPS, Conns: cfg.Conns,
+		MaxSteal: cfg.MaxSteal, StealRetries: cfg.StealRetries,
 		Paths: cfg.Paths, PayloadBytes: payloadSize,
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
