@@ -11,6 +11,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/weft-mesh/weft/internal/proxy/h1"
 )
 
 // blockReader is a wire that reads the frames written into in.
@@ -306,4 +308,57 @@ func TestValidFieldName(t *testing.T) {
 			t.Fatalf("validFieldName(%q) = %v", name, got)
 		}
 	}
+}
+
+// FuzzReadFrame: on any bytes, readFrame ends in an error or returns frames, never
+// panics, and every field of a header block it returns passed the checks: a valid
+// value, a valid name or a known pseudo-header first, and within the size limit (the
+// decoder's tables skip the checks of entries that passed them once).
+func FuzzReadFrame(f *testing.F) {
+	var seed bytes.Buffer
+	fr := http2.NewFramer(&seed, nil)
+	enc := newEncoder()
+	var blk []byte
+	for _, kv := range [][2]string{{":method", "GET"}, {":path", "/"}, {":scheme", "http"}, {":authority", "a"}, {"x-a", "b"}} {
+		blk = enc.appendField(blk, kv[0], kv[1])
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk, EndHeaders: true, PadLength: 3})
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: []byte{0x82, 0x84, 0x86, 0xbe}, EndHeaders: true})
+	_ = fr.WritePing(false, [8]byte{1})
+	_ = fr.WriteWindowUpdate(1, 10)
+	f.Add(seed.Bytes())
+	f.Fuzz(func(t *testing.T, in []byte) {
+		const limit = 200
+		w := blockReader(bytes.NewBuffer(in), limit)
+		for range 64 {
+			fr, err := w.readFrame()
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				continue
+			}
+			if err != nil {
+				return
+			}
+			b, ok := fr.(*headerBlock)
+			if !ok {
+				continue
+			}
+			size := uint32(0)
+			for i, hf := range b.Fields {
+				if !h1.ValidValue(hf.Value) {
+					t.Fatalf("field %d %q: invalid value %q", i, hf.Name, hf.Value)
+				}
+				pseudo := strings.HasPrefix(hf.Name, ":")
+				if pseudo != (i < b.nPseudo) || (!pseudo && !validFieldName(hf.Name)) {
+					t.Fatalf("field %d: name %q (pseudo fields %d)", i, hf.Name, b.nPseudo)
+				}
+				if hf.Name != "trailer" {
+					size += entrySize(hf.Name, hf.Value)
+				}
+			}
+			if size > limit {
+				t.Fatalf("fields of %d bytes past the limit of %d", size, limit)
+			}
+		}
+	})
 }
