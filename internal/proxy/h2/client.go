@@ -870,10 +870,7 @@ func (b *responseBody) Recycle() {
 	if !s.releasedLocked() || len(c.free) >= maxFree {
 		return
 	}
-	if s.buf != nil {
-		putChunk(s.buf)
-	}
-	*s = clientStream{c: c}
+	*s = clientStream{c: c} // its body's buffer went back at EOF or Close
 	c.free = append(c.free, s)
 }
 

@@ -38,7 +38,8 @@ type headerBlock struct {
 
 func (b *headerBlock) init(limit uint32) {
 	b.limit = limit
-	b.dec = newDecoder(maxTableSize) // the size this side's SETTINGS leave at the default
+	b.dec = newDecoder()
+	b.dec.maxString = int(limit)
 	b.dec.emit = b.emit
 }
 
@@ -66,7 +67,7 @@ func (b *headerBlock) emit(name, value string, checked bool) bool {
 	rem, size := &b.remain, entrySize(name, value) // RFC 9113 6.5.2 measures as HPACK
 	if name == "trailer" {
 		names := uint32(strings.Count(value, ",") + 1)
-		rem, size = &b.trailerRem, uint32(len(value))-names+1+names*hpack.HeaderField{}.Size()
+		rem, size = &b.trailerRem, uint32(len(value))-names+1+names*entrySize("", "")
 	}
 	if size > *rem {
 		b.dec.discard = true
@@ -169,7 +170,8 @@ func (w *wire) readHeaders(fh http2.FrameHeader) (http2.Frame, error) {
 	n := int(fh.Length)
 	var p []byte
 	var err error
-	if n <= w.br.Size() {
+	inPlace := n <= w.br.Size()
+	if inPlace {
 		p, err = w.br.Peek(n)
 	} else {
 		p = make([]byte, n)
@@ -182,12 +184,11 @@ func (w *wire) readHeaders(fh http2.FrameHeader) (http2.Frame, error) {
 	b.FrameHeader, b.Priority, b.Fields, b.Truncated = fh, http2.PriorityParam{}, b.Fields[:0], false
 	b.remain, b.trailerRem, b.sawRegular, b.nPseudo, b.invalid = b.limit, b.limit, false, 0, nil
 	b.dec.discard = false
-	b.dec.maxString = int(b.limit)
 	frag, err := b.fragment(p)
 	if err == nil {
 		err = b.decode(frag)
 	}
-	if n <= w.br.Size() {
+	if inPlace {
 		w.br.Discard(n)
 	}
 	if err != nil {

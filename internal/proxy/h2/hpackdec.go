@@ -22,7 +22,6 @@ type decoder struct {
 	added uint64     // entries ever added; the newest has id added-1
 	size  uint32     // the table's size by RFC 7541's measure
 	max   uint32     // the table's maximum size, as the last size update set it
-	limit uint32     // the largest maximum a size update may set (SETTINGS_HEADER_TABLE_SIZE)
 
 	maxString int    // the longest string literal accepted, 0 for no limit
 	saved     []byte // an incomplete representation at the end of a fragment
@@ -58,7 +57,9 @@ var staticEntries = func() (t [len(staticTable)]decEntry) {
 	return t
 }()
 
-func newDecoder(limit uint32) decoder { return decoder{max: limit, limit: limit} }
+// newDecoder is a decoder whose table may reach maxTableSize: this side's SETTINGS
+// leave SETTINGS_HEADER_TABLE_SIZE at that default, so no size update may pass it.
+func newDecoder() decoder { return decoder{max: maxTableSize} }
 
 // write decodes a fragment of a header block; a representation cut at its end is kept
 // for the next fragment.
@@ -132,7 +133,7 @@ func (d *decoder) field(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if v > uint64(d.limit) {
+		if v > maxTableSize {
 			return 0, errSizeUpdate
 		}
 		d.max = uint32(v)

@@ -22,7 +22,7 @@ type pairDecoders struct {
 }
 
 func newPairDecoders(maxString int) *pairDecoders {
-	p := &pairDecoders{ours: newDecoder(maxTableSize)}
+	p := &pairDecoders{ours: newDecoder()}
 	p.ours.maxString = maxString
 	p.ours.emit = func(name, value string, checked bool) bool {
 		p.ourFields = append(p.ourFields, name+": "+value)
@@ -303,7 +303,7 @@ func BenchmarkDecoder(b *testing.B) {
 		}
 	}
 	b.Run("weft", func(b *testing.B) {
-		d := newDecoder(maxTableSize)
+		d := newDecoder()
 		n := 0
 		d.emit = func(name, value string, checked bool) bool { n++; return true }
 		for _, blk := range blocks[:3] {
