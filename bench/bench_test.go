@@ -57,6 +57,8 @@ func TestSmoke(t *testing.T) {
 		Out: out, Work: work, Tools: toolsDir,
 		Sections: []string{secDataPlane, secControl, secSidecar},
 		CPCases:  cases, CPChanges: 1, ChangeTimeout: 30 * time.Second, SidecarSizes: []int{10}, SidecarStats: []string{"", statsIstio}, MaxRSSMB: 2048,
+		// The steal rule in force (a high limit: its reruns are TestLeastSteal's).
+		MaxSteal: 50, StealRetries: 1,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
 	res, err := Run(ctx, cfg)
@@ -130,7 +132,11 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Data plane, 1000 rps, 4 connections", "| weft plaintext |", "## Control plane", "## Sidecar memory"} {
+	if back.Meta.MaxSteal != 50 || back.Meta.StealRetries != 1 {
+		t.Errorf("results.json meta: max steal %v, retries %d; want 50, 1", back.Meta.MaxSteal, back.Meta.StealRetries)
+	}
+	for _, want := range []string{"## Data plane, 1000 rps, 4 connections", "| weft plaintext |", "## Control plane", "## Sidecar memory",
+		"passed 50.0% of CPU time was run again, up to 1 times, and the try with the least steal kept: 0 of 2 runs"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}
